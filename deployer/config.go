@@ -1,0 +1,169 @@
+// Package deployer turns "something changed" into a new live release of a
+// static site: it fetches a git branch into a cache repository, materialises
+// the tip into a fresh release folder, runs the build commands there, and
+// switches the live symlink to it atomically.
+//
+// The package knows nothing of HTTP, Caddy or GitHub payloads. A caller
+// creates one Deployer per target folder with New, wakes it with Wake whenever
+// the branch may have moved, reads Status, and stops it with Close.
+//
+// Layout of a target folder (Config.Path):
+//
+//	<path>/current            -> releases/<name>[/<publish>]  (relative symlink, the live site)
+//	<path>/releases/<name>/   one release: a checkout of one commit, plus its build output
+//	<path>/releases/<name>.log  the build log of that release
+//	<path>/cache.git/         the cache repository, fetched into on every deploy
+//	<path>/state.json         what the deployer knows across restarts
+//	<path>/.lock              held while a Deployer owns the folder
+package deployer
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultTimeout = 10 * time.Minute
+	DefaultKeep    = 3
+	DefaultDepth   = 1
+)
+
+// Config describes one deploy target. The zero value of every optional field
+// means its documented default.
+type Config struct {
+	// Path is the folder the deployer owns. The live site is Path/current.
+	// Required; must be absolute.
+	Path string
+
+	// Remote is where to fetch from: an https or ssh URL, a local path, or a
+	// file:// URL. Required. It must not carry credentials: use Token.
+	Remote string
+
+	// Repo is the repository's owner/name. It is only passed to commands as
+	// DEPLOY_REPO and shown in Status.
+	Repo string
+
+	// Branch is the branch to deploy. Empty means the remote's default branch
+	// (its HEAD), resolved on the first deploy.
+	Branch string
+
+	// Commands run in order inside a new release, as argv (never through a
+	// shell), with the release as working directory.
+	Commands [][]string
+
+	// Publish is the subfolder of the release that goes live; empty for the
+	// release root. It must stay inside the release, symlinks resolved.
+	Publish string
+
+	// Env is extra environment for Commands, as KEY=value pairs appended to
+	// the process's own environment.
+	Env []string
+
+	// Timeout bounds one deploy, fetch and build together. Past it the build's
+	// whole process group is killed. Zero means DefaultTimeout.
+	Timeout time.Duration
+
+	// Keep is how many releases stay on disk, the live one included. Zero
+	// means DefaultKeep.
+	Keep int
+
+	// Depth is the fetch depth. Zero means DefaultDepth; a negative value
+	// fetches the full history (the Caddyfile's "depth 0").
+	Depth int
+
+	// Submodules also checks out submodules, recursively.
+	Submodules bool
+
+	// SSHKey and KnownHosts are files for ssh remotes. Git never prompts:
+	// ssh runs in batch mode, so a missing key is an error, not a hang.
+	SSHKey     string
+	KnownHosts string
+
+	// Token is an HTTPS token for private repositories. It reaches git only
+	// through a credential helper's environment: never argv, never a file,
+	// never a log line or an error.
+	Token string
+
+	// Poll, when positive, also wakes the deployer on this interval, to catch
+	// deliveries that never came.
+	Poll time.Duration
+
+	// Notify, when set, is called for deploy events (started, succeeded,
+	// failed). It runs on the worker goroutine and must not block.
+	Notify func(Event)
+}
+
+// withDefaults returns c with its zero values replaced by defaults.
+func (c Config) withDefaults() Config {
+	if c.Timeout <= 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.Keep <= 0 {
+		c.Keep = DefaultKeep
+	}
+	if c.Depth == 0 {
+		c.Depth = DefaultDepth
+	}
+	c.Path = filepath.Clean(c.Path)
+	return c
+}
+
+// Validate reports whether c can be deployed from, without touching the disk
+// or the network.
+func (c Config) Validate() error {
+	if c.Path == "" {
+		return errors.New("path is required")
+	}
+	if !filepath.IsAbs(c.Path) {
+		return fmt.Errorf("path %q must be absolute", c.Path)
+	}
+	if c.Remote == "" {
+		return errors.New("remote is required")
+	}
+	if strings.HasPrefix(c.Remote, "-") {
+		return fmt.Errorf("remote %q must not start with '-'", RedactURL(c.Remote))
+	}
+	if RedactURL(c.Remote) != c.Remote {
+		return errors.New("remote must not carry credentials; use token")
+	}
+	if c.Branch != "" && (strings.HasPrefix(c.Branch, "-") || strings.ContainsAny(c.Branch, " ~^:?*[\\\x00") || strings.Contains(c.Branch, "..")) {
+		return fmt.Errorf("branch %q is not a valid branch name", c.Branch)
+	}
+	if err := ValidatePublish(c.Publish); err != nil {
+		return err
+	}
+	for i, argv := range c.Commands {
+		if len(argv) == 0 || argv[0] == "" {
+			return fmt.Errorf("command %d is empty", i+1)
+		}
+	}
+	for _, kv := range c.Env {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return fmt.Errorf("env %q is not KEY=value", kv)
+		}
+	}
+	if c.Keep < 0 {
+		return fmt.Errorf("keep %d must be at least 1", c.Keep)
+	}
+	return nil
+}
+
+// ValidatePublish reports whether publish is a relative path that stays
+// inside the release. Symlinks are checked again after the build.
+func ValidatePublish(publish string) error {
+	if publish == "" {
+		return nil
+	}
+	if filepath.IsAbs(publish) {
+		return fmt.Errorf("publish %q must be relative to the release", publish)
+	}
+	clean := filepath.Clean(publish)
+	if clean == ".." || strings.HasPrefix(clean, "../") {
+		return fmt.Errorf("publish %q climbs out of the release", publish)
+	}
+	return nil
+}

@@ -1,0 +1,332 @@
+package deployer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Backoff of a failed fetch: it doubles from retryBase up to retryMax. A new
+// wake retries at once.
+const (
+	retryBase = 2 * time.Second
+	retryMax  = 5 * time.Minute
+)
+
+// Deployer is the worker of one target folder. Its methods are safe for
+// concurrent use.
+type Deployer struct {
+	path   string
+	logger *zap.Logger
+	lock   *os.File
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+	wakeC  chan struct{} // one slot: wakes coalesce
+	reconf chan struct{} // one slot: the poll interval may have changed
+
+	// Tests shorten these.
+	now       func() time.Time
+	retryBase time.Duration
+
+	diskMu sync.Mutex // serialises switches of current and writes of state
+
+	mu       sync.Mutex // guards what follows
+	cfg      Config
+	pending  Reason // strongest reason since the last deploy began; "" if none
+	resolved string // the remote HEAD's branch, when cfg.Branch is empty
+	st       state
+	liveAt   time.Time
+	running  *Running
+	last     *Result
+	closed   bool
+}
+
+// New returns the worker of cfg.Path and starts it. It creates the folder if
+// needed and locks it against other processes, but does no git work: the
+// worker recovers from any crash and deploys in the background.
+func New(cfg Config, logger *zap.Logger) (*Deployer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.Path, releasesName), 0o755); err != nil {
+		return nil, fmt.Errorf("creating %s: %w", cfg.Path, err)
+	}
+	lock, err := lockPath(cfg.Path)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &Deployer{
+		path:      cfg.Path,
+		logger:    logger.With(zap.String("path", cfg.Path)),
+		lock:      lock,
+		ctx:       ctx,
+		cancel:    cancel,
+		done:      make(chan struct{}),
+		wakeC:     make(chan struct{}, 1),
+		reconf:    make(chan struct{}, 1),
+		now:       time.Now,
+		retryBase: retryBase,
+		cfg:       cfg,
+	}
+	go d.loop()
+	return d, nil
+}
+
+// Wake asks the worker to bring the site to the branch's tip. It never
+// blocks. Wakes coalesce: however many come during a deploy, at most one
+// more deploy follows it, and it deploys the tip as it is then.
+func (d *Deployer) Wake(r Reason) {
+	d.mu.Lock()
+	if d.pending == "" || (r.explicit() && !d.pending.explicit()) {
+		d.pending = r
+	}
+	d.mu.Unlock()
+	select {
+	case d.wakeC <- struct{}{}:
+	default:
+	}
+}
+
+// Update replaces the configuration from the next deploy on; a deploy that is
+// running goes on with the settings it started with. The path cannot change.
+func (d *Deployer) Update(cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	cfg = cfg.withDefaults()
+	if cfg.Path != d.path {
+		return fmt.Errorf("path %q cannot change to %q", d.path, cfg.Path)
+	}
+	d.mu.Lock()
+	if cfg.Branch != d.cfg.Branch || cfg.Remote != d.cfg.Remote {
+		d.resolved = ""
+	}
+	d.cfg = cfg
+	d.mu.Unlock()
+	select {
+	case d.reconf <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// Branch returns the branch that is deployed: the configured one, or the
+// remote's default branch once a deploy has resolved it; "" until then.
+func (d *Deployer) Branch() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cfg.Branch != "" {
+		return d.cfg.Branch
+	}
+	return d.resolved
+}
+
+// Status returns a snapshot of the target.
+func (d *Deployer) Status() Status {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := Status{
+		Path:     d.path,
+		Repo:     d.cfg.Repo,
+		Branch:   d.cfg.Branch,
+		Remote:   RedactURL(d.cfg.Remote),
+		Releases: []string{},
+	}
+	if s.Branch == "" {
+		s.Branch = d.resolved
+	}
+	if name := liveRelease(d.path); name != "" {
+		live := &Live{Release: name, At: d.liveAt}
+		if r := d.st.find(name); r != nil {
+			live.Commit = r.Commit
+		}
+		s.Live = live
+	}
+	if d.running != nil {
+		r := *d.running
+		s.Running = &r
+	}
+	if d.last != nil {
+		l := *d.last
+		s.Last = &l
+	}
+	for i := len(d.st.Releases) - 1; i >= 0; i-- {
+		s.Releases = append(s.Releases, d.st.Releases[i].Name)
+	}
+	return s
+}
+
+// Close stops the worker: a running build's process group is killed and no
+// goroutine of the Deployer is left once Close returns nil. It returns
+// ctx's error if the worker has not stopped by then.
+func (d *Deployer) Close(ctx context.Context) error {
+	d.mu.Lock()
+	already := d.closed
+	d.closed = true
+	d.mu.Unlock()
+	d.cancel()
+	select {
+	case <-d.done:
+	case <-ctx.Done():
+		return fmt.Errorf("stopping the deployer of %s: %w", d.path, ctx.Err())
+	}
+	if !already {
+		d.lock.Close() // drops the flock
+	}
+	return nil
+}
+
+// config returns the configuration for one deploy.
+func (d *Deployer) config() Config {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg
+}
+
+// take returns the pending reason and clears it.
+func (d *Deployer) take() Reason {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	r := d.pending
+	d.pending = ""
+	return r
+}
+
+// loop is the worker goroutine.
+func (d *Deployer) loop() {
+	defer close(d.done)
+	d.recoverFolder()
+	d.Wake(ReasonStartup)
+
+	var (
+		retry       *time.Timer
+		retryC      <-chan time.Time
+		retryReason Reason
+		failures    int
+		poll        *time.Ticker
+		pollC       <-chan time.Time
+		pollEvery   time.Duration
+	)
+	stopRetry := func() {
+		if retry != nil {
+			retry.Stop()
+		}
+		retry, retryC, failures = nil, nil, 0
+	}
+	resetPoll := func() {
+		every := d.config().Poll
+		if every == pollEvery {
+			return
+		}
+		if poll != nil {
+			poll.Stop()
+			poll, pollC = nil, nil
+		}
+		pollEvery = every
+		if every > 0 {
+			poll = time.NewTicker(every)
+			pollC = poll.C
+		}
+	}
+	defer func() {
+		stopRetry()
+		if poll != nil {
+			poll.Stop()
+		}
+	}()
+	resetPoll()
+
+	for {
+		select {
+		case <-d.ctx.Done():
+			return
+		case <-d.reconf:
+			resetPoll()
+			continue
+		case <-pollC:
+			d.Wake(ReasonPoll)
+			continue
+		case <-retryC:
+			retry, retryC = nil, nil
+			d.Wake(retryReason)
+			continue
+		case <-d.wakeC:
+		}
+		reason := d.take()
+		if reason == "" {
+			continue
+		}
+		err := d.deploy(reason)
+		var fe *fetchError
+		if errors.As(err, &fe) && d.ctx.Err() == nil {
+			failures++
+			wait := d.retryBase << min(failures-1, 16)
+			if wait > retryMax || wait <= 0 {
+				wait = retryMax
+			}
+			if retry != nil {
+				retry.Stop()
+			}
+			retry = time.NewTimer(wait)
+			retryC = retry.C
+			if reason == ReasonRetry || !reason.explicit() {
+				retryReason = ReasonRetry
+			} else {
+				retryReason = reason // a delivery's fetch, retried, still counts as a delivery
+			}
+			d.logger.Info("retrying the fetch", zap.Duration("in", wait), zap.Int("failures", failures))
+			continue
+		}
+		stopRetry()
+	}
+}
+
+// fetchError marks an error of the fetch step, which is retried with backoff.
+type fetchError struct{ err error }
+
+func (e *fetchError) Error() string { return e.err.Error() }
+func (e *fetchError) Unwrap() error { return e.err }
+
+func (d *Deployer) setRunning(r *Running) {
+	d.mu.Lock()
+	d.running = r
+	d.mu.Unlock()
+}
+
+func (d *Deployer) notify(cfg Config, e Event) {
+	if cfg.Notify == nil {
+		return
+	}
+	e.Path = d.path
+	if e.At.IsZero() {
+		e.At = d.now()
+	}
+	cfg.Notify(e)
+}
+
+// liveRelease returns the name of the release path/current points to, or "".
+func liveRelease(path string) string {
+	target, err := os.Readlink(filepath.Join(path, currentName))
+	if err != nil {
+		return ""
+	}
+	parts := strings.Split(filepath.ToSlash(filepath.Clean(target)), "/")
+	if len(parts) < 2 || parts[0] != releasesName {
+		return ""
+	}
+	return parts[1]
+}

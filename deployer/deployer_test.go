@@ -1,0 +1,599 @@
+package deployer
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// 1. A first deploy into an empty path makes current a relative symlink into
+// the release's publish folder, serving the tip's files.
+func TestFirstDeploy(t *testing.T) {
+	r := newRemote(t)
+	tip := r.commit(map[string]string{"public/index.html": "hello", "README.md": "source"})
+	tg := start(t, Config{Remote: r.bare, Repo: "octocat/blog", Publish: "public"})
+
+	s := tg.waitLive(tip)
+	link, err := os.Readlink(filepath.Join(tg.path, "current"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := filepath.Join("releases", s.Live.Release, "public")
+	if link != want {
+		t.Errorf("current -> %q, want relative %q", link, want)
+	}
+	if !strings.HasSuffix(s.Live.Release, "-"+tip[:12]) {
+		t.Errorf("release %q does not name commit %s", s.Live.Release, tip[:12])
+	}
+	if got := readCurrent(t, tg.path, "index.html"); got != "hello" {
+		t.Errorf("current/index.html = %q", got)
+	}
+	if s.Branch != "main" {
+		t.Errorf("branch resolved from the remote's HEAD = %q, want main", s.Branch)
+	}
+	if tg.Branch() != "main" {
+		t.Errorf("Branch() = %q", tg.Branch())
+	}
+	if s.Last == nil || s.Last.Result != "ok" || s.Last.Reason != ReasonStartup || s.Last.Log == "" {
+		t.Errorf("last = %+v", s.Last)
+	}
+	if _, err := os.Stat(s.Last.Log); err != nil {
+		t.Errorf("build log: %v", err)
+	}
+	if n := tg.events.count(EventSucceeded); n != 1 {
+		t.Errorf("%d succeeded events, want 1", n)
+	}
+}
+
+// 2. The next deploy fetches into the same cache repository, and a tip that is
+// already live does nothing.
+func TestNextDeployReusesCache(t *testing.T) {
+	r := newRemote(t)
+	first := r.commit(map[string]string{"index.html": "v1"})
+	tg := start(t, Config{Remote: r.bare})
+	tg.waitLive(first)
+
+	cache := filepath.Join(tg.path, "cache.git")
+	before, err := os.Stat(filepath.Join(cache, "config"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A marker that a second clone (a new cache repository) would lose.
+	marker := filepath.Join(cache, "test-marker")
+	os.WriteFile(marker, nil, 0o644)
+
+	second := r.commit(map[string]string{"index.html": "v2"})
+	tg.Wake(ReasonDelivery)
+	tg.waitLive(second)
+	if got := readCurrent(t, tg.path, "index.html"); got != "v2" {
+		t.Errorf("index.html = %q, want v2", got)
+	}
+	after, err := os.Stat(filepath.Join(cache, "config"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(marker); err != nil || !os.SameFile(before, after) {
+		t.Errorf("cache repository was replaced: a second clone")
+	}
+	// The first commit's objects are still in the cache: only new ones came.
+	mustGit(t, cache, "cat-file", "-e", first+"^{tree}")
+
+	// Already live: no deploy, no new release, no new result.
+	last := tg.Status().Last
+	for i := 0; i < 3; i++ {
+		tg.Wake(ReasonDelivery)
+	}
+	waitFor(t, "the wakes to be handled", func() bool {
+		tg.mu.Lock()
+		defer tg.mu.Unlock()
+		return tg.pending == "" && tg.running == nil && len(tg.wakeC) == 0
+	})
+	time.Sleep(300 * time.Millisecond)
+	s := tg.Status()
+	if s.Last.At != last.At || len(s.Releases) != 2 || tg.events.count(EventStarted) != 2 {
+		t.Errorf("a live tip was deployed again: last=%+v releases=%v started=%d", s.Last, s.Releases, tg.events.count(EventStarted))
+	}
+}
+
+// 3. Wakes coalesce: 25 wakes during a slow build give at most one more
+// deploy, and the last commit ends up live.
+func TestWakesCoalesce(t *testing.T) {
+	r := newRemote(t)
+	r.commit(map[string]string{"index.html": "v1"})
+	tg := start(t, Config{Remote: r.bare, Commands: [][]string{{"sleep", "8"}}})
+	waitFor(t, "the first build to start", func() bool { return tg.events.count(EventStarted) == 1 })
+
+	var tip string
+	for i := 0; i < 25; i++ {
+		tip = r.commit(map[string]string{"index.html": "v" + strconv.Itoa(i+2)})
+		tg.Wake(ReasonDelivery)
+	}
+	if tg.events.count(EventSucceeded) != 0 {
+		t.Fatal("the first build ended before the wakes were sent; the test proves nothing")
+	}
+	tg.waitLive(tip)
+	time.Sleep(500 * time.Millisecond) // a third deploy would have started by now
+	if n := tg.events.count(EventStarted); n > 2 {
+		t.Errorf("%d deploys for 26 commits and 26 wakes; want at most 2", n)
+	}
+	if got := readCurrent(t, tg.path, "index.html"); got != "v26" {
+		t.Errorf("index.html = %q, want v26", got)
+	}
+}
+
+// 4. Failures leave the live release untouched, remove the failed folder, and
+// put the error and the output's tail into Status.
+func TestFailedBuildKeepsLiveSite(t *testing.T) {
+	cases := []struct {
+		name     string
+		commands [][]string
+		publish  string
+		files    map[string]string
+		timeout  time.Duration
+		wantErr  string
+		wantTail string
+	}{
+		{
+			name:     "command exits non-zero",
+			commands: [][]string{{"sh", "-c", "echo building; echo 'template error: no such layout' >&2; exit 3"}},
+			wantErr:  "exit status 3",
+			wantTail: "template error: no such layout",
+		},
+		{
+			name:     "command not found",
+			commands: [][]string{{"no-such-builder-xyz"}},
+			wantErr:  "executable file not found",
+		},
+		{
+			name:    "publish folder missing",
+			publish: "public",
+			wantErr: `publish folder "public" does not exist`,
+		},
+		{
+			name:     "publish folder links outside the release",
+			publish:  "public",
+			commands: [][]string{{"ln", "-s", "/etc", "public"}},
+			wantErr:  "resolves outside the release",
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRemote(t)
+			good := r.commit(map[string]string{"index.html": "good", "public/index.html": "good"})
+			path := filepath.Join(t.TempDir(), "site")
+			tg := start(t, Config{Path: path, Remote: r.bare})
+			s := tg.waitLive(good)
+			liveRelease := s.Live.Release
+
+			bad := r.commit(map[string]string{"index.html": "bad", "public/index.html": "\x00delete"})
+			if err := tg.Update(Config{Path: path, Remote: r.bare, Commands: tc.commands, Publish: tc.publish, Notify: tg.events.notify}); err != nil {
+				t.Fatal(err)
+			}
+			tg.Wake(ReasonDelivery)
+			s = tg.waitResult("error", bad)
+			if !strings.Contains(s.Last.Error, tc.wantErr) {
+				t.Errorf("error = %q, want it to contain %q", s.Last.Error, tc.wantErr)
+			}
+			if !strings.Contains(s.Last.OutputTail, tc.wantTail) {
+				t.Errorf("output tail = %q, want it to contain %q", s.Last.OutputTail, tc.wantTail)
+			}
+			if s.Live == nil || s.Live.Release != liveRelease || s.Live.Commit != good {
+				t.Errorf("live = %+v, want %s untouched", s.Live, liveRelease)
+			}
+			if got := readCurrent(t, path, "index.html"); got != "good" {
+				t.Errorf("served index.html = %q, want good", got)
+			}
+			if dirs := releaseDirs(t, path); len(dirs) != 1 || dirs[0] != liveRelease {
+				t.Errorf("release folders = %v, want only %s", dirs, liveRelease)
+			}
+			if ev, ok := tg.events.last(EventFailed); !ok || ev.Commit != bad || ev.Err == nil {
+				t.Errorf("failed event = %+v", ev)
+			}
+			// The build log of the failed release is kept for reading.
+			if b, err := os.ReadFile(s.Last.Log); err != nil || !strings.Contains(string(b), tc.wantTail) {
+				t.Errorf("log %s: %v %q", s.Last.Log, err, b)
+			}
+
+			// Poll leaves a tip whose build failed alone; a delivery retries it.
+			started := tg.events.count(EventStarted)
+			tg.Wake(ReasonPoll)
+			time.Sleep(500 * time.Millisecond)
+			waitFor(t, "idle", func() bool { return tg.Status().Running == nil })
+			if n := tg.events.count(EventStarted); n != started {
+				t.Errorf("poll rebuilt a failed tip")
+			}
+			tg.Wake(ReasonDelivery)
+			waitFor(t, "a retry", func() bool { return tg.events.count(EventStarted) == started+1 })
+		})
+	}
+}
+
+// 4. A command past the timeout is killed with everything it started.
+func TestTimeoutKillsProcessGroup(t *testing.T) {
+	r := newRemote(t)
+	good := r.commit(map[string]string{"index.html": "good"})
+	path := filepath.Join(t.TempDir(), "site")
+	tg := start(t, Config{Path: path, Remote: r.bare})
+	tg.waitLive(good)
+
+	pidFile := filepath.Join(t.TempDir(), "child.pid")
+	bad := r.commit(map[string]string{"index.html": "bad"})
+	tg.Update(Config{Path: path, Remote: r.bare, Timeout: 2 * time.Second, Notify: tg.events.notify,
+		// The shell starts a child that would outlive it, then waits.
+		Commands: [][]string{{"sh", "-c", `sleep 300 & echo $! > "$0"; echo started; wait`, pidFile}}})
+	tg.Wake(ReasonManual)
+	s := tg.waitResult("error", bad)
+	if !strings.Contains(s.Last.Error, "timeout") {
+		t.Errorf("error = %q, want a timeout", s.Last.Error)
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	waitFor(t, "the child to die", func() bool { return !alive(pid) })
+	if got := readCurrent(t, path, "index.html"); got != "good" {
+		t.Errorf("served %q after a timeout", got)
+	}
+	if len(releaseDirs(t, path)) != 1 {
+		t.Errorf("release folders = %v", releaseDirs(t, path))
+	}
+}
+
+// alive reports whether pid runs (and is not a zombie).
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b))
+	return len(f) > 2 && f[2] != "Z"
+}
+
+// 4. A dead remote is an error in Status, retried with backoff; Close stops
+// the backoff at once.
+func TestDeadRemoteRetriesWithBackoff(t *testing.T) {
+	r := newRemote(t)
+	good := r.commit(map[string]string{"index.html": "good"})
+	path := filepath.Join(t.TempDir(), "site")
+	tg := start(t, Config{Path: path, Remote: r.bare})
+	tg.waitLive(good)
+
+	dead := filepath.Join(t.TempDir(), "gone.git")
+	tg.mu.Lock()
+	tg.retryBase = 100 * time.Millisecond
+	tg.mu.Unlock()
+	tg.Update(Config{Path: path, Remote: dead, Branch: "main", Notify: tg.events.notify})
+	tg.Wake(ReasonDelivery)
+	s := tg.waitResult("error", "")
+	if !strings.Contains(s.Last.Error, "fetching main") {
+		t.Errorf("error = %q", s.Last.Error)
+	}
+	// Retries happen on their own, and a down remote is announced once.
+	first := s.Last.At
+	waitFor(t, "a retry", func() bool { return tg.Status().Last.At.After(first) })
+	if n := tg.events.count(EventFailed); n != 1 {
+		t.Errorf("%d failed events for one outage, want 1", n)
+	}
+	if got := readCurrent(t, path, "index.html"); got != "good" {
+		t.Errorf("served %q", got)
+	}
+	// Back off to a long wait, then Close must not wait for it.
+	tg.mu.Lock()
+	tg.retryBase = time.Hour
+	tg.mu.Unlock()
+	waitFor(t, "another retry", func() bool { return tg.Status().Running == nil })
+	begin := time.Now()
+	tg.close()
+	if d := time.Since(begin); d > 5*time.Second {
+		t.Errorf("Close took %v during backoff", d)
+	}
+}
+
+// 5. Readers of current never see an error, an empty file or two versions
+// mixed, during 20 deploys.
+func TestSwitchIsAtomic(t *testing.T) {
+	r := newRemote(t)
+	tip := r.commit(map[string]string{"index.html": "v0", "about.html": "v0"})
+	tg := start(t, Config{Remote: r.bare})
+	tg.waitLive(tip)
+
+	var stop atomic.Bool
+	var reads atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan string, 10)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for !stop.Load() {
+			a, errA := os.ReadFile(filepath.Join(tg.path, "current", "index.html"))
+			// Through one resolved release, both files must agree.
+			dir, errD := filepath.EvalSymlinks(filepath.Join(tg.path, "current"))
+			b, errB := os.ReadFile(filepath.Join(dir, "about.html"))
+			c, errC := os.ReadFile(filepath.Join(dir, "index.html"))
+			reads.Add(1)
+			switch {
+			case errA != nil || errB != nil || errC != nil || errD != nil:
+				errs <- "read error: " + errors.Join(errA, errB, errC, errD).Error()
+				return
+			case len(a) == 0 || len(b) == 0:
+				errs <- "empty file"
+				return
+			case string(b) != string(c):
+				errs <- "mixed versions: " + string(b) + " and " + string(c)
+				return
+			}
+		}
+	}()
+	for i := 1; i <= 20; i++ {
+		v := "v" + strconv.Itoa(i)
+		tip = r.commit(map[string]string{"index.html": v, "about.html": v})
+		tg.Wake(ReasonDelivery)
+		tg.waitLive(tip)
+	}
+	stop.Store(true)
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	if reads.Load() < 100 {
+		t.Errorf("only %d reads", reads.Load())
+	}
+	t.Logf("%d reads during 20 deploys", reads.Load())
+}
+
+// 6. After a crash: a half-built release, a stray temporary symlink, a
+// leftover build process and git lock files are cleaned up at start; the live
+// release is kept and served; then the tip is deployed.
+func TestRecoveryAfterCrash(t *testing.T) {
+	r := newRemote(t)
+	first := r.commit(map[string]string{"index.html": "v1"})
+	path := filepath.Join(t.TempDir(), "site")
+	tg := start(t, Config{Path: path, Remote: r.bare})
+	s := tg.waitLive(first)
+	live := s.Live.Release
+	tg.close()
+
+	// What kill -9 mid-deploy leaves behind.
+	half := "20991231T235959Z-deadbeefdead"
+	os.MkdirAll(filepath.Join(path, "releases", half, "public"), 0o755)
+	os.WriteFile(filepath.Join(path, "releases", half, "public", "index.html"), []byte("half"), 0o644)
+	os.Symlink("releases/"+half, filepath.Join(path, ".current.tmp-123"))
+	lock := filepath.Join(path, "cache.git", "shallow.lock")
+	os.WriteFile(lock, nil, 0o644)
+	refLock := filepath.Join(path, "cache.git", "refs", "remotes", "origin", "main.lock")
+	os.WriteFile(refLock, nil, 0o644)
+	// A build process the crashed Caddy left running, in its own group.
+	leftover := startLeftover(t, filepath.Join(path, "releases", half))
+	st, _ := loadState(path)
+	st.Building = &building{Release: half, PGID: leftover}
+	st.save(path)
+
+	second := r.commit(map[string]string{"index.html": "v2"})
+	tg2 := start(t, Config{Path: path, Remote: r.bare, Commands: [][]string{{"sleep", "1"}}})
+	// Served at once, before any deploy: the last good release.
+	waitFor(t, "recovery", func() bool { return tg2.events.count(EventStarted) == 1 })
+	if got := readCurrent(t, path, "index.html"); got != "v1" {
+		t.Errorf("served %q during the first deploy after a crash, want v1", got)
+	}
+	for _, p := range []string{filepath.Join(path, "releases", half), filepath.Join(path, ".current.tmp-123"), lock, refLock} {
+		if _, err := os.Lstat(p); err == nil {
+			t.Errorf("%s survived the restart", p)
+		}
+	}
+	waitFor(t, "the leftover build to die", func() bool { return !alive(leftover) })
+	s = tg2.waitLive(second)
+	if got := readCurrent(t, path, "index.html"); got != "v2" {
+		t.Errorf("served %q, want v2", got)
+	}
+	found := false
+	for _, rel := range s.Releases {
+		found = found || rel == live
+	}
+	if !found {
+		t.Errorf("the previous live release %s was not kept: %v", live, s.Releases)
+	}
+}
+
+// startLeftover starts a process in a group of its own with the environment
+// a build of release has, and returns its pid (its group id).
+func startLeftover(t *testing.T, release string) int {
+	t.Helper()
+	var procAttr = &os.ProcAttr{
+		Env:   append(os.Environ(), "DEPLOY_RELEASE="+release),
+		Files: []*os.File{nil, nil, nil},
+		Sys:   &syscall.SysProcAttr{Setpgid: true},
+	}
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skip(err)
+	}
+	p, err := os.StartProcess(sleep, []string{"sleep", "300"}, procAttr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go p.Wait() // reap it when it is killed
+	t.Cleanup(func() { p.Kill() })
+	return p.Pid
+}
+
+// 7. keep prunes old releases, never the live one.
+func TestKeepPrunes(t *testing.T) {
+	r := newRemote(t)
+	path := filepath.Join(t.TempDir(), "site")
+	tip := r.commit(map[string]string{"index.html": "v1"})
+	tg := start(t, Config{Path: path, Remote: r.bare, Keep: 2})
+	tg.waitLive(tip)
+	for i := 2; i <= 4; i++ {
+		tip = r.commit(map[string]string{"index.html": "v" + strconv.Itoa(i)})
+		tg.Wake(ReasonDelivery)
+		tg.waitLive(tip)
+	}
+	s := tg.Status()
+	dirs := releaseDirs(t, path)
+	if len(dirs) != 2 || len(s.Releases) != 2 {
+		t.Fatalf("releases on disk %v, in status %v; want 2", dirs, s.Releases)
+	}
+	if s.Releases[0] != s.Live.Release {
+		t.Errorf("newest release %s is not live %s", s.Releases[0], s.Live.Release)
+	}
+	logs, _ := filepath.Glob(filepath.Join(path, "releases", "*.log"))
+	if len(logs) != 2 {
+		t.Errorf("logs %v, want one per kept release", logs)
+	}
+
+	// After a rollback, the live release is the older one; pruning keeps it.
+	if _, err := tg.Rollback(s.Releases[1]); err != nil {
+		t.Fatal(err)
+	}
+	tip = r.commit(map[string]string{"index.html": "v5"})
+	tg.Update(Config{Path: path, Remote: r.bare, Keep: 1, Notify: tg.events.notify})
+	tg.Wake(ReasonDelivery)
+	s = tg.waitLive(tip)
+	if dirs := releaseDirs(t, path); len(dirs) != 1 || dirs[0] != s.Live.Release {
+		t.Errorf("keep 1: releases %v, live %s", dirs, s.Live.Release)
+	}
+}
+
+// 8. Nothing named .git is served, with publish at the root and with
+// submodules.
+func TestNoGitInPublishedTree(t *testing.T) {
+	sub := newRemote(t)
+	sub.commit(map[string]string{"theme.css": "body{}"})
+	r := newRemote(t)
+	r.commit(map[string]string{"index.html": "v1"})
+	mustGit(t, r.work, "-c", "protocol.file.allow=always", "submodule", "add", "--quiet", sub.bare, "themes/basic")
+	tip := r.commit(nil)
+
+	tg := start(t, Config{Remote: r.bare, Submodules: true})
+	tg.waitLive(tip)
+	if got := readCurrent(t, tg.path, "themes/basic/theme.css"); got != "body{}" {
+		t.Errorf("submodule file = %q", got)
+	}
+	live, _ := filepath.EvalSymlinks(filepath.Join(tg.path, "current"))
+	filepath.WalkDir(live, func(p string, e os.DirEntry, err error) error {
+		if err == nil && e.Name() == ".git" {
+			t.Errorf("%s is served", p)
+		}
+		return nil
+	})
+}
+
+// 9 and 10. Commands see the release as a git checkout of the commit, the
+// DEPLOY_* variables and env; they run as argv, never through a shell.
+func TestCommandsSeeCommitAndEnv(t *testing.T) {
+	for _, depth := range []int{0, -1} {
+		t.Run("depth="+strconv.Itoa(depth), func(t *testing.T) {
+			r := newRemote(t)
+			r.commit(map[string]string{"a": "1"})
+			r.commit(map[string]string{"a": "2"})
+			tip := r.commit(map[string]string{"a": "3"})
+			tg := start(t, Config{
+				Remote: r.bare, Repo: "octocat/blog", Depth: depth,
+				Env: []string{"HUGO_ENV=production"},
+				Commands: [][]string{
+					{"sh", "-c", `git rev-parse HEAD > head.txt; git rev-list --count HEAD > count.txt; env | grep -E '^(DEPLOY_|HUGO_ENV)' | sort > env.txt`},
+					{"printf", "%s", "$HOME; rm -rf / `id`"},
+				},
+			})
+			s := tg.waitLive(tip)
+			if got := strings.TrimSpace(readCurrent(t, tg.path, "head.txt")); got != tip {
+				t.Errorf("git rev-parse HEAD in the release = %q, want %s", got, tip)
+			}
+			wantCount := "1"
+			if depth < 0 {
+				wantCount = "3"
+			}
+			if got := strings.TrimSpace(readCurrent(t, tg.path, "count.txt")); got != wantCount {
+				t.Errorf("history length = %s, want %s", got, wantCount)
+			}
+			env := readCurrent(t, tg.path, "env.txt")
+			for _, want := range []string{
+				"DEPLOY_BRANCH=main", "DEPLOY_COMMIT=" + tip, "DEPLOY_REPO=octocat/blog",
+				"DEPLOY_RELEASE=" + filepath.Join(tg.path, "releases", s.Live.Release), "HUGO_ENV=production",
+			} {
+				if !strings.Contains(env, want+"\n") {
+					t.Errorf("env lacks %s:\n%s", want, env)
+				}
+			}
+			log, _ := os.ReadFile(s.Last.Log)
+			if !strings.Contains(string(log), "$HOME; rm -rf / `id`") {
+				t.Errorf("argument was not passed literally; log:\n%s", log)
+			}
+		})
+	}
+}
+
+// 12. Close kills a running build's process group and leaves no goroutine
+// (TestMain checks for leaks).
+func TestCloseKillsBuild(t *testing.T) {
+	r := newRemote(t)
+	r.commit(map[string]string{"index.html": "v1"})
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	tg := start(t, Config{Remote: r.bare, Commands: [][]string{{"sh", "-c", `sleep 300 & echo $! > "$0"; wait`, pidFile}}})
+	var pid int
+	waitFor(t, "the build to start", func() bool {
+		b, err := os.ReadFile(pidFile)
+		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		return err == nil && pid > 0
+	})
+	begin := time.Now()
+	tg.close()
+	if d := time.Since(begin); d > 10*time.Second {
+		t.Errorf("Close took %v", d)
+	}
+	if alive(pid) {
+		t.Errorf("build child %d outlived Close", pid)
+	}
+	if err := tg.Close(context.Background()); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if _, err := tg.Rollback(""); !errors.Is(err, ErrClosed) {
+		t.Errorf("Rollback after Close = %v", err)
+	}
+}
+
+// One folder, one process: a second Deployer on the same path is refused.
+func TestPathIsLocked(t *testing.T) {
+	r := newRemote(t)
+	r.commit(map[string]string{"index.html": "v1"})
+	tg := start(t, Config{Remote: r.bare})
+	if _, err := New(Config{Path: tg.path, Remote: r.bare}, nil); !errors.Is(err, ErrBusy) {
+		t.Errorf("second New on one path = %v, want ErrBusy", err)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	cases := []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Remote: "x"}, "path is required"},
+		{Config{Path: "rel", Remote: "x"}, "must be absolute"},
+		{Config{Path: "/srv/x"}, "remote is required"},
+		{Config{Path: "/srv/x", Remote: "--upload-pack=evil"}, "must not start with '-'"},
+		{Config{Path: "/srv/x", Remote: "https://user:pw@github.com/a/b.git"}, "must not carry credentials"},
+		{Config{Path: "/srv/x", Remote: "x", Branch: "-x"}, "not a valid branch"},
+		{Config{Path: "/srv/x", Remote: "x", Publish: "../x"}, "climbs out"},
+		{Config{Path: "/srv/x", Remote: "x", Publish: "/etc"}, "must be relative"},
+		{Config{Path: "/srv/x", Remote: "x", Commands: [][]string{{}}}, "command 1 is empty"},
+		{Config{Path: "/srv/x", Remote: "x", Env: []string{"NOEQUALS"}}, "not KEY=value"},
+		{Config{Path: "/srv/x", Remote: "x", Publish: "public/../public"}, ""},
+	}
+	for _, tc := range cases {
+		err := tc.cfg.Validate()
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("Validate(%+v) = %v, want %q", tc.cfg, err, tc.want)
+		}
+	}
+}

@@ -1,0 +1,224 @@
+package deployer
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+func TestMain(m *testing.M) {
+	// Tests must not read or write the user's git configuration.
+	home, err := os.MkdirTemp("", "deployer-home-")
+	if err != nil {
+		panic(err)
+	}
+	for k, v := range map[string]string{
+		"HOME":                home,
+		"XDG_CONFIG_HOME":     filepath.Join(home, ".config"),
+		"GIT_CONFIG_NOSYSTEM": "1",
+		"GIT_AUTHOR_NAME":     "Test", "GIT_AUTHOR_EMAIL": "test@example.com",
+		"GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "test@example.com",
+	} {
+		os.Setenv(k, v)
+	}
+	code := m.Run()
+	os.RemoveAll(home)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines leaked:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// remote is a bare repository in a temporary folder, and a work tree that
+// pushes to it.
+type remote struct {
+	t    testing.TB
+	bare string
+	work string
+}
+
+func newRemote(t testing.TB) *remote {
+	t.Helper()
+	dir := t.TempDir()
+	r := &remote{t: t, bare: filepath.Join(dir, "site.git"), work: filepath.Join(dir, "work")}
+	mustGit(t, dir, "init", "--quiet", "--bare", "--initial-branch=main", r.bare)
+	mustGit(t, dir, "init", "--quiet", "--initial-branch=main", r.work)
+	mustGit(t, r.work, "remote", "add", "origin", r.bare)
+	return r
+}
+
+// commit writes files (a nil value deletes), commits and pushes to main.
+func (r *remote) commit(files map[string]string) string {
+	r.t.Helper()
+	for name, content := range files {
+		p := filepath.Join(r.work, name)
+		if content == "\x00delete" {
+			os.Remove(p)
+			continue
+		}
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			r.t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o755); err != nil {
+			r.t.Fatal(err)
+		}
+	}
+	mustGit(r.t, r.work, "add", "-A")
+	mustGit(r.t, r.work, "commit", "--quiet", "--allow-empty", "-m", "change")
+	mustGit(r.t, r.work, "push", "--quiet", "origin", "HEAD:main")
+	return strings.TrimSpace(mustGit(r.t, r.work, "rev-parse", "HEAD"))
+}
+
+func mustGit(t testing.TB, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// events collects what a Deployer notifies.
+type events struct {
+	mu  sync.Mutex
+	all []Event
+}
+
+func (e *events) notify(ev Event) {
+	e.mu.Lock()
+	e.all = append(e.all, ev)
+	e.mu.Unlock()
+}
+
+func (e *events) count(kind EventKind) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for _, ev := range e.all {
+		if ev.Kind == kind {
+			n++
+		}
+	}
+	return n
+}
+
+func (e *events) last(kind EventKind) (Event, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for i := len(e.all) - 1; i >= 0; i-- {
+		if e.all[i].Kind == kind {
+			return e.all[i], true
+		}
+	}
+	return Event{}, false
+}
+
+// target is a Deployer under test with what it logs and notifies.
+type target struct {
+	*Deployer
+	t      testing.TB
+	events *events
+	logs   *observer.ObservedLogs
+}
+
+func start(t testing.TB, cfg Config) *target {
+	t.Helper()
+	if cfg.Path == "" {
+		cfg.Path = filepath.Join(t.TempDir(), "site")
+	}
+	ev := &events{}
+	if cfg.Notify == nil {
+		cfg.Notify = ev.notify
+	}
+	core, logs := observer.New(zapcore.DebugLevel)
+	d, err := New(cfg, zap.New(core))
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	tg := &target{Deployer: d, t: t, events: ev, logs: logs}
+	t.Cleanup(func() { tg.close() })
+	return tg
+}
+
+func (tg *target) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := tg.Close(ctx); err != nil {
+		tg.t.Errorf("Close: %v", err)
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after 60 seconds.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitLive waits until commit is live and no deploy runs.
+func (tg *target) waitLive(commit string) Status {
+	tg.t.Helper()
+	var s Status
+	waitFor(tg.t, "commit "+short(commit)+" live", func() bool {
+		s = tg.Status()
+		return s.Live != nil && s.Live.Commit == commit && s.Running == nil
+	})
+	return s
+}
+
+// waitResult waits until the last result is for commit (or any, if "") and
+// no deploy runs.
+func (tg *target) waitResult(result, commit string) Status {
+	tg.t.Helper()
+	var s Status
+	waitFor(tg.t, "a deploy result "+result, func() bool {
+		s = tg.Status()
+		return s.Running == nil && s.Last != nil && s.Last.Result == result && (commit == "" || s.Last.Commit == commit)
+	})
+	return s
+}
+
+func readCurrent(t testing.TB, path, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(path, "current", name))
+	if err != nil {
+		t.Fatalf("reading current/%s: %v", name, err)
+	}
+	return string(b)
+}
+
+func releaseDirs(t testing.TB, path string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(path, "releases"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dirs []string
+	for _, e := range entries {
+		if e.IsDir() {
+			dirs = append(dirs, e.Name())
+		}
+	}
+	return dirs
+}

@@ -1,0 +1,131 @@
+package deployer
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// Names inside Config.Path.
+const (
+	currentName  = "current"
+	releasesName = "releases"
+	cacheName    = "cache.git"
+	stateName    = "state.json"
+	lockName     = ".lock"
+	tmpLinkGlob  = ".current.tmp-*"
+)
+
+// state is what the deployer remembers across restarts, in Path/state.json.
+// It is rewritten atomically (a temporary file renamed over it).
+type state struct {
+	// Releases are the releases whose build succeeded, oldest first.
+	Releases []releaseRecord `json:"releases"`
+	// FailedCommit is a tip whose build failed. Start-up and poll leave it
+	// alone until the branch moves; a delivery or manual deploy retries it.
+	FailedCommit string `json:"failed_commit,omitempty"`
+	// PinnedFrom is the commit rolled back from. Start-up and poll do not
+	// deploy it again; a delivery, a manual deploy or a new commit does.
+	PinnedFrom string `json:"pinned_from,omitempty"`
+	// Building is the release being built and its process group, so that the
+	// next start can end a build a crash left running, and remove its folder.
+	Building *building `json:"building,omitempty"`
+}
+
+type releaseRecord struct {
+	Name    string    `json:"name"`
+	Commit  string    `json:"commit"`
+	Publish string    `json:"publish,omitempty"` // the publish folder it was built with
+	At      time.Time `json:"at"`                // when it went live first
+}
+
+type building struct {
+	Release string `json:"release"`
+	PGID    int    `json:"pgid,omitempty"`
+}
+
+func (s *state) find(release string) *releaseRecord {
+	for i := range s.Releases {
+		if s.Releases[i].Name == release {
+			return &s.Releases[i]
+		}
+	}
+	return nil
+}
+
+func (s *state) remove(release string) {
+	kept := s.Releases[:0]
+	for _, r := range s.Releases {
+		if r.Name != release {
+			kept = append(kept, r)
+		}
+	}
+	s.Releases = kept
+}
+
+// loadState reads path's state. A missing or unreadable file is an empty
+// state: the deployer then rebuilds what it needs.
+func loadState(path string) (state, error) {
+	var s state
+	b, err := os.ReadFile(filepath.Join(path, stateName))
+	if errors.Is(err, os.ErrNotExist) {
+		return s, nil
+	}
+	if err != nil {
+		return s, fmt.Errorf("reading state: %w", err)
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		return state{}, fmt.Errorf("reading state: %w", err)
+	}
+	return s, nil
+}
+
+// save writes s to path atomically.
+func (s *state) save(path string) error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(path, ".state-*.tmp")
+	if err != nil {
+		return fmt.Errorf("saving state: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return fmt.Errorf("saving state: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("saving state: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("saving state: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), filepath.Join(path, stateName)); err != nil {
+		return fmt.Errorf("saving state: %w", err)
+	}
+	return nil
+}
+
+// lockPath takes an exclusive, non-blocking lock on path, so that two Caddy
+// processes never deploy into the same folder. The kernel drops the lock when
+// the process dies, however it dies.
+func lockPath(path string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(path, lockName), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("locking %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s", ErrBusy, path)
+		}
+		return nil, fmt.Errorf("locking %s: %w", path, err)
+	}
+	return f, nil
+}

@@ -1,0 +1,115 @@
+package deployer
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Reason says what woke the deployer.
+type Reason string
+
+// Reasons a deploy starts. Delivery and Manual are explicit requests: they
+// retry a tip whose build failed and deploy a commit that was rolled back from.
+// Startup and Poll leave both alone until the branch moves.
+const (
+	ReasonStartup  Reason = "startup"
+	ReasonDelivery Reason = "delivery"
+	ReasonManual   Reason = "manual"
+	ReasonPoll     Reason = "poll"
+	ReasonRetry    Reason = "retry"
+)
+
+// explicit reports whether r is a request that must not be ignored because of
+// a past failure or a rollback pin.
+func (r Reason) explicit() bool { return r == ReasonDelivery || r == ReasonManual }
+
+// Sentinel errors.
+var (
+	// ErrClosed is returned by calls on a Deployer after Close.
+	ErrClosed = errors.New("deployer: closed")
+	// ErrUnknownRelease is returned by Rollback for a release that is not on disk.
+	ErrUnknownRelease = errors.New("deployer: no such release")
+	// ErrNoOlderRelease is returned by Rollback when no kept release is older
+	// than the live one.
+	ErrNoOlderRelease = errors.New("deployer: no older release to roll back to")
+	// ErrBusy is returned by New when another process holds the folder.
+	ErrBusy = errors.New("deployer: path is in use by another process")
+)
+
+// BuildError is the error of a command that failed: it exited non-zero, was
+// killed by the timeout, or could not start.
+type BuildError struct {
+	Command  string // argv[0] and its arguments, for humans
+	ExitCode int    // -1 when it did not exit on its own
+	Tail     string // the last lines of its output
+	Err      error
+}
+
+func (e *BuildError) Error() string {
+	return fmt.Sprintf("running %s: %v", e.Command, e.Err)
+}
+
+func (e *BuildError) Unwrap() error { return e.Err }
+
+// Live is the release Path/current points to.
+type Live struct {
+	Commit  string    `json:"commit"`
+	Release string    `json:"release"`
+	At      time.Time `json:"at"`
+}
+
+// Running describes the deploy in progress.
+type Running struct {
+	Reason  Reason    `json:"reason"`
+	Commit  string    `json:"commit,omitempty"`
+	Release string    `json:"release,omitempty"`
+	Since   time.Time `json:"since"`
+}
+
+// Result is the outcome of the last deploy that got past "nothing to do".
+type Result struct {
+	Result     string        `json:"result"` // "ok" or "error"
+	Error      string        `json:"error,omitempty"`
+	OutputTail string        `json:"output_tail,omitempty"`
+	Duration   time.Duration `json:"duration"`
+	Reason     Reason        `json:"reason"`
+	Commit     string        `json:"commit,omitempty"`
+	Release    string        `json:"release,omitempty"`
+	At         time.Time     `json:"at"`
+	Log        string        `json:"log,omitempty"` // path of the build log
+}
+
+// Status is a snapshot of one target.
+type Status struct {
+	Path     string   `json:"path"`
+	Repo     string   `json:"repo"`
+	Branch   string   `json:"branch"` // as configured, or as resolved from the remote's HEAD
+	Remote   string   `json:"remote"` // credentials redacted
+	Live     *Live    `json:"live"`
+	Running  *Running `json:"running"`
+	Last     *Result  `json:"last"`
+	Releases []string `json:"releases"` // on disk, newest first
+}
+
+// EventKind names a deploy event.
+type EventKind string
+
+// Event kinds, in the order a deploy emits them.
+const (
+	EventStarted   EventKind = "deploy_started"
+	EventSucceeded EventKind = "deploy_succeeded"
+	EventFailed    EventKind = "deploy_failed"
+)
+
+// Event is passed to Config.Notify.
+type Event struct {
+	Kind     EventKind
+	Path     string
+	Commit   string
+	Release  string
+	Reason   Reason
+	Duration time.Duration // zero for EventStarted
+	Err      error         // set for EventFailed
+	At       time.Time
+}
