@@ -274,7 +274,9 @@ func (d *Deployer) loop() {
 		var fe *fetchError
 		if errors.As(err, &fe) && d.ctx.Err() == nil {
 			failures++
+			d.mu.Lock()
 			wait := d.retryBase << min(failures-1, 16)
+			d.mu.Unlock()
 			if wait > retryMax || wait <= 0 {
 				wait = retryMax
 			}

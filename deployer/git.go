@@ -29,7 +29,6 @@ type git struct {
 	token      string
 	sshKey     string
 	knownHosts string
-	onStart    func(pgid int)
 }
 
 // env returns the environment of a git process: the process's own, minus
@@ -94,7 +93,7 @@ func shellQuote(s string) string {
 // run runs git with args in dir and returns its standard output.
 func (g *git) run(ctx context.Context, dir string, args ...string) (string, error) {
 	var stdout, stderr bytes.Buffer
-	err := run(ctx, dir, g.env(), &stdout, &stderr, g.onStart, append([]string{"git"}, args...)...)
+	err := run(ctx, dir, g.env(), &stdout, &stderr, nil, append([]string{"git"}, args...)...)
 	if err != nil {
 		msg := strings.TrimSpace(stderr.String())
 		if len(msg) > 2000 {

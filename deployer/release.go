@@ -191,7 +191,18 @@ func (d *Deployer) build(ctx context.Context, g *git, cfg Config, branch, commit
 	if err := d.recordBuilding(&building{Release: name}); err != nil {
 		return "", err
 	}
-	g.onStart = func(pgid int) { d.recordBuilding(&building{Release: name, PGID: pgid}) }
+
+	if prev, ok := d.linkable(cfg); ok {
+		err := linkRelease(ctx, g, filepath.Join(d.path, releasesName, prev.Name), prev.Commit, dir, commit)
+		if err == nil {
+			fmt.Fprintf(sink, "linked unchanged files from %s, wrote the changed ones\n", prev.Name)
+			return sink.tail.String(), nil
+		}
+		d.logger.Debug("linking from the live release failed; checking out in full", zap.Error(err))
+		if err := os.RemoveAll(dir); err != nil {
+			return "", fmt.Errorf("removing a partial release: %w", err)
+		}
+	}
 
 	if _, err := g.run(ctx, g.cacheDir, "worktree", "prune"); err != nil {
 		return "", fmt.Errorf("pruning worktrees: %w", err)
@@ -280,7 +291,8 @@ func (d *Deployer) publish(cfg Config, commit, name string) error {
 	d.st.Building = nil
 	d.st.FailedCommit = ""
 	d.st.PinnedFrom = ""
-	d.st.Releases = append(d.st.Releases, releaseRecord{Name: name, Commit: commit, Publish: cfg.Publish, At: now})
+	d.st.Releases = append(d.st.Releases, releaseRecord{Name: name, Commit: commit, Publish: cfg.Publish, At: now,
+		Pristine: len(cfg.Commands) == 0 && !cfg.Submodules})
 	d.liveAt = now
 	st := d.st
 	d.mu.Unlock()

@@ -41,6 +41,10 @@ type releaseRecord struct {
 	Commit  string    `json:"commit"`
 	Publish string    `json:"publish,omitempty"` // the publish folder it was built with
 	At      time.Time `json:"at"`                // when it went live first
+	// Pristine says the release is exactly its commit's tree: no command
+	// ran in it and it has no submodules. A next release without commands
+	// may then hard-link its unchanged files instead of writing them again.
+	Pristine bool `json:"pristine,omitempty"`
 }
 
 type building struct {

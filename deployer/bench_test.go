@@ -1,0 +1,111 @@
+package deployer
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// benchSite builds a remote with files files and commits commits quickly,
+// through git fast-import, and a work clone to push one-file changes from.
+func benchSite(b testing.TB, files, commits int) *remote {
+	b.Helper()
+	r := newRemote(b)
+	cmd := exec.Command("git", "fast-import", "--quiet")
+	cmd.Dir = r.bare
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	w := bufio.NewWriter(in)
+	blob := func(mark int, data string) {
+		fmt.Fprintf(w, "blob\nmark :%d\ndata %d\n%s\n", mark, len(data), data)
+	}
+	for i := 0; i < files; i++ {
+		blob(i+1, fmt.Sprintf("<html><body><h1>page %d</h1><p>%0200d</p></body></html>\n", i, i))
+	}
+	when := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Unix()
+	for c := 0; c < commits; c++ {
+		fmt.Fprintf(w, "commit refs/heads/main\ncommitter Bench <b@example.com> %d +0000\ndata 8\ncommit %d\n", when+int64(c), c%10)
+		if c == 0 {
+			for i := 0; i < files; i++ {
+				fmt.Fprintf(w, "M 100644 :%d site/page%04d.html\n", i+1, i)
+			}
+		} else {
+			data := fmt.Sprintf("revision %d\n", c)
+			fmt.Fprintf(w, "M 100644 inline site/page%04d.html\ndata %d\n%s\n", c%files, len(data), data)
+		}
+	}
+	w.WriteString("done\n")
+	w.Flush()
+	in.Close()
+	if err := cmd.Wait(); err != nil {
+		b.Fatal(err)
+	}
+	// fast-import writes loose packs; repack as GitHub would serve it.
+	mustGit(b, r.bare, "repack", "-adq")
+	os.RemoveAll(r.work)
+	mustGit(b, filepath.Dir(r.work), "clone", "--quiet", "--depth=1", "file://"+r.bare, r.work)
+	return r
+}
+
+// BenchmarkDeploy measures delivery-to-live for a one-file change to a site of
+// 2,000 files without a build command, for histories of 50, 500 and 5,000
+// commits; BenchmarkShallowClone is the baseline: a fresh `git clone
+// --depth 1` of the same repository from the same remote. Run both side by
+// side:
+//
+//	go test -run '^$' -bench 'Deploy|ShallowClone' -benchtime 20x -count 3 ./deployer
+func BenchmarkDeploy(b *testing.B) {
+	for _, commits := range []int{50, 500, 5000} {
+		b.Run("commits="+strconv.Itoa(commits), func(b *testing.B) {
+			r := benchSite(b, 2000, commits)
+			done := make(chan Event, 16)
+			notify := func(e Event) {
+				if e.Kind != EventStarted {
+					done <- e
+				}
+			}
+			d, err := New(Config{Path: filepath.Join(b.TempDir(), "site"), Remote: "file://" + r.bare, Notify: notify}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer (&target{Deployer: d, t: b}).close()
+			if e := <-done; e.Kind != EventSucceeded {
+				b.Fatalf("first deploy: %v", e.Err)
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				r.commit(map[string]string{"site/page0001.html": "change " + strconv.Itoa(i)})
+				b.StartTimer()
+				d.Wake(ReasonDelivery)
+				if e := <-done; e.Kind != EventSucceeded {
+					b.Fatalf("deploy: %v", e.Err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkShallowClone(b *testing.B) {
+	for _, commits := range []int{50, 500, 5000} {
+		b.Run("commits="+strconv.Itoa(commits), func(b *testing.B) {
+			r := benchSite(b, 2000, commits)
+			dir := b.TempDir()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				mustGit(b, dir, "clone", "--quiet", "--depth=1", "file://"+r.bare, "c"+strconv.Itoa(i))
+			}
+		})
+	}
+}
