@@ -1,0 +1,104 @@
+package caddywebhook
+
+import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/caddy-webhooks/caddy-github-webhook"
+
+// goList runs go list with args in this package's folder.
+func goList(t *testing.T, args ...string) []string {
+	t.Helper()
+	out, err := exec.Command("go", append([]string{"list"}, args...)...).Output()
+	if err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			t.Fatalf("go list %s: %v\n%s", strings.Join(args, " "), err, ee.Stderr)
+		}
+		t.Fatalf("go list %s: %v", strings.Join(args, " "), err)
+	}
+	return strings.Split(strings.TrimSpace(string(out)), "\n")
+}
+
+// TestDeployerKnowsNoHTTP: package deployer depends on no Caddy package at
+// all, and neither it nor any package of this module it uses imports
+// net/http. (Its dependency zap imports net/http for a handler of its own,
+// so the second check is on this module's packages only.)
+func TestDeployerKnowsNoHTTP(t *testing.T) {
+	deps := goList(t, "-deps", "-f", "{{.ImportPath}}|{{join .Imports \",\"}}", module+"/deployer")
+	seen := false
+	for _, line := range deps {
+		pkg, imports, _ := strings.Cut(line, "|")
+		if strings.HasPrefix(pkg, "github.com/caddyserver/") {
+			t.Errorf("deployer depends on %s", pkg)
+		}
+		if !strings.HasPrefix(pkg, module+"/") {
+			continue
+		}
+		seen = seen || pkg == module+"/deployer"
+		for _, imp := range strings.Split(imports, ",") {
+			if imp == "net/http" || strings.HasPrefix(imp, "net/http/") || strings.HasPrefix(imp, "github.com/google/go-github") {
+				t.Errorf("%s imports %s", pkg, imp)
+			}
+		}
+	}
+	if !seen {
+		t.Fatalf("go list did not list the deployer: %v", deps)
+	}
+}
+
+// TestHandlerRunsNothing: package caddywebhook starts no process, git or
+// other; that is the deployer's job.
+func TestHandlerRunsNothing(t *testing.T) {
+	imports := goList(t, "-f", "{{join .Imports \"\\n\"}}", ".")
+	if len(imports) < 3 {
+		t.Fatalf("go list found only %v", imports)
+	}
+	for _, imp := range imports {
+		if imp == "os/exec" {
+			t.Errorf("caddywebhook imports %s", imp)
+		}
+	}
+
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fset := token.NewFileSet()
+	checked := 0
+	for _, file := range files {
+		if strings.HasSuffix(file, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, file, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checked++
+		ast.Inspect(f, func(n ast.Node) bool {
+			switch n := n.(type) {
+			case *ast.SelectorExpr:
+				if x, ok := n.X.(*ast.Ident); ok {
+					switch x.Name + "." + n.Sel.Name {
+					case "os.StartProcess", "syscall.Exec", "syscall.ForkExec", "syscall.StartProcess", "unix.Exec":
+						t.Errorf("%s: calls %s.%s", fset.Position(n.Pos()), x.Name, n.Sel.Name)
+					}
+				}
+			case *ast.BasicLit:
+				if s, err := strconv.Unquote(n.Value); err == nil && n.Kind == token.STRING && s == "git" {
+					t.Errorf("%s: names git", fset.Position(n.Pos()))
+				}
+			}
+			return true
+		})
+	}
+	if checked < 4 {
+		t.Fatalf("checked only %d files", checked)
+	}
+}

@@ -1,0 +1,189 @@
+package caddywebhook
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("github_webhook", parseCaddyfile)
+	httpcaddyfile.RegisterDirectiveOrder("github_webhook", httpcaddyfile.Before, "file_server")
+}
+
+// parseCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	github_webhook [<matcher>] {
+//		repo        <owner/name>
+//		secret      <value>
+//		path        <dir>
+//		branch      <name>
+//		remote      <url>
+//		command     <program> [<args...>]
+//		publish     <subdir>
+//		env         <key> <value>
+//		timeout     <duration>
+//		keep        <n>
+//		depth       <n>
+//		submodules
+//		ssh_key     <file>
+//		known_hosts <file>
+//		token       <value>
+//		poll        <duration>
+//		max_body    <size>
+//	}
+//
+// repo, secret and path are required. secret, command and env may be
+// repeated; every other subdirective may appear once. Write the secret and
+// the token as placeholders ({env.NAME} or {file./path}): they are resolved
+// when the configuration loads, so their values never appear in the adapted
+// JSON. A command runs as the argv it is written as, never through a shell.
+// depth 0 fetches the full history. max_body takes a size such as 25MiB.
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	handler := new(Handler)
+	err := handler.UnmarshalCaddyfile(h.Dispenser)
+	return handler, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens; see
+// parseCaddyfile for the syntax.
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+
+	seen := make(map[string]bool)
+	for d.NextBlock(0) {
+		name := d.Val()
+		switch name {
+		case "secret", "command", "env":
+		default:
+			if seen[name] {
+				return d.Errf("%s may be given only once", name)
+			}
+		}
+		seen[name] = true
+
+		switch name {
+		case "repo":
+			if !d.AllArgs(&h.Repo) {
+				return d.ArgErr()
+			}
+		case "secret":
+			var secret string
+			if !d.AllArgs(&secret) {
+				return d.ArgErr()
+			}
+			h.Secret = append(h.Secret, secret)
+		case "path":
+			if !d.AllArgs(&h.Path) {
+				return d.ArgErr()
+			}
+		case "branch":
+			if !d.AllArgs(&h.Branch) {
+				return d.ArgErr()
+			}
+		case "remote":
+			if !d.AllArgs(&h.Remote) {
+				return d.ArgErr()
+			}
+		case "command":
+			argv := d.RemainingArgs()
+			if len(argv) == 0 {
+				return d.ArgErr()
+			}
+			h.Command = append(h.Command, argv)
+		case "publish":
+			if !d.AllArgs(&h.Publish) {
+				return d.ArgErr()
+			}
+		case "env":
+			var key, value string
+			if !d.AllArgs(&key, &value) {
+				return d.ArgErr()
+			}
+			if _, ok := h.Env[key]; ok {
+				return d.Errf("env %s is set twice", key)
+			}
+			if h.Env == nil {
+				h.Env = make(map[string]string)
+			}
+			h.Env[key] = value
+		case "timeout", "poll":
+			var s string
+			if !d.AllArgs(&s) {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(s)
+			if err != nil {
+				return d.Errf("parsing %s: %v", name, err)
+			}
+			if dur <= 0 {
+				return d.Errf("%s %s must be positive", name, s)
+			}
+			if name == "timeout" {
+				h.Timeout = caddy.Duration(dur)
+			} else {
+				h.Poll = caddy.Duration(dur)
+			}
+		case "keep", "depth":
+			var s string
+			if !d.AllArgs(&s) {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(s)
+			if err != nil {
+				return d.Errf("parsing %s: %q is not a whole number", name, s)
+			}
+			if name == "keep" {
+				if n < 1 {
+					return d.Errf("keep %d must be at least 1", n)
+				}
+				h.Keep = n
+			} else {
+				if n < 0 {
+					return d.Errf("depth %d must be 0 (full history) or more", n)
+				}
+				h.Depth = &n
+			}
+		case "submodules":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.Submodules = true
+		case "ssh_key":
+			if !d.AllArgs(&h.SSHKey) {
+				return d.ArgErr()
+			}
+		case "known_hosts":
+			if !d.AllArgs(&h.KnownHosts) {
+				return d.ArgErr()
+			}
+		case "token":
+			if !d.AllArgs(&h.Token) {
+				return d.ArgErr()
+			}
+		case "max_body":
+			var s string
+			if !d.AllArgs(&s) {
+				return d.ArgErr()
+			}
+			size, err := humanize.ParseBytes(s)
+			if err != nil {
+				return d.Errf("parsing max_body: %v", err)
+			}
+			if size == 0 || size > 1<<40 {
+				return d.Errf("max_body %s must be between 1 byte and 1 TiB", s)
+			}
+			h.MaxBody = int64(size)
+		default:
+			return d.Errf("unrecognized subdirective %q", name)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,205 @@
+package caddywebhook
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddytest"
+)
+
+var update = flag.Bool("update", false, "rewrite the JSON of testdata/caddyfile_adapt/*.caddyfiletest")
+
+func intPtr(n int) *int { return &n }
+
+func TestUnmarshalCaddyfile(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		input string
+		want  Handler
+		err   string // a part of the error; none when empty
+	}{
+		{
+			name: "every subdirective",
+			input: `github_webhook {
+				repo        octocat/blog
+				secret      {env.NEW_SECRET}
+				secret      {file./run/old}
+				path        /srv/blog
+				branch      main
+				remote      git@github.com:octocat/blog.git
+				command     hugo --minify
+				command     sh -c "echo 'built' > built.txt"
+				command     ` + "`./post build`" + ` x
+				publish     public
+				env         HUGO_ENV production
+				env         EMPTY ""
+				timeout     2m30s
+				keep        5
+				depth       0
+				submodules
+				ssh_key     /etc/caddy/key
+				known_hosts /etc/caddy/known_hosts
+				token       {env.GITHUB_TOKEN}
+				poll        1h
+				max_body    10MiB
+			}`,
+			want: Handler{
+				Repo:    "octocat/blog",
+				Secret:  []string{"{env.NEW_SECRET}", "{file./run/old}"},
+				Path:    "/srv/blog",
+				Branch:  "main",
+				Remote:  "git@github.com:octocat/blog.git",
+				Command: [][]string{{"hugo", "--minify"}, {"sh", "-c", "echo 'built' > built.txt"}, {"./post build", "x"}},
+				Publish: "public",
+				Env:     map[string]string{"HUGO_ENV": "production", "EMPTY": ""},
+				Timeout: caddy.Duration(150 * time.Second), Keep: 5, Depth: intPtr(0), Submodules: true,
+				SSHKey: "/etc/caddy/key", KnownHosts: "/etc/caddy/known_hosts",
+				Token: "{env.GITHUB_TOKEN}", Poll: caddy.Duration(time.Hour), MaxBody: 10 << 20,
+			},
+		},
+		{
+			name:  "minimal",
+			input: "github_webhook {\n repo a/b\n secret s\n path /p\n}",
+			want:  Handler{Repo: "a/b", Secret: []string{"s"}, Path: "/p"},
+		},
+		{
+			name:  "depth and sizes",
+			input: "github_webhook {\n depth 20\n max_body 1MB\n timeout 1d\n}",
+			want:  Handler{Depth: intPtr(20), MaxBody: 1000000, Timeout: caddy.Duration(24 * time.Hour)},
+		},
+		{name: "empty block", input: "github_webhook {\n}", want: Handler{}},
+		{name: "argument on the directive", input: "github_webhook extra {\n}", err: "wrong argument count"},
+		{name: "unknown subdirective", input: "github_webhook {\n brnach main\n}", err: `unrecognized subdirective "brnach"`},
+		{name: "repo without value", input: "github_webhook {\n repo\n}", err: "wrong argument count"},
+		{name: "repo with two values", input: "github_webhook {\n repo a/b c/d\n}", err: "wrong argument count"},
+		{name: "repo twice", input: "github_webhook {\n repo a/b\n repo c/d\n}", err: "repo may be given only once"},
+		{name: "secret without value", input: "github_webhook {\n secret\n}", err: "wrong argument count"},
+		{name: "secret with two values", input: "github_webhook {\n secret a b\n}", err: "wrong argument count"},
+		{name: "path with two values", input: "github_webhook {\n path /a /b\n}", err: "wrong argument count"},
+		{name: "branch without value", input: "github_webhook {\n branch\n}", err: "wrong argument count"},
+		{name: "remote with two values", input: "github_webhook {\n remote a b\n}", err: "wrong argument count"},
+		{name: "command without program", input: "github_webhook {\n command\n}", err: "wrong argument count"},
+		{name: "publish with two values", input: "github_webhook {\n publish a b\n}", err: "wrong argument count"},
+		{name: "env with one value", input: "github_webhook {\n env KEY\n}", err: "wrong argument count"},
+		{name: "env with three values", input: "github_webhook {\n env KEY a b\n}", err: "wrong argument count"},
+		{name: "env key twice", input: "github_webhook {\n env K a\n env K b\n}", err: "env K is set twice"},
+		{name: "timeout not a duration", input: "github_webhook {\n timeout soon\n}", err: "parsing timeout"},
+		{name: "timeout negative", input: "github_webhook {\n timeout -1s\n}", err: "must be positive"},
+		{name: "timeout without value", input: "github_webhook {\n timeout\n}", err: "wrong argument count"},
+		{name: "poll not a duration", input: "github_webhook {\n poll 5\n}", err: "parsing poll"},
+		{name: "keep not a number", input: "github_webhook {\n keep three\n}", err: "not a whole number"},
+		{name: "keep zero", input: "github_webhook {\n keep 0\n}", err: "at least 1"},
+		{name: "depth negative", input: "github_webhook {\n depth -1\n}", err: "0 (full history) or more"},
+		{name: "depth with two values", input: "github_webhook {\n depth 1 2\n}", err: "wrong argument count"},
+		{name: "submodules with a value", input: "github_webhook {\n submodules yes\n}", err: "wrong argument count"},
+		{name: "ssh_key without value", input: "github_webhook {\n ssh_key\n}", err: "wrong argument count"},
+		{name: "known_hosts with two values", input: "github_webhook {\n known_hosts a b\n}", err: "wrong argument count"},
+		{name: "token without value", input: "github_webhook {\n token\n}", err: "wrong argument count"},
+		{name: "max_body not a size", input: "github_webhook {\n max_body lots\n}", err: "parsing max_body"},
+		{name: "max_body zero", input: "github_webhook {\n max_body 0\n}", err: "between 1 byte and 1 TiB"},
+		{name: "max_body without value", input: "github_webhook {\n max_body\n}", err: "wrong argument count"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got Handler
+			err := got.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want one with %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("got  %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestCaddyfileAdapt adapts every testdata/caddyfile_adapt/*.caddyfiletest:
+// a Caddyfile, a line of dashes, and either the JSON it must adapt to or a
+// part of the error it must fail with. go test -update rewrites the JSON.
+func TestCaddyfileAdapt(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("testdata", "caddyfile_adapt", "*.caddyfiletest"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no test files: %v", err)
+	}
+	for _, file := range files {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			data, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			input, expected, ok := strings.Cut(string(data), "----------")
+			if !ok {
+				t.Fatal("no line of dashes")
+			}
+			input = strings.TrimSpace(input) + "\n"
+			expected = strings.TrimSpace(expected)
+
+			if *update && (expected == "" || expected[0] == '{') {
+				out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(input), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var pretty bytes.Buffer
+				json.Indent(&pretty, out, "", "\t")
+				expected = pretty.String()
+				os.WriteFile(file, []byte(input+"----------\n"+expected+"\n"), 0o644)
+			}
+
+			if strings.HasPrefix(expected, "{") {
+				if !caddytest.CompareAdapt(t, file, input, "caddyfile", expected) {
+					t.Error("adapted JSON differs (diff above)")
+				}
+				return
+			}
+			_, _, err = caddyconfig.GetAdapter("caddyfile").Adapt([]byte(input), nil)
+			if err == nil || expected == "" || !strings.Contains(err.Error(), expected) {
+				t.Errorf("error %v, want one with %q", err, expected)
+			}
+		})
+	}
+}
+
+// TestAdaptKeepsSecretsOut: secrets and tokens written as placeholders stay
+// placeholders in the adapted JSON, whatever the environment holds when the
+// Caddyfile is adapted.
+func TestAdaptKeepsSecretsOut(t *testing.T) {
+	const secret, token = "adapt-time-secret-4f1c", "ghp_adapttimetoken9b2e"
+	t.Setenv("CWH_ADAPT_SECRET", secret)
+	t.Setenv("CWH_ADAPT_TOKEN", token)
+	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(`:8080 {
+		github_webhook {
+			repo   octocat/blog
+			secret {env.CWH_ADAPT_SECRET}
+			token  {env.CWH_ADAPT_TOKEN}
+			path   /srv/blog
+		}
+	}`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{secret, token} {
+		if bytes.Contains(out, []byte(s)) {
+			t.Errorf("adapted JSON holds %q: %s", s, out)
+		}
+	}
+	for _, s := range []string{`"secret":["{env.CWH_ADAPT_SECRET}"]`, `"token":"{env.CWH_ADAPT_TOKEN}"`} {
+		if !bytes.Contains(out, []byte(s)) {
+			t.Errorf("adapted JSON lacks %s: %s", s, out)
+		}
+	}
+}

@@ -1,0 +1,2 @@
+// Package caddywebhook is the Caddy HTTP handler github_webhook.
+package caddywebhook

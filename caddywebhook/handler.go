@@ -1,0 +1,424 @@
+package caddywebhook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// DefaultMaxBody is the largest delivery accepted when max_body is not set.
+// GitHub caps deliveries at 25 MB.
+const DefaultMaxBody = 25 << 20
+
+// closeTimeout bounds how long stopping a deployer may take when the last
+// configuration naming its path is unloaded.
+const closeTimeout = 15 * time.Second
+
+// Handler receives GitHub's webhook deliveries for one repository, verifies
+// their signature, and wakes the deployer that keeps path/current up to date
+// with a branch of that repository. It answers every request that reaches
+// it and never calls the next handler: give it a matcher (such as a path)
+// so it sees only deliveries.
+//
+// The deploy itself runs in the background; a delivery is answered before any
+// git work starts. One deployer runs per path, whatever Caddy reloads: a
+// reload keeps it (and any deploy in progress) and applies the new settings
+// from the next deploy on.
+type Handler struct {
+	// The GitHub repository, as owner/name. Push deliveries for any other
+	// repository (compared case-insensitively) are skipped. Required.
+	Repo string `json:"repo,omitempty"`
+
+	// The webhook secrets. A delivery is accepted when its
+	// X-Hub-Signature-256 matches any one of them, which lets you rotate a
+	// secret without missing deliveries. Use a placeholder such as
+	// {env.GITHUB_WEBHOOK_SECRET} or {file./etc/caddy/webhook-secret}: it
+	// is resolved when the configuration is loaded, so the secret itself
+	// never appears in the JSON configuration, the admin API or autosave.
+	// Required.
+	Secret []string `json:"secret,omitempty"`
+
+	// The folder the deployer owns: releases, the cache repository and its
+	// state live under it. Serve <path>/current. A relative path is taken
+	// from Caddy's working directory. Required.
+	Path string `json:"path,omitempty"`
+
+	// The branch that is deployed. Default: the remote's default branch
+	// (its HEAD). Until the deployer has resolved it, pushes are compared
+	// with the default branch that the (signed) delivery names.
+	Branch string `json:"branch,omitempty"`
+
+	// Where to fetch from: an https or ssh URL, a local path or a file://
+	// URL. It must not carry credentials: use token. Default:
+	// https://github.com/<repo>.git.
+	Remote string `json:"remote,omitempty"`
+
+	// The build commands, run in order inside the new release, each as an
+	// argv list: never through a shell (make the first element "sh" and
+	// write the script after "-c" if you want one). Their environment is
+	// Caddy's, plus env, plus DEPLOY_COMMIT, DEPLOY_BRANCH, DEPLOY_REPO and
+	// DEPLOY_RELEASE. Default: none, the checkout itself is the site.
+	Command [][]string `json:"command,omitempty"`
+
+	// The part of the release that goes live, such as "public", "_site" or
+	// "dist". It must stay inside the release, symlinks resolved. Default:
+	// the release root.
+	Publish string `json:"publish,omitempty"`
+
+	// Extra environment variables for the commands. Values are used as
+	// written; placeholders are not replaced.
+	Env map[string]string `json:"env,omitempty"`
+
+	// How long one deploy may take, fetch and build together; past it the
+	// build's whole process group is killed. Default: 10m.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+
+	// How many releases stay on disk for rollback, the live one included.
+	// Default: 3.
+	Keep int `json:"keep,omitempty"`
+
+	// The fetch depth: 0 fetches the full history, for builds that read it
+	// (such as "last modified" dates). Default (unset): 1.
+	Depth *int `json:"depth,omitempty"`
+
+	// Also check out submodules, recursively.
+	Submodules bool `json:"submodules,omitempty"`
+
+	// A private key file for ssh remotes. Default: the user's ssh setup.
+	// Git never prompts: a key that does not work fails the fetch.
+	SSHKey string `json:"ssh_key,omitempty"`
+
+	// A known_hosts file for ssh remotes. Default: the user's ssh setup.
+	KnownHosts string `json:"known_hosts,omitempty"`
+
+	// An HTTPS token for a private repository. Placeholders are resolved as
+	// for secret, so write {env.GITHUB_TOKEN} rather than the token. It never
+	// appears in command lines, logs, URLs on disk or errors.
+	Token string `json:"token,omitempty"`
+
+	// Also check the remote on this interval, to catch deliveries that never
+	// came (GitHub does not retry a failed delivery). Default: off.
+	Poll caddy.Duration `json:"poll,omitempty"`
+
+	// The largest delivery accepted, in bytes; larger ones are answered 413
+	// before they are read. Default: 25 MiB (GitHub caps deliveries at 25 MB).
+	//
+	// Bodies are held in memory while they are verified. So that a flood of
+	// large forged deliveries cannot exhaust memory, all github_webhook
+	// handlers of the process together hold at most 64 MiB of bodies (or one
+	// max_body, if larger) at once; a delivery that does not fit waits for
+	// room until its client gives up.
+	MaxBody int64 `json:"max_body,omitempty"`
+
+	logger   *zap.Logger
+	verifier *verifier
+	cfg      deployer.Config // what the deployer gets, placeholders resolved
+	maxBody  int64
+
+	key     string          // the cleaned absolute path: the key in targets
+	owner   <-chan struct{} // identifies the configuration holding this handler
+	target  *target         // shared with other configurations naming the path
+	pooled  bool            // a reference to key in targets is held
+	holding bool            // this handler is registered in target.holders
+
+	wake   func(deployer.Reason) // the deployer's Wake; tests swap it
+	branch func() string         // the deployer's Branch; tests swap it
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.github_webhook",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision fills in defaults, resolves placeholders in secret and token,
+// and attaches the handler to the deployer of its path, starting one if no
+// loaded configuration has it yet. Starting a deployer does no git work.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if h.MaxBody == 0 {
+		h.maxBody = DefaultMaxBody
+	} else {
+		h.maxBody = h.MaxBody
+	}
+
+	repl := caddy.NewReplacer()
+	secrets := make([][]byte, 0, len(h.Secret))
+	for i, s := range h.Secret {
+		v, err := resolve(repl, s)
+		if err != nil {
+			return fmt.Errorf("secret %d: %w", i+1, err)
+		}
+		secrets = append(secrets, []byte(v))
+	}
+	h.verifier = newVerifier(secrets)
+	token := ""
+	if h.Token != "" {
+		var err error
+		if token, err = resolve(repl, h.Token); err != nil {
+			return fmt.Errorf("token: %w", err)
+		}
+	}
+
+	if h.Path != "" {
+		abs, err := filepath.Abs(h.Path)
+		if err != nil {
+			return fmt.Errorf("path: %w", err)
+		}
+		h.key = abs
+	}
+	h.cfg = h.deployerConfig(token)
+
+	// An invalid configuration never takes the folder.
+	if err := h.Validate(); err != nil {
+		return err
+	}
+
+	val, loaded, err := targets.LoadOrNew(h.key, func() (caddy.Destructor, error) {
+		d, err := deployer.New(h.cfg, h.logger)
+		if err != nil {
+			return nil, err
+		}
+		return &target{d: d}, nil
+	})
+	if err != nil {
+		return fmt.Errorf("starting the deployer of %s: %w", h.key, err)
+	}
+	h.pooled = true
+	h.target = val.(*target)
+	h.owner = ctx.Done()
+	if err := h.target.hold(h.owner, h.cfg, loaded); err != nil {
+		return err
+	}
+	h.holding = true
+	h.wake = h.target.d.Wake
+	h.branch = h.target.d.Branch
+	return nil
+}
+
+// deployerConfig returns the deployer's view of h, with token as resolved.
+func (h *Handler) deployerConfig(token string) deployer.Config {
+	cfg := deployer.Config{
+		Path:       h.key,
+		Remote:     h.Remote,
+		Repo:       h.Repo,
+		Branch:     h.Branch,
+		Commands:   h.Command,
+		Publish:    h.Publish,
+		Timeout:    time.Duration(h.Timeout),
+		Keep:       h.Keep,
+		Submodules: h.Submodules,
+		SSHKey:     h.SSHKey,
+		KnownHosts: h.KnownHosts,
+		Token:      token,
+		Poll:       time.Duration(h.Poll),
+	}
+	if cfg.Remote == "" && h.Repo != "" {
+		cfg.Remote = "https://github.com/" + h.Repo + ".git"
+	}
+	if h.Depth != nil {
+		cfg.Depth = *h.Depth
+		if cfg.Depth == 0 {
+			cfg.Depth = -1 // full history
+		}
+	}
+	keys := make([]string, 0, len(h.Env))
+	for k := range h.Env {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		cfg.Env = append(cfg.Env, k+"="+h.Env[k])
+	}
+	return cfg
+}
+
+// Validate reports whether the handler's configuration is complete and
+// consistent. It touches neither the disk nor the network.
+func (h *Handler) Validate() error {
+	if h.Repo == "" {
+		return errors.New("repo is required")
+	}
+	if owner, name, ok := strings.Cut(h.Repo, "/"); !ok || owner == "" || name == "" ||
+		strings.ContainsAny(name, "/ \t") || strings.ContainsAny(owner, " \t") {
+		return fmt.Errorf("repo %q is not owner/name", h.Repo)
+	}
+	if len(h.Secret) == 0 {
+		return errors.New("secret is required")
+	}
+	if h.Path == "" {
+		return errors.New("path is required")
+	}
+	if h.MaxBody < 0 {
+		return fmt.Errorf("max_body %d must be positive", h.MaxBody)
+	}
+	if h.Timeout < 0 {
+		return fmt.Errorf("timeout %s must be positive", time.Duration(h.Timeout))
+	}
+	if h.Poll < 0 {
+		return fmt.Errorf("poll %s must be positive", time.Duration(h.Poll))
+	}
+	if h.Keep < 0 {
+		return fmt.Errorf("keep %d must be at least 1", h.Keep)
+	}
+	if h.Depth != nil && *h.Depth < 0 {
+		return fmt.Errorf("depth %d must be 0 (full history) or more", *h.Depth)
+	}
+	for k := range h.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return fmt.Errorf("env name %q is not valid", k)
+		}
+	}
+	if err := h.cfg.Validate(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Cleanup detaches the handler from its deployer. The deployer stops when
+// no loaded configuration names its path any more. It tolerates a Provision
+// that failed half-way.
+func (h *Handler) Cleanup() error {
+	if h.holding {
+		h.target.release(h.owner, h.logger)
+		h.holding = false
+	}
+	if h.pooled {
+		h.pooled = false
+		if _, err := targets.Delete(h.key); err != nil {
+			return fmt.Errorf("stopping the deployer of %s: %w", h.key, err)
+		}
+	}
+	return nil
+}
+
+// ServeHTTP answers a delivery. It never calls next.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	a := h.handle(r)
+	a.write(w)
+	if ce := h.logger.Check(zap.InfoLevel, "delivery"); ce != nil {
+		ce.Write(
+			zap.String("delivery", a.Delivery),
+			zap.String("event", a.event),
+			zap.String("result", a.Result),
+			zap.Int("status", a.status),
+			zap.String("reason", a.reason()),
+		)
+	}
+	return nil
+}
+
+// targets holds one deployer per path (its key: the cleaned absolute path)
+// for as long as a loaded configuration names it, across config reloads.
+var targets = caddy.NewUsagePool()
+
+// target is a deployer shared by the configurations that name its path:
+// during a reload, the old and the new one.
+type target struct {
+	d *deployer.Deployer
+
+	mu      sync.Mutex
+	holders []holder // oldest first; the last one's settings are in force
+}
+
+// holder is one handler attached to a target.
+type holder struct {
+	owner <-chan struct{} // the Done channel of its configuration's context
+	cfg   deployer.Config
+}
+
+// hold attaches a handler of the configuration owner to t. It fails when a
+// handler of the same configuration holds t already: two handlers in one
+// configuration must not share a path. When loaded, the deployer existed
+// before, and cfg replaces its settings from the next deploy on.
+func (t *target) hold(owner <-chan struct{}, cfg deployer.Config, loaded bool) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, h := range t.holders {
+		if h.owner == owner {
+			return fmt.Errorf("path %s is used by another github_webhook handler of this configuration", cfg.Path)
+		}
+	}
+	if loaded {
+		if err := t.d.Update(cfg); err != nil {
+			return fmt.Errorf("updating the deployer of %s: %w", cfg.Path, err)
+		}
+	}
+	t.holders = append(t.holders, holder{owner: owner, cfg: cfg})
+	return nil
+}
+
+// release detaches the handler of owner. If it was the newest, as when a
+// new configuration fails to load after its handler was provisioned, the
+// settings of the newest remaining one are put back.
+func (t *target) release(owner <-chan struct{}, logger *zap.Logger) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	i := slices.IndexFunc(t.holders, func(h holder) bool { return h.owner == owner })
+	if i < 0 {
+		return
+	}
+	newest := i == len(t.holders)-1
+	t.holders = slices.Delete(t.holders, i, i+1)
+	if newest && len(t.holders) > 0 {
+		cfg := t.holders[len(t.holders)-1].cfg
+		if err := t.d.Update(cfg); err != nil {
+			logger.Error("restoring deployer settings", zap.String("path", cfg.Path), zap.Error(err))
+		}
+	}
+}
+
+// Destruct stops the deployer; it is called when no loaded configuration
+// names its path any more. A build in progress is killed.
+func (t *target) Destruct() error {
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	return t.d.Close(ctx)
+}
+
+// resolve replaces the {env.*} and {file.*} placeholders in s. Its errors
+// never quote s, which may hold a literal secret; they name the placeholder
+// only when s is nothing but one.
+func resolve(repl *caddy.Replacer, s string) (string, error) {
+	if s == "" {
+		return "", errors.New("is empty")
+	}
+	v, err := repl.ReplaceOrErr(s, true, true)
+	if err == nil {
+		return v, nil
+	}
+	if strings.HasPrefix(s, "{") && strings.HasSuffix(s, "}") && strings.Count(s, "{") == 1 {
+		return "", fmt.Errorf("placeholder %s is unknown or empty", s)
+	}
+	return "", errors.New("a placeholder in it is unknown or empty")
+}
+
+// Interface guards
+var (
+	_ caddy.Module                = (*Handler)(nil)
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+	_ caddyfile.Unmarshaler       = (*Handler)(nil)
+	_ caddy.Destructor            = (*target)(nil)
+)

@@ -1,0 +1,577 @@
+package caddywebhook
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddytest"
+	"go.uber.org/zap"
+
+	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
+)
+
+// The in-process Caddy of caddytest listens on these; other packages' tests
+// use other ports.
+const (
+	adminAddr = "localhost:2999"
+	siteURL   = "http://localhost:9080"
+	hookURL   = siteURL + "/_github"
+)
+
+// TestMain keeps Caddy and git away from the user's configuration: Caddy's
+// autosave and data go to a temporary folder, and git reads no global or
+// system config. Caddy reads XDG_CONFIG_HOME when its package initialises,
+// before TestMain runs, so the test binary executes itself again with the
+// environment set.
+func TestMain(m *testing.M) {
+	if home := os.Getenv("CWH_TEST_HOME"); home != "" {
+		code := m.Run()
+		os.RemoveAll(home)
+		os.Exit(code)
+	}
+	home, err := os.MkdirTemp("", "caddywebhook-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	env := append(os.Environ(),
+		"CWH_TEST_HOME="+home,
+		"XDG_CONFIG_HOME="+filepath.Join(home, "config"),
+		"XDG_DATA_HOME="+filepath.Join(home, "data"),
+		"GIT_CONFIG_NOSYSTEM=1",
+		"GIT_CONFIG_GLOBAL="+os.DevNull,
+		"GIT_AUTHOR_NAME=Test Author",
+		"GIT_AUTHOR_EMAIL=author@example.com",
+		"GIT_COMMITTER_NAME=Test Committer",
+		"GIT_COMMITTER_EMAIL=committer@example.com",
+	)
+	exe, err := os.Executable()
+	if err == nil {
+		err = syscall.Exec(exe, os.Args, env)
+	}
+	fmt.Fprintln(os.Stderr, "executing the test binary again:", err)
+	os.Exit(1)
+}
+
+// siteRepo is a site's git repository: a bare remote, and a work tree that
+// commits and pushes to it.
+type siteRepo struct {
+	t      *testing.T
+	remote string
+	work   string
+}
+
+func newSiteRepo(t *testing.T, dir string) *siteRepo {
+	r := &siteRepo{t: t, remote: filepath.Join(dir, "remote.git"), work: filepath.Join(dir, "work")}
+	r.git(dir, "init", "--quiet", "--bare", "--initial-branch=master", r.remote)
+	r.git(dir, "init", "--quiet", "--initial-branch=master", r.work)
+	r.git(r.work, "remote", "add", "origin", r.remote)
+	return r
+}
+
+func (r *siteRepo) git(dir string, args ...string) string {
+	r.t.Helper()
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		r.t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// commit writes files, commits them to master, pushes, and returns the commit.
+func (r *siteRepo) commit(files map[string]string) string {
+	r.t.Helper()
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(r.work, name), []byte(content), 0o644); err != nil {
+			r.t.Fatal(err)
+		}
+	}
+	r.git(r.work, "add", "--all")
+	r.git(r.work, "commit", "--quiet", "--allow-empty", "-m", "test commit")
+	r.git(r.work, "push", "--quiet", "origin", "HEAD:master")
+	return r.git(r.work, "rev-parse", "HEAD")
+}
+
+// testSite is what one integration test runs: a folder, a site repository,
+// and the Caddyfile that deploys it.
+type testSite struct {
+	t    *testing.T
+	dir  string
+	path string // the deployer's folder
+	repo *siteRepo
+	log  string // Caddy's log file
+}
+
+func newTestSite(t *testing.T) *testSite {
+	dir := t.TempDir()
+	t.Setenv("CWH_TEST_SECRET", testSecret)
+	t.Setenv("CWH_TEST_OLD_SECRET", testOldSecret)
+	t.Setenv("CWH_TEST_TOKEN", testToken)
+	return &testSite{t: t, dir: dir, path: filepath.Join(dir, "site"), repo: newSiteRepo(t, dir), log: filepath.Join(dir, "caddy.log")}
+}
+
+const testToken = "ghp_testtokenthatmustneverleak0123456789"
+
+// caddyfile returns a Caddyfile serving the site, with the handler at
+// /_github; extra goes into the handler's block.
+func (s *testSite) caddyfile(extra string) string {
+	return fmt.Sprintf(`{
+	admin %s
+	http_port 9080
+	https_port 9443
+	grace_period 1s
+	log {
+		output file %s
+		format json
+		level DEBUG
+	}
+}
+
+http://localhost:9080 {
+	root * %s/current
+	file_server
+
+	github_webhook /_github {
+		repo     %s
+		secret   {env.CWH_TEST_SECRET}
+		secret   {env.CWH_TEST_OLD_SECRET}
+		token    {env.CWH_TEST_TOKEN}
+		path     %s
+		remote   %s
+		branch   %s
+		max_body 64KiB
+		%s
+	}
+}
+`, adminAddr, s.log, s.path, testRepo, s.path, s.repo.remote, testBranch, extra)
+}
+
+// emptyConfig is loaded when a test ends, so that its deployers stop before
+// its folder is removed.
+const emptyConfig = `{
+	admin ` + adminAddr + `
+}
+`
+
+// start loads config into the in-process Caddy (starting it if needed) and
+// unloads it when the test ends.
+func (s *testSite) start(config string) *caddytest.Tester {
+	tester := caddytest.NewTester(s.t)
+	tester.InitServer(config, "caddyfile")
+	if s.t.Failed() {
+		s.t.FailNow()
+	}
+	s.t.Cleanup(func() {
+		if err := loadConfig(emptyConfig); err != nil {
+			s.t.Errorf("unloading the test config: %v", err)
+		}
+	})
+	return tester
+}
+
+// loadConfig loads a Caddyfile through the admin API.
+func loadConfig(config string) error {
+	req, _ := http.NewRequest(http.MethodPost, "http://"+adminAddr+"/load", strings.NewReader(config))
+	req.Header.Set("Content-Type", "text/caddyfile")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", resp.Status, body)
+	}
+	return nil
+}
+
+// deployerOf returns the deployer of path in the pool, or nil.
+func deployerOf(path string) *deployer.Deployer {
+	var d *deployer.Deployer
+	targets.Range(func(key, value any) bool {
+		if key == path {
+			d = value.(*target).d
+		}
+		return true
+	})
+	return d
+}
+
+// status returns the status of the site's deployer.
+func (s *testSite) status() deployer.Status {
+	s.t.Helper()
+	d := deployerOf(s.path)
+	if d == nil {
+		s.t.Fatalf("no deployer for %s", s.path)
+	}
+	return d.Status()
+}
+
+// waitLive waits until commit is live.
+func (s *testSite) waitLive(commit string) deployer.Status {
+	s.t.Helper()
+	var st deployer.Status
+	waitFor(s.t, "commit "+commit+" to go live", func() bool {
+		st = s.status()
+		return st.Live != nil && st.Live.Commit == commit
+	}, func() string { return fmt.Sprintf("%+v last=%+v", st, st.Last) })
+	return st
+}
+
+// waitFor polls cond until it holds, and fails the test if it has not after
+// a minute, which is long enough for a slow machine not to matter.
+func waitFor(t *testing.T, what string, cond func() bool, state func() string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited a minute for %s; state: %s", what, state())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// get returns the body of a page of the site.
+func get(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s: %s", url, resp.Status, body)
+	}
+	return string(body)
+}
+
+// send sends the delivery of c to the handler and returns the answer.
+func send(t *testing.T, c deliveryCase) (int, http.Header, []byte) {
+	t.Helper()
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Do(c.request(t, hookURL))
+	if err != nil {
+		t.Fatalf("%s: %v", c.name, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, body
+}
+
+func pushCase() deliveryCase {
+	return deliveryCase{name: "push", event: "push", signWith: testSecret, status: 202, result: "queued", wakes: 1}
+}
+
+// TestDeliveriesThroughCaddy sends the whole request table to a Caddy whose
+// handler deploys from a local bare repository: every answer is as the table
+// says, nothing but a push to the branch deploys, and that push does.
+func TestDeliveriesThroughCaddy(t *testing.T) {
+	s := newTestSite(t)
+	first := s.repo.commit(map[string]string{"index.html": "first"})
+	s.start(s.caddyfile(""))
+
+	s.waitLive(first) // the deploy at start-up
+	if got := get(t, siteURL+"/index.html"); got != "first" {
+		t.Fatalf("site serves %q, want first", got)
+	}
+	second := s.repo.commit(map[string]string{"index.html": "second"})
+	before := s.status()
+
+	cases := deliveryCases(t)
+	for _, c := range cases {
+		if c.wakes > 0 {
+			continue
+		}
+		t.Run(c.name, func(t *testing.T) {
+			status, header, body := send(t, c)
+			c.check(t, status, header, body)
+		})
+	}
+	// None of those woke the deployer: with no poll, nothing else would
+	// have made it fetch the second commit.
+	time.Sleep(300 * time.Millisecond)
+	if st := s.status(); st.Running != nil || st.Live.Commit != first || !equalResults(st.Last, before.Last) {
+		t.Fatalf("a delivery that is not a push to the branch deployed: %+v", st)
+	}
+
+	for _, c := range cases {
+		if c.wakes == 0 {
+			continue
+		}
+		t.Run(c.name, func(t *testing.T) {
+			status, header, body := send(t, c)
+			c.check(t, status, header, body)
+		})
+	}
+	s.waitLive(second)
+	if got := get(t, siteURL+"/index.html"); got != "second" {
+		t.Errorf("site serves %q, want second", got)
+	}
+}
+
+func equalResults(a, b *deployer.Result) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+// TestReloadMidBuild reloads the configuration through the admin API while a
+// slow build runs: the build goes on and goes live, once, with the settings
+// it started with; the next deploy uses the new settings.
+func TestReloadMidBuild(t *testing.T) {
+	s := newTestSite(t)
+	builds := filepath.Join(s.dir, "builds.log")
+	command := func(name, sleep string) string {
+		return fmt.Sprintf("command sh -c `sleep %s && echo %s:$DEPLOY_COMMIT >> %s && echo %s > built.txt`",
+			sleep, name, builds, name)
+	}
+	c1 := s.repo.commit(map[string]string{"index.html": "one"})
+	s.start(s.caddyfile(command("A", "2")))
+	d := deployerOf(s.path)
+	s.waitLive(c1)
+
+	c2 := s.repo.commit(map[string]string{"index.html": "two"})
+	status, header, body := send(t, deliveryCase{event: "push", body: fixture(t, "push-branch.json"), signWith: testSecret})
+	pushCase().check(t, status, header, body)
+	// The answer came before the build ended: the old commit is still live.
+	if st := s.status(); st.Live.Commit != c1 {
+		t.Fatalf("answered after the deploy of %s", st.Live.Commit)
+	}
+	waitFor(t, "the build of the second commit", func() bool {
+		st := s.status()
+		return st.Running != nil && st.Running.Commit == c2
+	}, func() string { return fmt.Sprintf("%+v", s.status()) })
+
+	if err := loadConfig(s.caddyfile(command("B", "0") + "\n keep 5")); err != nil {
+		t.Fatalf("reloading: %v", err)
+	}
+	if deployerOf(s.path) != d {
+		t.Fatal("the reload replaced the deployer")
+	}
+	if st := s.status(); st.Running == nil || st.Running.Commit != c2 {
+		t.Fatalf("the reload interrupted the build: %+v", st)
+	}
+
+	st := s.waitLive(c2)
+	if got := get(t, siteURL+"/built.txt"); got != "A\n" {
+		t.Errorf("built.txt = %q, want the build of the settings it started with", got)
+	}
+	if n := releasesOf(st, c2); n != 1 {
+		t.Errorf("%d releases of %s, want 1: %v", n, c2, st.Releases)
+	}
+
+	c3 := s.repo.commit(map[string]string{"index.html": "three"})
+	status, header, body = send(t, deliveryCase{event: "push", body: fixture(t, "push-branch.json"), signWith: testSecret})
+	pushCase().check(t, status, header, body)
+	s.waitLive(c3)
+	if got := get(t, siteURL+"/built.txt"); got != "B\n" {
+		t.Errorf("built.txt = %q after the reload, want the new settings' build", got)
+	}
+
+	log, err := os.ReadFile(builds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("A:%s\nA:%s\nB:%s\n", c1, c2, c3); string(log) != want {
+		t.Errorf("builds:\n%s\nwant each commit built once:\n%s", log, want)
+	}
+}
+
+// releasesOf counts the releases of commit; a release's name ends with the
+// start of its commit.
+func releasesOf(st deployer.Status, commit string) int {
+	n := 0
+	for _, r := range st.Releases {
+		if i := strings.LastIndexByte(r, '-'); i >= 0 && strings.HasPrefix(commit, r[i+1:]) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestSamePathTwice: two handlers of one configuration naming one path is a
+// load error, and the configuration that was running keeps its deployer and
+// its settings.
+func TestSamePathTwice(t *testing.T) {
+	s := newTestSite(t)
+	c1 := s.repo.commit(map[string]string{"index.html": "one"})
+	s.start(s.caddyfile("command sh -c `echo A > built.txt`"))
+	d := deployerOf(s.path)
+	s.waitLive(c1)
+
+	twice := strings.Replace(s.caddyfile("command sh -c `echo B > built.txt`"), "http://localhost:9080 {", fmt.Sprintf(`http://localhost:9080 {
+	github_webhook /other {
+		repo   octocat/other
+		secret other
+		path   %s/../site/
+	}
+`, s.path), 1)
+	err := loadConfig(twice)
+	if err == nil || !strings.Contains(err.Error(), "is used by another github_webhook handler of this configuration") {
+		t.Fatalf("loading a config that names %s twice: %v", s.path, err)
+	}
+	if deployerOf(s.path) != d {
+		t.Fatal("the failed load replaced the deployer")
+	}
+	if refs, _ := targets.References(s.path); refs != 1 {
+		t.Errorf("%d references to the deployer, want 1", refs)
+	}
+
+	// The running configuration's settings are in force again.
+	c2 := s.repo.commit(map[string]string{"index.html": "two"})
+	status, header, body := send(t, deliveryCase{event: "push", body: fixture(t, "push-branch.json"), signWith: testSecret})
+	pushCase().check(t, status, header, body)
+	s.waitLive(c2)
+	if got := get(t, siteURL+"/built.txt"); got != "A\n" {
+		t.Errorf("built.txt = %q, want the running configuration's build", got)
+	}
+}
+
+// TestRemovingTheHandlerStopsTheDeployer: once no configuration names a path,
+// its deployer is closed and the folder's lock is free.
+func TestRemovingTheHandlerStopsTheDeployer(t *testing.T) {
+	s := newTestSite(t)
+	c1 := s.repo.commit(map[string]string{"index.html": "one"})
+	s.start(s.caddyfile(""))
+	s.waitLive(c1)
+
+	if err := loadConfig(emptyConfig); err != nil {
+		t.Fatal(err)
+	}
+	if d := deployerOf(s.path); d != nil {
+		t.Fatal("the deployer is still in the pool")
+	}
+	d, err := deployer.New(deployer.Config{Path: s.path, Remote: s.repo.remote, Repo: testRepo, Branch: testBranch}, zap.NewNop())
+	if err != nil {
+		t.Fatalf("the folder is still taken: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := d.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSecretsStayOut: neither the secret nor the token is in the running
+// configuration, autosave.json or the log, though deliveries are verified
+// with the secret.
+func TestSecretsStayOut(t *testing.T) {
+	s := newTestSite(t)
+	c1 := s.repo.commit(map[string]string{"index.html": "one"})
+	s.start(s.caddyfile(""))
+	s.waitLive(c1)
+	for _, c := range deliveryCases(t) {
+		send(t, c)
+	}
+
+	resp, err := http.Get("http://" + adminAddr + "/config/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	config, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.HasPrefix(caddy.ConfigAutosavePath, os.Getenv("CWH_TEST_HOME")) {
+		t.Fatalf("autosave goes to %s, outside the test's folder", caddy.ConfigAutosavePath)
+	}
+	autosave, err := os.ReadFile(caddy.ConfigAutosavePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, err := os.ReadFile(s.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range map[string][]byte{"/config/": config, "autosave.json": autosave, "the log": log} {
+		for _, secret := range []string{testSecret, testOldSecret, testToken} {
+			if bytes.Contains(content, []byte(secret)) {
+				t.Errorf("%s holds %q", name, secret)
+			}
+		}
+	}
+	if !bytes.Contains(config, []byte("{env.CWH_TEST_SECRET}")) {
+		t.Errorf("/config/ lacks the secret's placeholder: %s", config)
+	}
+	if n := bytes.Count(log, []byte(`"msg":"delivery"`)); n != len(deliveryCases(t)) {
+		t.Errorf("%d delivery lines in the log, want %d", n, len(deliveryCases(t)))
+	}
+}
+
+// TestProvisionErrors: a configuration that cannot work is refused at load,
+// before anything touches its folder, and the error never quotes a secret.
+func TestProvisionErrors(t *testing.T) {
+	t.Setenv("CWH_EMPTY", "")
+	dir := t.TempDir()
+	valid := func() Handler {
+		return Handler{Repo: "octocat/blog", Secret: []string{"s3cret-value"}, Path: filepath.Join(dir, "site")}
+	}
+	for _, tc := range []struct {
+		name   string
+		modify func(h *Handler)
+		err    string
+	}{
+		{"no repo", func(h *Handler) { h.Repo = "" }, "repo is required"},
+		{"repo without owner", func(h *Handler) { h.Repo = "blog" }, "not owner/name"},
+		{"repo with two slashes", func(h *Handler) { h.Repo = "a/b/c" }, "not owner/name"},
+		{"no secret", func(h *Handler) { h.Secret = nil }, "secret is required"},
+		{"empty secret", func(h *Handler) { h.Secret = []string{""} }, "secret 1: is empty"},
+		{"secret from an empty variable", func(h *Handler) { h.Secret = []string{"s", "{env.CWH_EMPTY}"} },
+			"secret 2: placeholder {env.CWH_EMPTY} is unknown or empty"},
+		{"secret from a missing file", func(h *Handler) { h.Secret = []string{"{file." + dir + "/missing}"} },
+			"unknown or empty"},
+		{"literal secret with braces", func(h *Handler) { h.Secret = []string{"s3cret-{value}"} },
+			"secret 1: a placeholder in it is unknown or empty"},
+		{"token from an empty variable", func(h *Handler) { h.Token = "{env.CWH_EMPTY}" }, "token: placeholder"},
+		{"no path", func(h *Handler) { h.Path = "" }, "path is required"},
+		{"publish climbs out", func(h *Handler) { h.Publish = "../public" }, "climbs out"},
+		{"absolute publish", func(h *Handler) { h.Publish = "/srv/www" }, "must be relative"},
+		{"remote with credentials", func(h *Handler) { h.Remote = "https://user:s3cret-value@example.com/r.git" },
+			"must not carry credentials"},
+		{"negative max_body", func(h *Handler) { h.MaxBody = -1 }, "max_body"},
+		{"negative timeout", func(h *Handler) { h.Timeout = -1 }, "timeout"},
+		{"negative poll", func(h *Handler) { h.Poll = caddy.Duration(-time.Second) }, "poll"},
+		{"negative keep", func(h *Handler) { h.Keep = -1 }, "keep"},
+		{"negative depth", func(h *Handler) { h.Depth = intPtr(-2) }, "depth"},
+		{"bad env name", func(h *Handler) { h.Env = map[string]string{"A=B": "c"} }, "env name"},
+		{"empty command", func(h *Handler) { h.Command = [][]string{{}} }, "command 1 is empty"},
+		{"bad branch", func(h *Handler) { h.Branch = "-x" }, "not a valid branch"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+			defer cancel()
+			h := valid()
+			tc.modify(&h)
+			err := h.Provision(ctx)
+			cleanupErr := h.Cleanup()
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Fatalf("error %v, want one with %q", err, tc.err)
+			}
+			if strings.Contains(err.Error(), "s3cret-value") {
+				t.Errorf("error quotes the secret: %v", err)
+			}
+			if cleanupErr != nil {
+				t.Errorf("cleanup: %v", cleanupErr)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "site")); err == nil {
+				t.Error("the folder was created")
+			}
+			if deployerOf(filepath.Join(dir, "site")) != nil {
+				t.Error("a deployer was started")
+			}
+		})
+	}
+}

@@ -1,0 +1,141 @@
+package caddywebhook
+
+import (
+	"errors"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
+)
+
+// Names of the Caddy events a deploy emits, for `events { on <name> ... }`.
+// Their data: path, commit, release, reason, duration (seconds) and, for a
+// failure, error.
+const (
+	EventDeployStarted   = "github_webhook.deploy_started"
+	EventDeploySucceeded = "github_webhook.deploy_succeeded"
+	EventDeployFailed    = "github_webhook.deploy_failed"
+)
+
+// metrics are the collectors of one configuration, in its registry (served
+// on Caddy's /metrics). Every series has the label path, the target's folder.
+type metrics struct {
+	deliveries  *prometheus.CounterVec   // path, event, result
+	deploys     *prometheus.CounterVec   // path, result
+	duration    *prometheus.HistogramVec // path
+	lastSuccess *prometheus.GaugeVec     // path
+	liveInfo    *prometheus.GaugeVec     // path, commit, release
+}
+
+// newMetrics registers the collectors in reg, or takes those a handler of the
+// same configuration registered already.
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	const ns, sub = "caddy", "github_webhook"
+	m := &metrics{
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "deliveries_total",
+			Help: "Webhook deliveries answered, by event (\"unverified\" before the signature is checked) and result.",
+		}, []string{"path", "event", "result"}),
+		deploys: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "deploys_total",
+			Help: "Deploys that ran, by result (ok or error). A wake that finds the tip live is not a deploy.",
+		}, []string{"path", "result"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "deploy_duration_seconds",
+			Help:    "How long deploys took, fetch and build together.",
+			Buckets: []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600},
+		}, []string{"path"}),
+		lastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "last_success_timestamp_seconds",
+			Help: "When the last deploy that succeeded ended, in Unix seconds.",
+		}, []string{"path"}),
+		liveInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "live_info",
+			Help: "The live release and its commit (value 1).",
+		}, []string{"path", "commit", "release"}),
+	}
+	var err error
+	m.deliveries, err = register(reg, m.deliveries)
+	if err == nil {
+		m.deploys, err = register(reg, m.deploys)
+	}
+	if err == nil {
+		m.duration, err = register(reg, m.duration)
+	}
+	if err == nil {
+		m.lastSuccess, err = register(reg, m.lastSuccess)
+	}
+	if err == nil {
+		m.liveInfo, err = register(reg, m.liveInfo)
+	}
+	return m, err
+}
+
+// register registers c, or returns the collector registered before it.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing, nil
+			}
+		}
+		return c, err
+	}
+	return c, nil
+}
+
+// setLive records the live release of path.
+func (m *metrics) setLive(path string, live *deployer.Live) {
+	m.liveInfo.DeletePartialMatch(prometheus.Labels{"path": path})
+	if live != nil {
+		m.liveInfo.WithLabelValues(path, live.Commit, live.Release).Set(1)
+	}
+}
+
+// observer turns the deployer's events of one target into metrics, Caddy
+// events and nothing else; it runs on the deployer's goroutine.
+type observer struct {
+	ctx     caddy.Context
+	path    string
+	metrics *metrics
+	events  *caddyevents.App // nil if the events app could not load
+	logger  *zap.Logger
+	// live returns the live release after a success.
+	live func() *deployer.Live
+}
+
+func (o *observer) notify(e deployer.Event) {
+	data := map[string]any{
+		"path":    e.Path,
+		"commit":  e.Commit,
+		"release": e.Release,
+		"reason":  string(e.Reason),
+	}
+	name := EventDeployStarted
+	switch e.Kind {
+	case deployer.EventSucceeded:
+		name = EventDeploySucceeded
+		data["duration"] = e.Duration.Seconds()
+		o.metrics.deploys.WithLabelValues(o.path, "ok").Inc()
+		o.metrics.duration.WithLabelValues(o.path).Observe(e.Duration.Seconds())
+		o.metrics.lastSuccess.WithLabelValues(o.path).Set(float64(e.At.UnixNano()) / 1e9)
+		if o.live != nil {
+			o.metrics.setLive(o.path, o.live())
+		}
+	case deployer.EventFailed:
+		name = EventDeployFailed
+		data["duration"] = e.Duration.Seconds()
+		if e.Err != nil {
+			data["error"] = e.Err.Error()
+		}
+		o.metrics.deploys.WithLabelValues(o.path, "error").Inc()
+		o.metrics.duration.WithLabelValues(o.path).Observe(e.Duration.Seconds())
+	}
+	if o.events != nil {
+		o.events.Emit(o.ctx, name, data)
+	}
+}
