@@ -62,7 +62,7 @@ func (r *run) handlerBench() error {
 	}
 	r.rep.info(scn, "command", "`go "+strings.Join(args, " ")+"`")
 	for _, x := range res {
-		v := fmt.Sprintf("%s ns/op, %s B/op, %s allocs/op", num(x.ns), num(x.bytes), num(x.allocs))
+		v := fmt.Sprintf("%s ns/op, %.0f B/op, %.0f allocs/op", num(x.ns), x.bytes, x.allocs)
 		if x.mbs > 0 {
 			v += fmt.Sprintf(", %s MB/s", num(x.mbs))
 		}

@@ -331,6 +331,28 @@ func (p *caddyProc) mem() (hwm, rss int64) {
 	return hwm, rss
 }
 
+// cpu returns the CPU time of the process itself and that of its children
+// that have ended (git and build commands the deployer ran), from
+// /proc/<pid>/stat.
+func (p *caddyProc) cpu() (self, children time.Duration) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.pid()))
+	if err != nil {
+		return 0, 0
+	}
+	// Fields after the command name, which is in parentheses: utime, stime,
+	// cutime and cstime are fields 14 to 17 of the line.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 15 {
+		return 0, 0
+	}
+	tick := func(i int) time.Duration {
+		n, _ := strconv.ParseInt(f[i], 10, 64)
+		return time.Duration(n) * time.Second / 100 // USER_HZ
+	}
+	return tick(11) + tick(12), tick(13) + tick(14)
+}
+
 // logEntry is one line of Caddy's JSON log.
 type logEntry map[string]any
 

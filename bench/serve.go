@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os/exec"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -79,6 +80,19 @@ func (r *run) serve() error {
 		}
 	}
 	sleep := func(d time.Duration) func() error { return func() error { time.Sleep(d); return nil } }
+	// What deploys cost the machine: the CPU time of Caddy's children (git).
+	var deployCPU time.Duration
+	deployRun0 := deployRun
+	deployRun = func(n int) func() error {
+		f := deployRun0(n)
+		return func() error {
+			_, c0 := p.cpu()
+			err := f()
+			_, c1 := p.cpu()
+			deployCPU += c1 - c0
+			return err
+		}
+	}
 
 	// Deploys and baselines alternate, a few deploys then as long without,
 	// so that whatever else the machine does weighs on both alike.
@@ -111,6 +125,8 @@ func (r *run) serve() error {
 		fmt.Sprintf("%.0f / %.0f (%v each)", base.rps(), dep.rps(), dep.elapsed.Round(time.Millisecond)))
 	r.rep.info(scn, "Go client: latency p50 / p99, baseline vs during deploys",
 		fmt.Sprintf("%v / %v vs %v / %v", pct(base.lat, 50), pct(base.lat, 99), pct(dep.lat, 50), pct(dep.lat, 99)))
+	r.rep.info(scn, "CPU time of the deploys' git processes", fmt.Sprintf("%v, %.0f%% of the 2 cores' time while deploying",
+		deployCPU.Round(10*time.Millisecond), 100*deployCPU.Seconds()/(float64(runtime.NumCPU())*dep.elapsed.Seconds())))
 	r.rep.check(scn, "Go client: errors (transport or non-200)", fmt.Sprintf("%d of %d (first: %s)", errs, dep.reqs+base.reqs, firstOf(dep.firstErr, base.firstErr)), "0", errs == 0)
 	r.rep.check(scn, "Go client: bodies not exactly one committed version", fmt.Sprintf("%d of %d", bad, dep.reqs+base.reqs), "0", bad == 0)
 	r.rep.perf(scn, "Go client: throughput during deploys / baseline", fmt.Sprintf("%.1f%%", 100*ratio), "≥ 90%", ratio >= 0.9)
