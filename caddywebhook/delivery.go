@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -68,8 +69,9 @@ type answer struct {
 	Repo   string `json:"repo,omitempty"`
 	Branch string `json:"branch,omitempty"`
 
-	status int
-	event  string
+	status   int
+	event    string
+	verified bool // the signature matched
 }
 
 func failure(status int, msg string) answer {
@@ -123,7 +125,9 @@ func (h *Handler) handle(r *http.Request) answer {
 	return a
 }
 
-func (h *Handler) check(r *http.Request) answer {
+func (h *Handler) check(r *http.Request) (a answer) {
+	verified := false
+	defer func() { a.verified = verified }()
 	if r.Method != http.MethodPost {
 		return failure(http.StatusMethodNotAllowed, "method not allowed")
 	}
@@ -161,6 +165,7 @@ func (h *Handler) check(r *http.Request) answer {
 	if !h.verifier.verify(sig[0], body) {
 		return failure(http.StatusUnauthorized, "signature mismatch")
 	}
+	verified = true
 
 	// From here on the delivery comes from GitHub: say exactly why.
 	event := first(r.Header, keyEvent)
@@ -254,10 +259,9 @@ func (h *Handler) decide(event string, data []byte) answer {
 	return answer{Result: resultQueued, Repo: h.Repo, Branch: pushed, status: http.StatusAccepted}
 }
 
-// quote returns s in double quotes, as JSON would escape it.
+// quote returns s in double quotes, with anything unprintable escaped.
 func quote(s string) string {
-	b, _ := json.Marshal(s)
-	return string(b)
+	return strconv.Quote(s)
 }
 
 // deliveryID returns X-GitHub-Delivery when it looks like one (GitHub sends a

@@ -13,6 +13,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
@@ -138,6 +139,8 @@ type Handler struct {
 	pooled  bool            // a reference to key in targets is held
 	holding bool            // this handler is registered in target.holders
 
+	metrics *metrics // this configuration's collectors; nil in unit tests
+
 	wake   func(deployer.Reason) // the deployer's Wake; tests swap it
 	branch func() string         // the deployer's Branch; tests swap it
 }
@@ -193,6 +196,21 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 
+	// Deploys of this configuration count in its metrics registry and emit
+	// its Caddy events; a reload hands the deployer the new ones.
+	m, err := newMetrics(ctx.GetMetricsRegistry())
+	if err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
+	h.metrics = m
+	obs := &observer{ctx: ctx, path: h.key, metrics: m}
+	if app, err := ctx.App("events"); err != nil {
+		h.logger.Warn("deploy events are off: loading the events app", zap.Error(err))
+	} else if events, ok := app.(*caddyevents.App); ok {
+		obs.events = events
+	}
+	h.cfg.Notify = obs.notify
+
 	val, loaded, err := targets.LoadOrNew(h.key, func() (caddy.Destructor, error) {
 		d, err := deployer.New(h.cfg, h.logger)
 		if err != nil {
@@ -212,6 +230,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.holding = true
 	h.wake = h.target.d.Wake
 	h.branch = h.target.d.Branch
+	m.restore(h.key, h.target.d.Status())
 	return nil
 }
 
@@ -315,6 +334,9 @@ func (h *Handler) Cleanup() error {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	a := h.handle(r)
 	a.write(w)
+	if h.metrics != nil {
+		h.metrics.delivery(h.key, a)
+	}
 	if ce := h.logger.Check(zap.InfoLevel, "delivery"); ce != nil {
 		ce.Write(
 			zap.String("delivery", a.Delivery),

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -37,7 +38,11 @@ const (
 func TestMain(m *testing.M) {
 	if home := os.Getenv("CWH_TEST_HOME"); home != "" {
 		code := m.Run()
-		os.RemoveAll(home)
+		// Fuzz workers inherit the variable; only the process that made
+		// the folder (exec keeps its pid) removes it.
+		if os.Getenv("CWH_TEST_HOME_PID") == strconv.Itoa(os.Getpid()) {
+			os.RemoveAll(home)
+		}
 		os.Exit(code)
 	}
 	home, err := os.MkdirTemp("", "caddywebhook-test-")
@@ -47,6 +52,7 @@ func TestMain(m *testing.M) {
 	}
 	env := append(os.Environ(),
 		"CWH_TEST_HOME="+home,
+		"CWH_TEST_HOME_PID="+strconv.Itoa(os.Getpid()),
 		"XDG_CONFIG_HOME="+filepath.Join(home, "config"),
 		"XDG_DATA_HOME="+filepath.Join(home, "data"),
 		"GIT_CONFIG_NOSYSTEM=1",

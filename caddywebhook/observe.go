@@ -6,7 +6,6 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap"
 
 	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
 )
@@ -96,6 +95,27 @@ func (m *metrics) setLive(path string, live *deployer.Live) {
 	}
 }
 
+// restore sets the gauges of path from the deployer's status, for a
+// configuration that starts with a deployer already running or a site
+// already live.
+func (m *metrics) restore(path string, s deployer.Status) {
+	m.setLive(path, s.Live)
+	if s.Last != nil && s.Last.Result == "ok" {
+		m.lastSuccess.WithLabelValues(path).Set(float64(s.Last.At.UnixNano()) / 1e9)
+	}
+}
+
+// delivery counts an answered delivery. Its event label is "unverified"
+// until the signature is verified: before, the header is anybody's, and
+// counting by it would let anybody add series.
+func (m *metrics) delivery(path string, a answer) {
+	event := "unverified"
+	if a.verified {
+		event = a.event
+	}
+	m.deliveries.WithLabelValues(path, event, a.Result).Inc()
+}
+
 // observer turns the deployer's events of one target into metrics, Caddy
 // events and nothing else; it runs on the deployer's goroutine.
 type observer struct {
@@ -103,9 +123,6 @@ type observer struct {
 	path    string
 	metrics *metrics
 	events  *caddyevents.App // nil if the events app could not load
-	logger  *zap.Logger
-	// live returns the live release after a success.
-	live func() *deployer.Live
 }
 
 func (o *observer) notify(e deployer.Event) {
@@ -123,9 +140,7 @@ func (o *observer) notify(e deployer.Event) {
 		o.metrics.deploys.WithLabelValues(o.path, "ok").Inc()
 		o.metrics.duration.WithLabelValues(o.path).Observe(e.Duration.Seconds())
 		o.metrics.lastSuccess.WithLabelValues(o.path).Set(float64(e.At.UnixNano()) / 1e9)
-		if o.live != nil {
-			o.metrics.setLive(o.path, o.live())
-		}
+		o.metrics.setLive(o.path, &deployer.Live{Commit: e.Commit, Release: e.Release})
 	case deployer.EventFailed:
 		name = EventDeployFailed
 		data["duration"] = e.Duration.Seconds()
