@@ -353,6 +353,37 @@ func (p *caddyProc) cpu() (self, children time.Duration) {
 	return tick(11) + tick(12), tick(13) + tick(14)
 }
 
+// cpuTimes is the machine's CPU time from /proc/stat: busy, and idle or
+// waiting for I/O, summed over all cores.
+type cpuTimes struct{ busy, idle time.Duration }
+
+func machineCPU() cpuTimes {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuTimes{}
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	var t cpuTimes
+	for i, x := range f[1:] {
+		n, _ := strconv.ParseInt(x, 10, 64)
+		d := time.Duration(n) * time.Second / 100
+		switch i {
+		case 3, 4: // idle, iowait
+			t.idle += d
+		case 0, 1, 2, 5, 6, 7: // user, nice, system, irq, softirq, steal
+			t.busy += d
+		}
+	}
+	return t
+}
+
+func (t cpuTimes) sub(o cpuTimes) cpuTimes { return cpuTimes{t.busy - o.busy, t.idle - o.idle} }
+func (t cpuTimes) add(o cpuTimes) cpuTimes { return cpuTimes{t.busy + o.busy, t.idle + o.idle} }
+
+// idlePct is the share of the machine's CPU time that was idle.
+func (t cpuTimes) idlePct() float64 { return 100 * t.idle.Seconds() / (t.busy + t.idle).Seconds() }
+
 // logEntry is one line of Caddy's JSON log.
 type logEntry map[string]any
 
