@@ -93,7 +93,8 @@ type Config struct {
 	Poll time.Duration
 
 	// Notify, when set, is called for deploy events (started, succeeded,
-	// failed). It runs on the worker goroutine and must not block.
+	// failed) on the worker goroutine, and after a rollback on the caller of
+	// Rollback. It must not block.
 	Notify func(Event)
 }
 

@@ -558,6 +558,7 @@ func (d *Deployer) Rollback(release string) (Live, error) {
 		return Live{}, err
 	}
 	d.logger.Info("rolled back", zap.String("release", target.Name), zap.String("commit", target.Commit), zap.String("from", live))
+	d.notify(d.config(), Event{Kind: EventRolledBack, Commit: target.Commit, Release: target.Name, At: now})
 	return Live{Commit: target.Commit, Release: target.Name, At: now}, nil
 }
 

@@ -100,6 +100,8 @@ const (
 	EventStarted   EventKind = "deploy_started"
 	EventSucceeded EventKind = "deploy_succeeded"
 	EventFailed    EventKind = "deploy_failed"
+	// EventRolledBack follows a Rollback: Commit and Release are live now.
+	EventRolledBack EventKind = "rolled_back"
 )
 
 // Event is passed to Config.Notify.
