@@ -1,0 +1,217 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"html"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// pushMain is "demo push": it commits a new post to the running demo's
+// repository and sends a signed push delivery for it.
+func pushMain(args []string) error {
+	fs := flag.NewFlagSet("push", flag.ExitOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: go run ./cmd/demo push -dir <folder> <post title>\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	dir := fs.String("dir", "", "the folder the running demo printed")
+	fs.Parse(args)
+	if *dir == "" || fs.NArg() == 0 {
+		fs.Usage()
+		return errors.New("need -dir and a post title")
+	}
+	title := strings.TrimSpace(strings.Join(fs.Args(), " "))
+	if title == "" {
+		return errors.New("the post title is empty")
+	}
+
+	b, err := os.ReadFile(filepath.Join(*dir, stateFile))
+	if err != nil {
+		return fmt.Errorf("is the demo running? %w", err)
+	}
+	var st demoState
+	if err := json.Unmarshal(b, &st); err != nil {
+		return fmt.Errorf("reading %s: %w", stateFile, err)
+	}
+
+	before, err := git(st.Work, "rev-parse", "HEAD")
+	if err != nil {
+		return err
+	}
+	if err := addPost(st, title); err != nil {
+		return fmt.Errorf("writing the post: %w", err)
+	}
+	for _, args := range [][]string{
+		{"add", "-A"},
+		{"commit", "-q", "-m", "Add post: " + title},
+		{"push", "-q", "origin", st.Branch},
+	} {
+		if _, err := git(st.Work, args...); err != nil {
+			return err
+		}
+	}
+	after, err := git(st.Work, "rev-parse", "HEAD")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("committed %s \"Add post: %s\" and pushed it to the demo repository\n", after[:12], title)
+
+	payload, err := pushPayload(filepath.Join(st.Root, "testdata", "github", "push-branch.json"),
+		st.Repo, st.Branch, before, after, "Add post: "+title)
+	if err != nil {
+		return err
+	}
+	status, answer, err := deliver(st.WebhookURL, st.Secret, "push", payload)
+	if err != nil {
+		return fmt.Errorf("sending the delivery: %w", err)
+	}
+	fmt.Printf("sent a signed push delivery to %s: %d %s\n", st.WebhookURL, status, answer)
+	if status != http.StatusAccepted {
+		return fmt.Errorf("the delivery was not queued (%d)", status)
+	}
+
+	want := title
+	if st.Kind == "html" {
+		want = html.EscapeString(title)
+	} else {
+		want = hugoEscape(title)
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), deployWait)
+	defer cancel()
+	for {
+		if err := checkPage(st.URL, want); err == nil {
+			fmt.Printf("live after %.1fs: %s\n", time.Since(start).Seconds(), st.URL)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the post is not live after %s; see the demo's output and %s", deployWait, st.Log)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// addPost writes a new post titled title into the working copy.
+func addPost(st demoState, title string) error {
+	now := time.Now().UTC()
+	if st.Kind == "hugo" {
+		name := fmt.Sprintf("%s-%d.md", slug(title), now.UnixNano())
+		post := fmt.Sprintf("---\ntitle: %s\ndate: %s\n---\nPublished with `go run ./cmd/demo push`.\n",
+			strconv.Quote(title), now.Format(time.RFC3339))
+		return os.WriteFile(filepath.Join(st.Work, "content", "posts", name), []byte(post), 0o644)
+	}
+	index := filepath.Join(st.Work, "index.html")
+	b, err := os.ReadFile(index)
+	if err != nil {
+		return err
+	}
+	const marker = "<!-- new posts go here -->"
+	if !bytes.Contains(b, []byte(marker)) {
+		return fmt.Errorf("%s has no %q", index, marker)
+	}
+	item := marker + "\n<li>" + html.EscapeString(title) + "</li>"
+	return os.WriteFile(index, bytes.Replace(b, []byte(marker), []byte(item), 1), 0o644)
+}
+
+var nonSlug = regexp.MustCompile(`[^a-z0-9]+`)
+
+// slug makes a file name out of a title.
+func slug(title string) string {
+	s := strings.Trim(nonSlug.ReplaceAllString(strings.ToLower(title), "-"), "-")
+	if len(s) > 40 {
+		s = s[:40]
+	}
+	if s == "" {
+		s = "post"
+	}
+	return s
+}
+
+// hugoEscape escapes a title as Hugo's minified HTML shows it.
+func hugoEscape(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&#34;", "'", "&#39;").Replace(s)
+}
+
+// pushPayload returns the real GitHub push payload in fixture, edited to
+// describe a push of after (previously before) to branch of repo.
+func pushPayload(fixture, repo, branch, before, after, message string) ([]byte, error) {
+	b, err := os.ReadFile(fixture)
+	if err != nil {
+		return nil, fmt.Errorf("reading the payload fixture: %w", err)
+	}
+	var p map[string]any
+	if err := json.Unmarshal(b, &p); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", fixture, err)
+	}
+	owner, name, _ := strings.Cut(repo, "/")
+	p["ref"] = "refs/heads/" + branch
+	p["before"] = before
+	p["after"] = after
+	p["created"] = false
+	p["deleted"] = false
+	if r, ok := p["repository"].(map[string]any); ok {
+		r["full_name"] = repo
+		r["name"] = name
+		r["default_branch"] = branch
+		r["master_branch"] = branch
+		if o, ok := r["owner"].(map[string]any); ok {
+			o["login"] = owner
+			o["name"] = owner
+		}
+	}
+	if c, ok := p["head_commit"].(map[string]any); ok {
+		c["id"] = after
+		c["tree_id"] = after
+		c["message"] = message
+		c["timestamp"] = time.Now().Format(time.RFC3339)
+		p["commits"] = []any{c}
+	}
+	return json.Marshal(p)
+}
+
+// deliver POSTs payload to url as GitHub does, signed with secret, and
+// returns the status and body of the answer.
+func deliver(url, secret, event string, payload []byte) (int, string, error) {
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write(payload)
+	id := make([]byte, 16)
+	rand.Read(id)
+
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(payload))
+	if err != nil {
+		return 0, "", err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "GitHub-Hookshot/demo")
+	req.Header.Set("X-GitHub-Event", event)
+	req.Header.Set("X-GitHub-Delivery", fmt.Sprintf("%x-%x-%x-%x-%x", id[0:4], id[4:6], id[6:8], id[8:10], id[10:]))
+	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
+	client := &http.Client{Timeout: 30 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return 0, "", err
+	}
+	return resp.StatusCode, strings.TrimSpace(string(body)), nil
+}
