@@ -1,0 +1,142 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// caddyCmd runs the built Caddy with args in dir and returns its standard
+// output and error.
+func caddyCmd(t *testing.T, dir string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, caddyBin, args...)
+	cmd.Dir = dir
+	cmd.Env = home(t)
+	var out, errOut bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &errOut
+	err = cmd.Run()
+	return out.String(), errOut.String(), err
+}
+
+// checkCaddyfile runs "caddy fmt" and "caddy adapt" on the Caddyfile at path:
+// fmt must leave it unchanged, adapt must succeed without warnings. It
+// returns the adapted JSON.
+func checkCaddyfile(t *testing.T, path string) map[string]any {
+	return checkCaddyfileWith(t, path, false)
+}
+
+// checkCaddyfileWith is checkCaddyfile; with thirdParty, a Caddyfile may
+// need a plugin that is not in this build: adapt may then fail, but only
+// because that plugin's module is not registered (it returns nil).
+func checkCaddyfileWith(t *testing.T, path string, thirdParty bool) map[string]any {
+	t.Helper()
+	src, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	formatted, stderr, err := caddyCmd(t, filepath.Dir(path), "fmt", filepath.Base(path))
+	if err != nil && formatted == "" {
+		t.Fatalf("caddy fmt %s: %v\n%s", path, err, stderr)
+	}
+	if formatted != string(src) {
+		t.Errorf("caddy fmt changes %s; it prints:\n%s", path, formatted)
+	}
+	adapted, stderr, err := caddyCmd(t, filepath.Dir(path), "adapt", "--config", filepath.Base(path))
+	if err != nil {
+		if m := notRegistered.FindStringSubmatch(stderr); thirdParty && m != nil && !strings.Contains(m[1], "github_webhook") {
+			t.Logf("needs the third-party module %s, not in this build", m[1])
+			return nil
+		}
+		t.Fatalf("caddy adapt --config %s: %v\n%s", path, err, stderr)
+	}
+	if strings.Contains(stderr, `"level":"warn"`) || strings.Contains(stderr, `"level":"error"`) {
+		t.Errorf("caddy adapt --config %s warns:\n%s", path, stderr)
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal([]byte(adapted), &cfg); err != nil {
+		t.Fatalf("caddy adapt printed no JSON: %v\n%s", err, adapted)
+	}
+	return cfg
+}
+
+var notRegistered = regexp.MustCompile(`module not registered: ([a-z0-9_.]+)`)
+
+// TestCaddyfileExample checks Caddyfile.example as the README tells users
+// to: "caddy adapt --config Caddyfile.example" in the clone succeeds, and
+// "caddy fmt" leaves the file as it is.
+func TestCaddyfileExample(t *testing.T) {
+	cfg := checkCaddyfile(t, filepath.Join(root, "Caddyfile.example"))
+	b, _ := json.Marshal(cfg)
+	for _, want := range []string{
+		`"handler":"github_webhook"`,
+		`"repo":"octocat/blog"`,
+		`"secret":["{env.GITHUB_WEBHOOK_SECRET}"]`, // resolved at provision, not at adapt
+		`"publish":"public"`,
+		`"poll":600000000000`,
+		`"path":["/_github"]`,
+		`"handler":"file_server"`,
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("the adapted Caddyfile.example lacks %s:\n%s", want, b)
+		}
+	}
+}
+
+// TestREADMECaddyfiles checks every Caddyfile in the README (the code
+// blocks marked caddyfile) with caddy fmt and caddy adapt, and that every
+// block marked json is valid JSON. A Caddyfile that needs a third-party
+// plugin (one the README says to add with xcaddy --with) passes adapt when
+// the only error is that plugin's missing module.
+func TestREADMECaddyfiles(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fence := regexp.MustCompile("(?ms)^```(caddyfile|json)\n(.*?)^```$")
+	caddyfiles := 0
+	for _, m := range fence.FindAllStringSubmatchIndex(string(readme), -1) {
+		kind, body := string(readme[m[2]:m[3]]), string(readme[m[4]:m[5]])
+		line := bytes.Count(readme[:m[0]], []byte("\n")) + 1
+		if kind == "json" {
+			if !json.Valid([]byte(body)) {
+				t.Errorf("the json block at README.md:%d is not valid JSON:\n%s", line, body)
+			}
+			continue
+		}
+		caddyfiles++
+		path := filepath.Join(t.TempDir(), "Caddyfile")
+		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Run(fmt.Sprintf("README.md:%d", line), func(t *testing.T) { checkCaddyfileWith(t, path, true) })
+	}
+	if caddyfiles < 4 {
+		t.Errorf("the README has %d caddyfile blocks; it should show Hugo, Jekyll, plain HTML and private repositories", caddyfiles)
+	}
+}
+
+// TestBuiltModules runs the README's check of a build:
+// "caddy list-modules | grep github_webhook".
+func TestBuiltModules(t *testing.T) {
+	out, stderr, err := caddyCmd(t, root, "list-modules")
+	if err != nil {
+		t.Fatalf("caddy list-modules: %v\n%s", err, stderr)
+	}
+	for _, id := range []string{"http.handlers.github_webhook", "admin.api.github_webhook"} {
+		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(id) + `$`).MatchString(out) {
+			t.Errorf("caddy list-modules does not list %s", id)
+		}
+	}
+}
