@@ -45,14 +45,18 @@ const (
 	resultError   = "error"
 )
 
-// bodyBudget is how many bytes of delivery bodies all handlers of the process
-// hold in memory at once. A body reserves its Content-Length (max_body when
-// unknown) before it is read; one that does not fit waits, in arrival order,
-// until earlier ones are answered or its client gives up. A single max_body
-// larger than the budget reserves all of it.
-const bodyBudget = 64 << 20
-
-var bodies = semaphore.NewWeighted(bodyBudget)
+// Memory for bodies. A body of up to smallBody bytes (nearly every delivery)
+// is read at once, costing no more than the request headers Caddy already
+// accepts. Larger bodies first reserve
+// their Content-Length (max_body when it is unknown) from bodyBudget, shared
+// by all handlers of the process, and wait in arrival order for room until
+// their client gives up. So a flood of large forged deliveries holds at most
+// the budget (or one max_body, if larger), and never delays a usual delivery.
+var (
+	smallBody  int64 = 1 << 20
+	bodyBudget int64 = 64 << 20
+	bodies           = semaphore.NewWeighted(bodyBudget)
+)
 
 // answer is the JSON body of every response of the handler, plus what the
 // delivery's log line needs.
@@ -137,15 +141,17 @@ func (h *Handler) check(r *http.Request) (a answer) {
 	if r.ContentLength > h.maxBody {
 		return failure(http.StatusRequestEntityTooLarge, "body too large")
 	}
-	reserve := h.maxBody + 1
-	if r.ContentLength >= 0 {
-		reserve = r.ContentLength + 1
+	if r.ContentLength < 0 || r.ContentLength > smallBody {
+		reserve := h.maxBody + 1
+		if r.ContentLength >= 0 {
+			reserve = r.ContentLength + 1
+		}
+		reserve = min(reserve, bodyBudget)
+		if err := bodies.Acquire(r.Context(), reserve); err != nil {
+			return failure(http.StatusServiceUnavailable, "too many large deliveries at once")
+		}
+		defer bodies.Release(reserve)
 	}
-	reserve = min(reserve, bodyBudget)
-	if err := bodies.Acquire(r.Context(), reserve); err != nil {
-		return failure(http.StatusServiceUnavailable, "too many deliveries at once")
-	}
-	defer bodies.Release(reserve)
 	buf := getBuffer(r.ContentLength)
 	defer putBuffer(buf)
 	body, err := readBody(r.Body, h.maxBody, buf)

@@ -118,14 +118,17 @@ type Handler struct {
 	// came (GitHub does not retry a failed delivery). Default: off.
 	Poll caddy.Duration `json:"poll,omitempty"`
 
-	// The largest delivery accepted, in bytes; larger ones are answered 413
-	// before they are read. Default: 25 MiB (GitHub caps deliveries at 25 MB).
+	// The largest delivery accepted, in bytes; larger ones are answered 413,
+	// having read no more than one byte past it. Default: 25 MiB (GitHub caps
+	// deliveries at 25 MB).
 	//
-	// Bodies are held in memory while they are verified. So that a flood of
-	// large forged deliveries cannot exhaust memory, all github_webhook
-	// handlers of the process together hold at most 64 MiB of bodies (or one
-	// max_body, if larger) at once; a delivery that does not fit waits for
-	// room until its client gives up.
+	// Bodies are held in memory while they are verified. Those over 1 MiB
+	// (rare: a usual push is a few KiB) share 64 MiB across all
+	// github_webhook handlers of the process, so that a flood of large forged
+	// deliveries cannot exhaust memory; one that does not fit waits for room
+	// until its client gives up. Set the server's read_body timeout (GitHub
+	// itself gives up after 10 seconds) so that slow clients cannot hold
+	// room for long.
 	MaxBody int64 `json:"max_body,omitempty"`
 
 	logger   *zap.Logger

@@ -566,7 +566,7 @@ func TestProvisionErrors(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
 				t.Fatalf("error %v, want one with %q", err, tc.err)
 			}
-			if strings.Contains(err.Error(), "s3cret-value") {
+			if strings.Contains(err.Error(), "s3cret") {
 				t.Errorf("error quotes the secret: %v", err)
 			}
 			if cleanupErr != nil {
