@@ -347,7 +347,7 @@ func TestReloadMidBuild(t *testing.T) {
 			sleep, name, builds, name)
 	}
 	c1 := s.repo.commit(map[string]string{"index.html": "one"})
-	s.start(s.caddyfile(command("A", "2")))
+	s.start(s.caddyfile(command("A", "3")))
 	d := deployerOf(s.path)
 	s.waitLive(c1)
 
