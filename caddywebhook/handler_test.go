@@ -221,7 +221,9 @@ func (s *testSite) status() deployer.Status {
 	s.t.Helper()
 	d := deployerOf(s.path)
 	if d == nil {
-		s.t.Fatalf("no deployer for %s", s.path)
+		// The in-process Caddy answers on a fixed admin port: a second
+		// test process using it loads our config into its own pool.
+		s.t.Fatalf("no deployer for %s in this process: is another test process using %s?", s.path, adminAddr)
 	}
 	return d.Status()
 }
