@@ -204,8 +204,16 @@ func halfBuilt(path string, extra []string) []string {
 			continue
 		}
 		_, err := os.Stat(filepath.Join(path, "releases", e.Name(), publish, "version.txt"))
-		if !known[e.Name()] || err != nil {
-			bad = append(bad, e.Name())
+		switch {
+		case !known[e.Name()]:
+			bad = append(bad, e.Name()+" (unknown to the state)")
+		case err != nil:
+			var names []string
+			ls, lerr := os.ReadDir(filepath.Join(path, "releases", e.Name(), publish))
+			for _, x := range ls {
+				names = append(names, x.Name())
+			}
+			bad = append(bad, fmt.Sprintf("%s (no version.txt; %s/ holds %v %v)", e.Name(), publish, names, lerr))
 		}
 	}
 	return bad
