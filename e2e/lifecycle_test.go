@@ -230,6 +230,14 @@ func TestStopMidBuild(t *testing.T) {
 				child, err = readPID(filepath.Join(pidDir, "child.pid"))
 				return err
 			})
+			t.Cleanup(func() {
+				// Should the test fail before the restart ends them.
+				for _, pid := range []int{build, child} {
+					if !processGone(pid) {
+						syscall.Kill(pid, syscall.SIGKILL)
+					}
+				}
+			})
 			halfBuilt := status(t, path).Running
 			if halfBuilt == nil || halfBuilt.Release == "" {
 				t.Fatalf("no release being built: %+v", halfBuilt)
