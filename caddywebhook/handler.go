@@ -233,7 +233,18 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.holding = true
 	h.wake = h.target.d.Wake
 	h.branch = h.target.d.Branch
+	if loaded {
+		h.target.d.SetLogger(h.logger)
+	}
 	m.restore(h.key, h.target.d.Status())
+
+	// The deployer starts when Caddy runs this configuration, not when it
+	// only validates it.
+	app, err := ctx.App("github_webhook")
+	if err != nil {
+		return fmt.Errorf("loading the github_webhook app: %w", err)
+	}
+	app.(*App).add(h.target)
 	return nil
 }
 

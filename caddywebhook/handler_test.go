@@ -466,6 +466,9 @@ func TestRemovingTheHandlerStopsTheDeployer(t *testing.T) {
 	}
 	d, err := deployer.New(deployer.Config{Path: s.path, Remote: s.repo.remote, Repo: testRepo, Branch: testBranch}, zap.NewNop())
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(); err != nil {
 		t.Fatalf("the folder is still taken: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

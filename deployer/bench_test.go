@@ -81,6 +81,9 @@ func BenchmarkDeployVsClone(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
+			if err := d.Start(); err != nil {
+				b.Fatal(err)
+			}
 			defer (&target{Deployer: d, t: b}).close()
 			if e := <-done; e.Kind != EventSucceeded {
 				b.Fatalf("first deploy: %v", e.Err)

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -23,9 +24,9 @@ const (
 // Deployer is the worker of one target folder. Its methods are safe for
 // concurrent use.
 type Deployer struct {
-	path   string
-	logger *zap.Logger
-	lock   *os.File
+	path string
+	logp atomic.Pointer[zap.Logger]
+	lock *os.File // held from Start until Close
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -47,12 +48,12 @@ type Deployer struct {
 	liveAt   time.Time
 	running  *Running
 	last     *Result
+	started  bool
 	closed   bool
 }
 
-// New returns the worker of cfg.Path and starts it. It creates the folder if
-// needed and locks it against other processes, but does no git work: the
-// worker recovers from any crash and deploys in the background.
+// New returns the worker of cfg.Path, not started: it creates the folder if
+// needed and does nothing else. Wakes before Start are kept for it.
 func New(cfg Config, logger *zap.Logger) (*Deployer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -64,15 +65,9 @@ func New(cfg Config, logger *zap.Logger) (*Deployer, error) {
 	if err := os.MkdirAll(filepath.Join(cfg.Path, releasesName), 0o755); err != nil {
 		return nil, fmt.Errorf("creating %s: %w", cfg.Path, err)
 	}
-	lock, err := lockPath(cfg.Path)
-	if err != nil {
-		return nil, err
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Deployer{
 		path:      cfg.Path,
-		logger:    logger.With(zap.String("path", cfg.Path)),
-		lock:      lock,
 		ctx:       ctx,
 		cancel:    cancel,
 		done:      make(chan struct{}),
@@ -82,9 +77,43 @@ func New(cfg Config, logger *zap.Logger) (*Deployer, error) {
 		retryBase: retryBase,
 		cfg:       cfg,
 	}
-	go d.loop()
+	d.SetLogger(logger)
 	return d, nil
 }
+
+// Start locks the folder against other processes and starts the worker,
+// which recovers from whatever ended the last process and then deploys, in
+// the background: Start does no git work. Starting again is a no-op. It
+// returns ErrBusy when another process holds the folder.
+func (d *Deployer) Start() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return ErrClosed
+	}
+	if d.started {
+		return nil
+	}
+	lock, err := lockPath(d.path)
+	if err != nil {
+		return err
+	}
+	d.lock = lock
+	d.started = true
+	go d.loop()
+	return nil
+}
+
+// SetLogger sets where the deployer logs from now on, as when a new
+// configuration brings its own logging.
+func (d *Deployer) SetLogger(logger *zap.Logger) {
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	d.logp.Store(logger.With(zap.String("path", d.path)))
+}
+
+func (d *Deployer) log() *zap.Logger { return d.logp.Load() }
 
 // Wake asks the worker to bring the site to the branch's tip. It never
 // blocks. Wakes coalesce: however many come during a deploy, at most one
@@ -175,10 +204,13 @@ func (d *Deployer) Status() Status {
 // ctx's error if the worker has not stopped by then.
 func (d *Deployer) Close(ctx context.Context) error {
 	d.mu.Lock()
-	already := d.closed
+	already, started := d.closed, d.started
 	d.closed = true
 	d.mu.Unlock()
 	d.cancel()
+	if !started {
+		return nil
+	}
 	select {
 	case <-d.done:
 	case <-ctx.Done():
@@ -290,7 +322,7 @@ func (d *Deployer) loop() {
 			} else {
 				retryReason = reason // a delivery's fetch, retried, still counts as a delivery
 			}
-			d.logger.Info("retrying the fetch", zap.Duration("in", wait), zap.Int("failures", failures))
+			d.log().Info("retrying the fetch", zap.Duration("in", wait), zap.Int("failures", failures))
 			continue
 		}
 		stopRetry()

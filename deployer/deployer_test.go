@@ -504,7 +504,7 @@ func TestCommandsSeeCommitAndEnv(t *testing.T) {
 				Remote: r.bare, Repo: "octocat/blog", Depth: depth,
 				Env: []string{"HUGO_ENV=production"},
 				Commands: [][]string{
-					{"sh", "-c", `git rev-parse HEAD > head.txt; git rev-list --count HEAD > count.txt; env | grep -E '^(DEPLOY_|HUGO_ENV)' | sort > env.txt`},
+					{"sh", "-c", `git rev-parse HEAD > head.txt; git rev-list --count HEAD > count.txt; env | grep -E '^(DEPLOY_|HUGO_ENV)' | sort > env.txt; nice > nice.txt`},
 					{"printf", "%s", "$HOME; rm -rf / `id`"},
 				},
 			})
@@ -527,6 +527,10 @@ func TestCommandsSeeCommitAndEnv(t *testing.T) {
 				if !strings.Contains(env, want+"\n") {
 					t.Errorf("env lacks %s:\n%s", want, env)
 				}
+			}
+			// Builds yield the CPU to serving.
+			if got := strings.TrimSpace(readCurrent(t, tg.path, "nice.txt")); got != "10" {
+				t.Errorf("build runs at nice %s, want 10", got)
 			}
 			log, _ := os.ReadFile(s.Last.Log)
 			if !strings.Contains(string(log), "$HOME; rm -rf / `id`") {
@@ -570,8 +574,19 @@ func TestPathIsLocked(t *testing.T) {
 	r := newRemote(t)
 	r.commit(map[string]string{"index.html": "v1"})
 	tg := start(t, Config{Remote: r.bare})
-	if _, err := New(Config{Path: tg.path, Remote: r.bare}, nil); !errors.Is(err, ErrBusy) {
-		t.Errorf("second New on one path = %v, want ErrBusy", err)
+	d, err := New(Config{Path: tg.path, Remote: r.bare}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(); !errors.Is(err, ErrBusy) {
+		t.Errorf("Start of a second deployer on one path = %v, want ErrBusy", err)
+	}
+	// One that never started closes at once, and cannot start after.
+	if err := d.Close(context.Background()); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if err := d.Start(); !errors.Is(err, ErrClosed) {
+		t.Errorf("Start after Close = %v, want ErrClosed", err)
 	}
 }
 
@@ -643,5 +658,66 @@ func TestRollbackPinSurvivesRestart(t *testing.T) {
 	tg2.waitLive(c2)
 	if got := readCurrent(t, path, "index.html"); got != "v2" {
 		t.Errorf("served %q after a delivery", got)
+	}
+}
+
+// New alone neither locks the folder nor touches git: `caddy validate`
+// provisions handlers without running them. Wakes wait for Start.
+func TestNewDoesNothingUntilStart(t *testing.T) {
+	r := newRemote(t)
+	tip := r.commit(map[string]string{"index.html": "v1"})
+	path := filepath.Join(t.TempDir(), "site")
+	d, err := New(Config{Path: path, Remote: r.bare}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Wake(ReasonDelivery)
+	time.Sleep(300 * time.Millisecond)
+	for _, name := range []string{"cache.git", "current", ".lock"} {
+		if _, err := os.Lstat(filepath.Join(path, name)); err == nil {
+			t.Errorf("%s exists before Start", name)
+		}
+	}
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tg := &target{Deployer: d, t: t, events: &events{}}
+	t.Cleanup(tg.close)
+	tg.waitLive(tip)
+}
+
+// A crash between the switch and the state write leaves the live release
+// recorded as building: recovery keeps it (it is complete and served) and
+// knows its commit. A killed `git worktree add` leaves a locked record that
+// would refuse a release of the same name: recovery clears it.
+func TestRecoveryAfterCrashAtTheSwitch(t *testing.T) {
+	r := newRemote(t)
+	c1 := r.commit(map[string]string{"index.html": "v1"})
+	path := filepath.Join(t.TempDir(), "site")
+	tg := start(t, Config{Path: path, Remote: r.bare})
+	live := tg.waitLive(c1).Live.Release
+	tg.close()
+
+	st, _ := loadState(path)
+	st.Releases = nil
+	st.Building = &building{Release: live, Commit: c1}
+	st.save(path)
+	locked := filepath.Join(path, "cache.git", "worktrees", "20991231T235959Z-deadbeefdead")
+	os.MkdirAll(locked, 0o755)
+	os.WriteFile(filepath.Join(locked, "locked"), []byte("initializing"), 0o644)
+
+	tg2 := start(t, Config{Path: path, Remote: r.bare})
+	waitFor(t, "recovery", func() bool {
+		s := tg2.Status()
+		return s.Live != nil && s.Live.Commit == c1 && s.Running == nil && len(tg2.logs.FilterMessage("tip is live").All()) > 0
+	})
+	if got := readCurrent(t, path, "index.html"); got != "v1" {
+		t.Errorf("served %q", got)
+	}
+	if n := tg2.events.count(EventStarted); n != 0 {
+		t.Errorf("%d deploys of a commit that was live", n)
+	}
+	if _, err := os.Stat(locked); err == nil {
+		t.Error("a locked worktree record survived recovery")
 	}
 }

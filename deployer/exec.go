@@ -13,6 +13,10 @@ import (
 	"time"
 )
 
+// buildNice is the nice value of commands and git: deploys take the CPU
+// that serving leaves.
+const buildNice = 10
+
 // tailSize is how much of a command's output is kept in memory for Status
 // and error messages, so the tail survives a log file that cannot be written
 // (a full disk).
@@ -101,6 +105,9 @@ func run(ctx context.Context, dir string, env []string, stdout, stderr io.Writer
 	if err := cmd.Start(); err != nil {
 		return err
 	}
+	// Builds and git yield the CPU to serving: the whole group runs at a
+	// lower priority (children forked from now on inherit it).
+	syscall.Setpriority(syscall.PRIO_PGRP, cmd.Process.Pid, buildNice)
 	if onStart != nil {
 		onStart(cmd.Process.Pid)
 	}

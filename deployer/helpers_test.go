@@ -151,6 +151,9 @@ func start(t testing.TB, cfg Config) *target {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	if err := d.Start(); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
 	tg := &target{Deployer: d, t: t, events: ev, logs: logs}
 	t.Cleanup(func() { tg.close() })
 	return tg

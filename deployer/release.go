@@ -36,17 +36,17 @@ func (d *Deployer) deploy(reason Reason) error {
 	d.mu.Unlock()
 	live := liveRelease(d.path)
 	if r := st.find(live); r != nil && r.Commit == tip {
-		d.logger.Debug("tip is live", zap.String("commit", tip), zap.String("reason", string(reason)))
+		d.log().Debug("tip is live", zap.String("commit", tip), zap.String("reason", string(reason)))
 		return nil
 	}
 	if !reason.explicit() {
 		switch tip {
 		case st.FailedCommit:
-			d.logger.Info("tip's build failed before; waiting for a new commit, a delivery or a manual deploy",
+			d.log().Info("tip's build failed before; waiting for a new commit, a delivery or a manual deploy",
 				zap.String("commit", tip), zap.String("reason", string(reason)))
 			return nil
 		case st.PinnedFrom:
-			d.logger.Info("tip was rolled back from; waiting for a new commit, a delivery or a manual deploy",
+			d.log().Info("tip was rolled back from; waiting for a new commit, a delivery or a manual deploy",
 				zap.String("commit", tip), zap.String("reason", string(reason)))
 			return nil
 		}
@@ -55,7 +55,7 @@ func (d *Deployer) deploy(reason Reason) error {
 	name := d.releaseName(start, tip)
 	d.setRunning(&Running{Reason: reason, Commit: tip, Release: name, Since: start})
 	d.notify(cfg, Event{Kind: EventStarted, Commit: tip, Release: name, Reason: reason})
-	d.logger.Info("deploying", zap.String("commit", tip), zap.String("branch", branch),
+	d.log().Info("deploying", zap.String("commit", tip), zap.String("branch", branch),
 		zap.String("release", name), zap.String("reason", string(reason)))
 
 	tail, err := d.build(ctx, g, cfg, branch, tip, name)
@@ -72,7 +72,7 @@ func (d *Deployer) deploy(reason Reason) error {
 		st := d.st
 		d.mu.Unlock()
 		if serr := st.save(d.path); serr != nil {
-			d.logger.Error("saving state", zap.Error(serr))
+			d.log().Error("saving state", zap.Error(serr))
 		}
 		d.diskMu.Unlock()
 	}
@@ -131,7 +131,7 @@ func (d *Deployer) finish(cfg Config, reason Reason, start time.Time, tip, name,
 		zap.Duration("duration", res.Duration), zap.String("reason", string(reason)),
 	}
 	if err == nil {
-		d.logger.Info("deploy succeeded", fields...)
+		d.log().Info("deploy succeeded", fields...)
 		d.notify(cfg, Event{Kind: EventSucceeded, Commit: tip, Release: name, Reason: reason, Duration: res.Duration, At: now})
 		return
 	}
@@ -139,7 +139,7 @@ func (d *Deployer) finish(cfg Config, reason Reason, start time.Time, tip, name,
 	if tail != "" {
 		fields = append(fields, zap.String("output_tail", tail))
 	}
-	d.logger.Error("deploy failed", fields...)
+	d.log().Error("deploy failed", fields...)
 	// A remote that stays down fails on every retry; tell subscribers once.
 	if name == "" && prev != nil && prev.Result == "error" && prev.Release == "" && prev.Error == res.Error {
 		return
@@ -180,7 +180,7 @@ func (d *Deployer) build(ctx context.Context, g *git, cfg Config, branch, commit
 	dir := filepath.Join(d.path, releasesName, name)
 	sink := &outputSink{}
 	if f, err := os.Create(dir + ".log"); err != nil {
-		d.logger.Warn("cannot write the build log; keeping its tail in memory only", zap.Error(err))
+		d.log().Warn("cannot write the build log; keeping its tail in memory only", zap.Error(err))
 	} else {
 		defer f.Close()
 		sink.log.w = f
@@ -188,7 +188,7 @@ func (d *Deployer) build(ctx context.Context, g *git, cfg Config, branch, commit
 
 	// Record the build before its folder exists, so that a crash from here
 	// on leaves a record that the next start cleans up after.
-	if err := d.recordBuilding(&building{Release: name}); err != nil {
+	if err := d.recordBuilding(&building{Release: name, Commit: commit}); err != nil {
 		return "", err
 	}
 
@@ -198,7 +198,7 @@ func (d *Deployer) build(ctx context.Context, g *git, cfg Config, branch, commit
 			fmt.Fprintf(sink, "linked unchanged files from %s, wrote the changed ones\n", prev.Name)
 			return sink.tail.String(), nil
 		}
-		d.logger.Debug("linking from the live release failed; checking out in full", zap.Error(err))
+		d.log().Debug("linking from the live release failed; checking out in full", zap.Error(err))
 		if err := os.RemoveAll(dir); err != nil {
 			return "", fmt.Errorf("removing a partial release: %w", err)
 		}
@@ -224,7 +224,7 @@ func (d *Deployer) build(ctx context.Context, g *git, cfg Config, branch, commit
 	for _, argv := range cfg.Commands {
 		fmt.Fprintf(sink, "$ %s\n", strings.Join(argv, " "))
 		err := run(ctx, dir, env, sink, sink, func(pgid int) {
-			d.recordBuilding(&building{Release: name, PGID: pgid})
+			d.recordBuilding(&building{Release: name, Commit: commit, PGID: pgid})
 		}, argv...)
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
@@ -235,7 +235,7 @@ func (d *Deployer) build(ctx context.Context, g *git, cfg Config, branch, commit
 		}
 	}
 	if sink.log.failed != nil {
-		d.logger.Warn("build log is incomplete", zap.String("release", name), zap.Error(sink.log.failed))
+		d.log().Warn("build log is incomplete", zap.String("release", name), zap.Error(sink.log.failed))
 	}
 	return sink.tail.String(), nil
 }
@@ -298,7 +298,7 @@ func (d *Deployer) publish(cfg Config, commit, name string) error {
 	d.mu.Unlock()
 	if err := st.save(d.path); err != nil {
 		// The site is live; only the memory of it across a restart is lost.
-		d.logger.Error("saving state", zap.Error(err))
+		d.log().Error("saving state", zap.Error(err))
 	}
 	return nil
 }
@@ -422,10 +422,10 @@ func (d *Deployer) prune(cfg Config) {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
-		d.logger.Warn("pruning releases", zap.Error(err))
+		d.log().Warn("pruning releases", zap.Error(err))
 	}
 	if len(drop) > 0 {
-		d.logger.Debug("pruned releases", zap.Strings("releases", drop))
+		d.log().Debug("pruned releases", zap.Strings("releases", drop))
 	}
 }
 
@@ -437,18 +437,29 @@ func (d *Deployer) recoverFolder() {
 	defer d.diskMu.Unlock()
 	st, err := loadState(d.path)
 	if err != nil {
-		d.logger.Warn("starting from an empty state", zap.Error(err))
+		d.log().Warn("starting from an empty state", zap.Error(err))
 	}
 	dir := filepath.Join(d.path, releasesName)
+	live := liveRelease(d.path)
 	if b := st.Building; b != nil && b.Release != "" && !strings.ContainsAny(b.Release, "/\\") {
 		rel := filepath.Join(dir, b.Release)
 		if n := killLeftoverGroup(b.PGID, rel); n > 0 {
-			d.logger.Warn("ended a build left running by the last process", zap.String("release", b.Release), zap.Int("processes", n))
+			d.log().Warn("ended a build left running by the last process", zap.String("release", b.Release), zap.Int("processes", n))
 		}
-		if err := os.RemoveAll(rel); err != nil {
-			d.logger.Error("removing a half-built release", zap.String("release", b.Release), zap.Error(err))
+		switch {
+		case b.Release == live:
+			// The process died between the switch and writing the state:
+			// the release is complete, and live.
+			if st.find(live) == nil {
+				st.Releases = append(st.Releases, releaseRecord{Name: live, Commit: b.Commit})
+			}
+		default:
+			if err := os.RemoveAll(rel); err != nil {
+				d.log().Error("removing a half-built release", zap.String("release", b.Release), zap.Error(err))
+			} else {
+				d.log().Info("removed a half-built release", zap.String("release", b.Release))
+			}
 		}
-		d.logger.Info("removed a half-built release", zap.String("release", b.Release))
 	}
 	st.Building = nil
 
@@ -456,10 +467,9 @@ func (d *Deployer) recoverFolder() {
 		for _, t := range tmps {
 			os.Remove(t)
 		}
-		d.logger.Info("removed stray temporary symlinks", zap.Int("count", len(tmps)))
+		d.log().Info("removed stray temporary symlinks", zap.Int("count", len(tmps)))
 	}
 
-	live := liveRelease(d.path)
 	known := map[string]bool{}
 	kept := st.Releases[:0]
 	for _, r := range st.Releases {
@@ -481,14 +491,20 @@ func (d *Deployer) recoverFolder() {
 	for _, e := range entries {
 		if e.IsDir() && !known[e.Name()] {
 			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
-				d.logger.Error("removing a half-built release", zap.String("release", e.Name()), zap.Error(err))
+				d.log().Error("removing a half-built release", zap.String("release", e.Name()), zap.Error(err))
 			} else {
-				d.logger.Info("removed a half-built release", zap.String("release", e.Name()))
+				d.log().Info("removed a half-built release", zap.String("release", e.Name()))
 			}
 		}
 	}
 	if removed := clearLocks(filepath.Join(d.path, cacheName)); len(removed) > 0 {
-		d.logger.Info("removed git lock files left by the last process", zap.Strings("files", removed))
+		d.log().Info("removed git lock files left by the last process", zap.Strings("files", removed))
+	}
+	// No release is a worktree between deploys (publishing removes the link),
+	// and a killed `git worktree add` leaves its record locked, which would
+	// refuse a release of the same name. Forget them all.
+	if err := os.RemoveAll(filepath.Join(d.path, cacheName, "worktrees")); err != nil {
+		d.log().Error("removing worktree records", zap.Error(err))
 	}
 	if fi, err := os.Lstat(filepath.Join(d.path, currentName)); err == nil {
 		d.liveAt = fi.ModTime()
@@ -497,7 +513,7 @@ func (d *Deployer) recoverFolder() {
 	d.st = st
 	d.mu.Unlock()
 	if err := st.save(d.path); err != nil {
-		d.logger.Error("saving state", zap.Error(err))
+		d.log().Error("saving state", zap.Error(err))
 	}
 }
 
@@ -557,7 +573,7 @@ func (d *Deployer) Rollback(release string) (Live, error) {
 	if err := st.save(d.path); err != nil {
 		return Live{}, err
 	}
-	d.logger.Info("rolled back", zap.String("release", target.Name), zap.String("commit", target.Commit), zap.String("from", live))
+	d.log().Info("rolled back", zap.String("release", target.Name), zap.String("commit", target.Commit), zap.String("from", live))
 	d.notify(d.config(), Event{Kind: EventRolledBack, Commit: target.Commit, Release: target.Name, At: now})
 	return Live{Commit: target.Commit, Release: target.Name, At: now}, nil
 }

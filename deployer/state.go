@@ -49,6 +49,7 @@ type releaseRecord struct {
 
 type building struct {
 	Release string `json:"release"`
+	Commit  string `json:"commit,omitempty"`
 	PGID    int    `json:"pgid,omitempty"`
 }
 

@@ -1,0 +1,64 @@
+package caddywebhook
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+func init() {
+	caddy.RegisterModule(new(App))
+}
+
+// App starts the deployers of the github_webhook handlers of a
+// configuration when Caddy runs that configuration. Handlers load it
+// themselves; it has nothing to configure.
+//
+// Deployers are made in Provision but started here, because Caddy also
+// provisions a configuration it only validates (`caddy validate`, the
+// admin API's checks): such a run must not lock a folder that a running
+// Caddy deploys into, nor start a deploy.
+type App struct {
+	mu      sync.Mutex
+	targets []*target
+}
+
+// CaddyModule returns the Caddy module information.
+func (*App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "github_webhook",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// add registers a target to start with the configuration.
+func (a *App) add(t *target) {
+	a.mu.Lock()
+	a.targets = append(a.targets, t)
+	a.mu.Unlock()
+}
+
+// Start starts the deployer of every target. A deployer that runs already,
+// kept from the configuration before a reload, goes on as it is. It fails,
+// and with it the configuration, when another process deploys into a path.
+func (a *App) Start() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, t := range a.targets {
+		if err := t.d.Start(); err != nil {
+			return fmt.Errorf("starting the deployer of %s: %w", t.d.Status().Path, err)
+		}
+	}
+	return nil
+}
+
+// Stop does nothing: deployers outlive a configuration that a reload
+// replaces, and stop when no configuration names their path any more.
+func (*App) Stop() error { return nil }
+
+// Interface guards
+var (
+	_ caddy.Module = (*App)(nil)
+	_ caddy.App    = (*App)(nil)
+)
