@@ -269,6 +269,12 @@ func TestStopMidBuild(t *testing.T) {
 				t.Fatalf("the live site's index.html: %v\n%s", err, b)
 			}
 
+			// Mark the half-built release, if the stop left it: the next
+			// start must remove it before it builds the tip again, which may
+			// reuse its name (releases are named by second and commit).
+			marker := filepath.Join(path, "releases", halfBuilt.Release, "e2e-half-built")
+			os.WriteFile(marker, nil, 0o644)
+
 			// The next start: serves the live release at once, clears the
 			// half-built one and builds the tip again.
 			os.Remove(filepath.Join(pidDir, "build.pid"))
@@ -290,7 +296,7 @@ func TestStopMidBuild(t *testing.T) {
 			if !processGone(child) {
 				t.Errorf("the background child %d of the stopped build still runs", child)
 			}
-			if _, err := os.Stat(filepath.Join(path, "releases", halfBuilt.Release)); !os.IsNotExist(err) {
+			if _, err := os.Stat(marker); !os.IsNotExist(err) {
 				t.Errorf("the half-built release %s is still there (%v)", halfBuilt.Release, err)
 			}
 			if err := pageShows(site, "Demo site"); err != nil {
