@@ -318,14 +318,19 @@ const maxPooled = 64 << 10
 var buffers = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
 // getBuffer returns a buffer with room for contentLength bytes and the read
-// that reports the end.
+// that reports the end, but never more than firstAlloc up front: a declared
+// length is a promise of the client's, and memory for more grows only as
+// bytes arrive.
 func getBuffer(contentLength int64) *[]byte {
 	buf := buffers.Get().(*[]byte)
-	if need := int(contentLength) + 1; contentLength >= 0 && cap(*buf) < need {
+	if need := int(min(contentLength, firstAlloc)) + 1; contentLength >= 0 && cap(*buf) < need {
 		*buf = make([]byte, 0, need)
 	}
 	return buf
 }
+
+// firstAlloc bounds what getBuffer allocates before a body's bytes arrive.
+const firstAlloc = 64 << 10
 
 func putBuffer(buf *[]byte) {
 	if cap(*buf) <= maxPooled {

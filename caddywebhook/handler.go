@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -193,6 +194,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.key = abs
 	}
 	h.cfg = h.deployerConfig(token)
+	// Build commands do not get the variables the secret and token come from.
+	h.cfg.Unset = envPlaceholders(append(slices.Clone(h.Secret), h.Token)...)
 
 	// An invalid configuration never takes the folder.
 	if err := h.Validate(); err != nil {
@@ -429,6 +432,23 @@ func (t *target) Destruct() error {
 	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 	defer cancel()
 	return t.d.Close(ctx)
+}
+
+// envPlaceholder matches an {env.NAME} placeholder.
+var envPlaceholder = regexp.MustCompile(`\{env\.([^{}]+)\}`)
+
+// envPlaceholders returns the names of the environment variables that the
+// {env.*} placeholders of values read.
+func envPlaceholders(values ...string) []string {
+	var names []string
+	for _, v := range values {
+		for _, m := range envPlaceholder.FindAllStringSubmatch(v, -1) {
+			if !slices.Contains(names, m[1]) {
+				names = append(names, m[1])
+			}
+		}
+	}
+	return names
 }
 
 // resolve replaces the {env.*} and {file.*} placeholders in s. Its errors

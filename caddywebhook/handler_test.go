@@ -484,8 +484,18 @@ func TestRemovingTheHandlerStopsTheDeployer(t *testing.T) {
 func TestSecretsStayOut(t *testing.T) {
 	s := newTestSite(t)
 	c1 := s.repo.commit(map[string]string{"index.html": "one"})
-	s.start(s.caddyfile(""))
+	s.start(s.caddyfile(`command sh -c "env > env.txt"`))
 	s.waitLive(c1)
+	// Nor does a build see them, or the variables they come from.
+	env, err := os.ReadFile(filepath.Join(s.path, "current", "env.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, leak := range []string{testSecret, testOldSecret, testToken, "CWH_TEST_SECRET", "CWH_TEST_TOKEN"} {
+		if bytes.Contains(env, []byte(leak)) {
+			t.Errorf("the build's environment holds %q", leak)
+		}
+	}
 	for _, c := range deliveryCases(t) {
 		send(t, c)
 	}

@@ -141,6 +141,12 @@ func (o *observer) notify(e deployer.Event) {
 		o.metrics.duration.WithLabelValues(o.path).Observe(e.Duration.Seconds())
 		o.metrics.lastSuccess.WithLabelValues(o.path).Set(float64(e.At.UnixNano()) / 1e9)
 		o.metrics.setLive(o.path, &deployer.Live{Commit: e.Commit, Release: e.Release})
+	case deployer.EventRecovered:
+		o.metrics.setLive(o.path, &deployer.Live{Commit: e.Commit, Release: e.Release})
+		if !e.At.IsZero() {
+			o.metrics.lastSuccess.WithLabelValues(o.path).Set(float64(e.At.UnixNano()) / 1e9)
+		}
+		return
 	case deployer.EventRolledBack:
 		o.metrics.setLive(o.path, &deployer.Live{Commit: e.Commit, Release: e.Release})
 		return

@@ -63,6 +63,11 @@ type Config struct {
 	// the process's own environment.
 	Env []string
 
+	// Unset names variables of the process's environment that Commands do
+	// not get, such as those that hold the webhook secret or the token:
+	// a build script of the repository has no business reading them.
+	Unset []string
+
 	// Timeout bounds one deploy, fetch and build together. Past it the build's
 	// whole process group is killed. Zero means DefaultTimeout.
 	Timeout time.Duration

@@ -193,3 +193,44 @@ func TestRedactURL(t *testing.T) {
 		t.Errorf("redactURLsIn left the password: %q", got)
 	}
 }
+
+// The token goes to the remote's host only: a submodule on another host
+// that asks for credentials gets none.
+func TestTokenGoesToTheRemoteOnly(t *testing.T) {
+	var mu sync.Mutex
+	var offered []string
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pw, ok := r.BasicAuth(); ok {
+			mu.Lock()
+			offered = append(offered, pw)
+			mu.Unlock()
+		}
+		w.Header().Set("WWW-Authenticate", `Basic realm="other"`)
+		http.Error(w, "authentication required", http.StatusUnauthorized)
+	}))
+	defer other.Close()
+
+	r := newRemote(t)
+	r.commit(map[string]string{"index.html": "x"})
+	// A submodule entry pointing at the other host, written by hand.
+	os.WriteFile(filepath.Join(r.work, ".gitmodules"), []byte("[submodule \"theme\"]\n\tpath = theme\n\turl = "+other.URL+"/theme.git\n"), 0o644)
+	mustGit(t, r.work, "add", ".gitmodules")
+	mustGit(t, r.work, "update-index", "--add", "--cacheinfo", "160000,"+strings.TrimSpace(mustGit(t, r.work, "rev-parse", "HEAD"))+",theme")
+	mustGit(t, r.work, "commit", "--quiet", "-m", "add a submodule on another host")
+	mustGit(t, r.work, "push", "--quiet", "origin", "HEAD:main")
+	tip := strings.TrimSpace(mustGit(t, r.work, "rev-parse", "HEAD"))
+	srv := gitHTTPServer(t, filepath.Dir(r.bare))
+
+	tg := start(t, Config{Remote: srv.URL + "/site.git", Token: testToken, Submodules: true})
+	s := tg.waitResult("error", tip)
+	if !strings.Contains(s.Last.Error, "submodules") {
+		t.Errorf("error = %q, want the submodule's fetch to fail", s.Last.Error)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, pw := range offered {
+		if pw == testToken {
+			t.Fatal("the token was sent to the submodule's host")
+		}
+	}
+}

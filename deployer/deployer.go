@@ -52,8 +52,8 @@ type Deployer struct {
 	closed   bool
 }
 
-// New returns the worker of cfg.Path, not started: it creates the folder if
-// needed and does nothing else. Wakes before Start are kept for it.
+// New returns the worker of cfg.Path, not started: it touches neither the
+// disk nor git. Wakes before Start are kept for it.
 func New(cfg Config, logger *zap.Logger) (*Deployer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -61,9 +61,6 @@ func New(cfg Config, logger *zap.Logger) (*Deployer, error) {
 	cfg = cfg.withDefaults()
 	if logger == nil {
 		logger = zap.NewNop()
-	}
-	if err := os.MkdirAll(filepath.Join(cfg.Path, releasesName), 0o755); err != nil {
-		return nil, fmt.Errorf("creating %s: %w", cfg.Path, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Deployer{
@@ -81,7 +78,8 @@ func New(cfg Config, logger *zap.Logger) (*Deployer, error) {
 	return d, nil
 }
 
-// Start locks the folder against other processes and starts the worker,
+// Start creates the folder if needed, locks it against other processes and
+// starts the worker,
 // which recovers from whatever ended the last process and then deploys, in
 // the background: Start does no git work. Starting again is a no-op. It
 // returns ErrBusy when another process holds the folder.
@@ -93,6 +91,9 @@ func (d *Deployer) Start() error {
 	}
 	if d.started {
 		return nil
+	}
+	if err := os.MkdirAll(filepath.Join(d.path, releasesName), 0o755); err != nil {
+		return fmt.Errorf("creating %s: %w", d.path, err)
 	}
 	lock, err := lockPath(d.path)
 	if err != nil {
@@ -204,7 +205,7 @@ func (d *Deployer) Status() Status {
 // ctx's error if the worker has not stopped by then.
 func (d *Deployer) Close(ctx context.Context) error {
 	d.mu.Lock()
-	already, started := d.closed, d.started
+	started := d.started
 	d.closed = true
 	d.mu.Unlock()
 	d.cancel()
@@ -215,9 +216,6 @@ func (d *Deployer) Close(ctx context.Context) error {
 	case <-d.done:
 	case <-ctx.Done():
 		return fmt.Errorf("stopping the deployer of %s: %w", d.path, ctx.Err())
-	}
-	if !already {
-		d.lock.Close() // drops the flock
 	}
 	return nil
 }
@@ -241,6 +239,7 @@ func (d *Deployer) take() Reason {
 // loop is the worker goroutine.
 func (d *Deployer) loop() {
 	defer close(d.done)
+	defer d.lock.Close() // drops the flock, even if Close gave up waiting
 	d.recoverFolder()
 	d.Wake(ReasonStartup)
 
@@ -341,15 +340,18 @@ func (d *Deployer) setRunning(r *Running) {
 	d.mu.Unlock()
 }
 
-func (d *Deployer) notify(cfg Config, e Event) {
-	if cfg.Notify == nil {
+// notify passes e to the Notify of the configuration in force now: a deploy
+// that spans a reload reports to the new configuration.
+func (d *Deployer) notify(e Event) {
+	notify := d.config().Notify
+	if notify == nil {
 		return
 	}
 	e.Path = d.path
-	if e.At.IsZero() {
+	if e.At.IsZero() && e.Kind != EventRecovered {
 		e.At = d.now()
 	}
-	cfg.Notify(e)
+	notify(e)
 }
 
 // liveRelease returns the name of the release path/current points to, or "".

@@ -494,6 +494,7 @@ func TestNoGitInPublishedTree(t *testing.T) {
 // 9 and 10. Commands see the release as a git checkout of the commit, the
 // DEPLOY_* variables and env; they run as argv, never through a shell.
 func TestCommandsSeeCommitAndEnv(t *testing.T) {
+	t.Setenv("TEST_WEBHOOK_SECRET", "s3cret")
 	for _, depth := range []int{0, -1} {
 		t.Run("depth="+strconv.Itoa(depth), func(t *testing.T) {
 			r := newRemote(t)
@@ -502,9 +503,10 @@ func TestCommandsSeeCommitAndEnv(t *testing.T) {
 			tip := r.commit(map[string]string{"a": "3"})
 			tg := start(t, Config{
 				Remote: r.bare, Repo: "octocat/blog", Depth: depth,
-				Env: []string{"HUGO_ENV=production"},
+				Env:   []string{"HUGO_ENV=production"},
+				Unset: []string{"TEST_WEBHOOK_SECRET"},
 				Commands: [][]string{
-					{"sh", "-c", `git rev-parse HEAD > head.txt; git rev-list --count HEAD > count.txt; env | grep -E '^(DEPLOY_|HUGO_ENV)' | sort > env.txt; nice > nice.txt`},
+					{"sh", "-c", `git rev-parse HEAD > head.txt; git rev-list --count HEAD > count.txt; env | grep -E '^(DEPLOY_|HUGO_ENV|TEST_WEBHOOK_SECRET)' | sort > env.txt; nice > nice.txt`},
 					{"printf", "%s", "$HOME; rm -rf / `id`"},
 				},
 			})
@@ -520,6 +522,9 @@ func TestCommandsSeeCommitAndEnv(t *testing.T) {
 				t.Errorf("history length = %s, want %s", got, wantCount)
 			}
 			env := readCurrent(t, tg.path, "env.txt")
+			if strings.Contains(env, "TEST_WEBHOOK_SECRET") {
+				t.Errorf("an unset variable reached the build:\n%s", env)
+			}
 			for _, want := range []string{
 				"DEPLOY_BRANCH=main", "DEPLOY_COMMIT=" + tip, "DEPLOY_REPO=octocat/blog",
 				"DEPLOY_RELEASE=" + filepath.Join(tg.path, "releases", s.Live.Release), "HUGO_ENV=production",
@@ -544,9 +549,10 @@ func TestCommandsSeeCommitAndEnv(t *testing.T) {
 // (TestMain checks for leaks).
 func TestCloseKillsBuild(t *testing.T) {
 	r := newRemote(t)
-	r.commit(map[string]string{"index.html": "v1"})
+	tip := r.commit(map[string]string{"index.html": "v1"})
 	pidFile := filepath.Join(t.TempDir(), "pid")
-	tg := start(t, Config{Remote: r.bare, Commands: [][]string{{"sh", "-c", `sleep 300 & echo $! > "$0"; wait`, pidFile}}})
+	path := filepath.Join(t.TempDir(), "site")
+	tg := start(t, Config{Path: path, Remote: r.bare, Commands: [][]string{{"sh", "-c", `sleep 300 & echo $! > "$0"; wait`, pidFile}}})
 	var pid int
 	waitFor(t, "the build to start", func() bool {
 		b, err := os.ReadFile(pidFile)
@@ -567,6 +573,12 @@ func TestCloseKillsBuild(t *testing.T) {
 	if _, err := tg.Rollback(""); !errors.Is(err, ErrClosed) {
 		t.Errorf("Rollback after Close = %v", err)
 	}
+	if n := tg.events.count(EventFailed); n != 0 {
+		t.Errorf("a build stopped by Close counted as failed (%d events)", n)
+	}
+	// Stopping is not the build's fault: the next start builds the tip.
+	tg2 := start(t, Config{Path: path, Remote: r.bare})
+	tg2.waitLive(tip)
 }
 
 // One folder, one process: a second Deployer on the same path is refused.
@@ -673,10 +685,8 @@ func TestNewDoesNothingUntilStart(t *testing.T) {
 	}
 	d.Wake(ReasonDelivery)
 	time.Sleep(300 * time.Millisecond)
-	for _, name := range []string{"cache.git", "current", ".lock"} {
-		if _, err := os.Lstat(filepath.Join(path, name)); err == nil {
-			t.Errorf("%s exists before Start", name)
-		}
+	if _, err := os.Lstat(path); err == nil {
+		t.Errorf("%s exists before Start", path)
 	}
 	if err := d.Start(); err != nil {
 		t.Fatal(err)
@@ -692,21 +702,21 @@ func TestNewDoesNothingUntilStart(t *testing.T) {
 // would refuse a release of the same name: recovery clears it.
 func TestRecoveryAfterCrashAtTheSwitch(t *testing.T) {
 	r := newRemote(t)
-	c1 := r.commit(map[string]string{"index.html": "v1"})
+	c1 := r.commit(map[string]string{"public/index.html": "v1", "secret-source.md": "draft"})
 	path := filepath.Join(t.TempDir(), "site")
-	tg := start(t, Config{Path: path, Remote: r.bare})
+	tg := start(t, Config{Path: path, Remote: r.bare, Publish: "public"})
 	live := tg.waitLive(c1).Live.Release
 	tg.close()
 
 	st, _ := loadState(path)
 	st.Releases = nil
-	st.Building = &building{Release: live, Commit: c1}
+	st.Building = &building{Release: live, Commit: c1, Publish: "public"}
 	st.save(path)
 	locked := filepath.Join(path, "cache.git", "worktrees", "20991231T235959Z-deadbeefdead")
 	os.MkdirAll(locked, 0o755)
 	os.WriteFile(filepath.Join(locked, "locked"), []byte("initializing"), 0o644)
 
-	tg2 := start(t, Config{Path: path, Remote: r.bare})
+	tg2 := start(t, Config{Path: path, Remote: r.bare, Publish: "public"})
 	waitFor(t, "recovery", func() bool {
 		s := tg2.Status()
 		return s.Live != nil && s.Live.Commit == c1 && s.Running == nil && len(tg2.logs.FilterMessage("tip is live").All()) > 0
@@ -719,5 +729,19 @@ func TestRecoveryAfterCrashAtTheSwitch(t *testing.T) {
 	}
 	if _, err := os.Stat(locked); err == nil {
 		t.Error("a locked worktree record survived recovery")
+	}
+	if ev, ok := tg2.events.last(EventRecovered); !ok || ev.Commit != c1 || ev.Release != live || ev.At.IsZero() {
+		t.Errorf("recovered event = %+v", ev)
+	}
+	// The recovered release keeps its publish folder: a rollback to it
+	// serves public/, not the sources.
+	c2 := r.commit(map[string]string{"public/index.html": "v2"})
+	tg2.Wake(ReasonDelivery)
+	tg2.waitLive(c2)
+	if _, err := tg2.Rollback(""); err != nil {
+		t.Fatal(err)
+	}
+	if link, _ := os.Readlink(filepath.Join(path, "current")); link != filepath.Join("releases", live, "public") {
+		t.Errorf("after rollback current -> %s", link)
 	}
 }

@@ -54,7 +54,9 @@ func (g *git) env() []string {
 		"GIT_CONFIG_COUNT=3",
 		// An empty helper first resets helpers from other config files.
 		"GIT_CONFIG_KEY_0=credential.helper", "GIT_CONFIG_VALUE_0=",
-		"GIT_CONFIG_KEY_1=credential.helper", "GIT_CONFIG_VALUE_1="+g.helper(),
+		// The token goes to the remote's host only, never to another host
+		// that asks (a submodule's, a redirect's).
+		"GIT_CONFIG_KEY_1="+g.helperKey(), "GIT_CONFIG_VALUE_1="+g.helper(),
 		// Worktrees of the cache are created and pruned by us only.
 		"GIT_CONFIG_KEY_2=gc.auto", "GIT_CONFIG_VALUE_2=0",
 	)
@@ -62,6 +64,23 @@ func (g *git) env() []string {
 		env = append(env, tokenEnv+"="+g.token)
 	}
 	return env
+}
+
+// helperKey is the config key of the credential helper: scoped to the
+// remote's scheme and host when the remote is a URL.
+func (g *git) helperKey() string {
+	if u, err := url.Parse(g.remote); err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" {
+		return "credential." + u.Scheme + "://" + u.Host + ".helper"
+	}
+	return "credential.helper"
+}
+
+// isLocalRemote reports whether remote is a path or a file:// URL.
+func isLocalRemote(remote string) bool {
+	if strings.HasPrefix(remote, "file://") || strings.HasPrefix(remote, "/") || strings.HasPrefix(remote, ".") {
+		return true
+	}
+	return !strings.Contains(remote, "://") && !strings.Contains(remote, ":")
 }
 
 func (g *git) helper() string {

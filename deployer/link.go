@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // A deploy without commands publishes the commit's tree as it is. Writing
@@ -147,6 +148,7 @@ func writeObjects(ctx context.Context, g *git, dir string, paths []string, chang
 	cmd := exec.CommandContext(ctx, "git", "cat-file", "--batch")
 	cmd.Dir = g.cacheDir
 	cmd.Env = g.env()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	var req bytes.Buffer
 	for _, p := range paths {
 		req.WriteString(changes[p].object + "\n")

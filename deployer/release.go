@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,6 +27,10 @@ func (d *Deployer) deploy(reason Reason) error {
 
 	g := d.git(cfg)
 	tip, branch, err := d.fetchTip(ctx, g, cfg)
+	if err != nil && d.ctx.Err() != nil {
+		d.log().Info("fetch interrupted: the deployer is stopping")
+		return nil
+	}
 	if err != nil {
 		d.finish(cfg, reason, start, "", "", "", err)
 		return &fetchError{err}
@@ -54,7 +59,7 @@ func (d *Deployer) deploy(reason Reason) error {
 
 	name := d.releaseName(start, tip)
 	d.setRunning(&Running{Reason: reason, Commit: tip, Release: name, Since: start})
-	d.notify(cfg, Event{Kind: EventStarted, Commit: tip, Release: name, Reason: reason})
+	d.notify(Event{Kind: EventStarted, Commit: tip, Release: name, Reason: reason})
 	d.log().Info("deploying", zap.String("commit", tip), zap.String("branch", branch),
 		zap.String("release", name), zap.String("reason", string(reason)))
 
@@ -62,19 +67,30 @@ func (d *Deployer) deploy(reason Reason) error {
 	if err == nil {
 		err = d.publish(cfg, tip, name)
 	}
+	// Stopping (Caddy shutting down, the handler removed) is not the
+	// build's fault: the tip is not marked failed, so the next start builds
+	// it again. A timeout is the build's fault.
+	interrupted := err != nil && d.ctx.Err() != nil
 	if err != nil {
 		os.RemoveAll(filepath.Join(d.path, releasesName, name))
 		g.run(context.WithoutCancel(ctx), g.cacheDir, "worktree", "prune")
 		d.diskMu.Lock()
 		d.mu.Lock()
 		d.st.Building = nil
-		d.st.FailedCommit = tip
+		if !interrupted {
+			d.st.FailedCommit = tip
+		}
 		st := d.st
 		d.mu.Unlock()
 		if serr := st.save(d.path); serr != nil {
 			d.log().Error("saving state", zap.Error(serr))
 		}
 		d.diskMu.Unlock()
+	}
+	if interrupted {
+		d.log().Info("deploy interrupted: the deployer is stopping; the next start deploys again",
+			zap.String("commit", tip), zap.String("release", name))
+		return nil
 	}
 	d.finish(cfg, reason, start, tip, name, tail, err)
 	if err == nil {
@@ -112,7 +128,8 @@ func (d *Deployer) fetchTip(ctx context.Context, g *git, cfg Config) (tip, branc
 // it and emits its event.
 func (d *Deployer) finish(cfg Config, reason Reason, start time.Time, tip, name, tail string, err error) {
 	now := d.now()
-	res := &Result{Result: "ok", Duration: now.Sub(start), Reason: reason, Commit: tip, Release: name, At: now}
+	took := now.Sub(start)
+	res := &Result{Result: "ok", Duration: Seconds(took), Reason: reason, Commit: tip, Release: name, At: now}
 	if name != "" {
 		res.Log = filepath.Join(d.path, releasesName, name+".log")
 	}
@@ -128,11 +145,11 @@ func (d *Deployer) finish(cfg Config, reason Reason, start time.Time, tip, name,
 
 	fields := []zap.Field{
 		zap.String("commit", tip), zap.String("release", name),
-		zap.Duration("duration", res.Duration), zap.String("reason", string(reason)),
+		zap.Duration("duration", took), zap.String("reason", string(reason)),
 	}
 	if err == nil {
 		d.log().Info("deploy succeeded", fields...)
-		d.notify(cfg, Event{Kind: EventSucceeded, Commit: tip, Release: name, Reason: reason, Duration: res.Duration, At: now})
+		d.notify(Event{Kind: EventSucceeded, Commit: tip, Release: name, Reason: reason, Duration: took, At: now})
 		return
 	}
 	fields = append(fields, zap.String("error", res.Error))
@@ -144,7 +161,7 @@ func (d *Deployer) finish(cfg Config, reason Reason, start time.Time, tip, name,
 	if name == "" && prev != nil && prev.Result == "error" && prev.Release == "" && prev.Error == res.Error {
 		return
 	}
-	d.notify(cfg, Event{Kind: EventFailed, Commit: tip, Release: name, Reason: reason, Duration: res.Duration, Err: err, At: now})
+	d.notify(Event{Kind: EventFailed, Commit: tip, Release: name, Reason: reason, Duration: took, Err: err, At: now})
 }
 
 func (d *Deployer) git(cfg Config) *git {
@@ -188,7 +205,7 @@ func (d *Deployer) build(ctx context.Context, g *git, cfg Config, branch, commit
 
 	// Record the build before its folder exists, so that a crash from here
 	// on leaves a record that the next start cleans up after.
-	if err := d.recordBuilding(&building{Release: name, Commit: commit}); err != nil {
+	if err := d.recordBuilding(&building{Release: name, Commit: commit, Publish: cfg.Publish}); err != nil {
 		return "", err
 	}
 
@@ -211,7 +228,14 @@ func (d *Deployer) build(ctx context.Context, g *git, cfg Config, branch, commit
 		return sink.tail.String(), fmt.Errorf("checking out %s: %w", short(commit), err)
 	}
 	if cfg.Submodules {
-		args := []string{"-c", "protocol.file.allow=always", "submodule", "update", "--quiet", "--init", "--recursive"}
+		// Submodules with local paths could check out any repository
+		// Caddy's user can read into the public release: the file protocol
+		// is allowed only when the site itself comes from a local remote.
+		var args []string
+		if isLocalRemote(cfg.Remote) {
+			args = append(args, "-c", "protocol.file.allow=always")
+		}
+		args = append(args, "submodule", "update", "--quiet", "--init", "--recursive")
 		if cfg.Depth > 0 {
 			args = append(args, fmt.Sprintf("--depth=%d", cfg.Depth))
 		}
@@ -224,7 +248,7 @@ func (d *Deployer) build(ctx context.Context, g *git, cfg Config, branch, commit
 	for _, argv := range cfg.Commands {
 		fmt.Fprintf(sink, "$ %s\n", strings.Join(argv, " "))
 		err := run(ctx, dir, env, sink, sink, func(pgid int) {
-			d.recordBuilding(&building{Release: name, Commit: commit, PGID: pgid})
+			d.recordBuilding(&building{Release: name, Commit: commit, Publish: cfg.Publish, PGID: pgid})
 		}, argv...)
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
@@ -246,8 +270,10 @@ func commandEnv(cfg Config, branch, commit, dir string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
-		switch k {
-		case "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", tokenEnv:
+		switch {
+		case k == "GIT_DIR", k == "GIT_WORK_TREE", k == "GIT_INDEX_FILE", k == tokenEnv:
+			continue
+		case slices.Contains(cfg.Unset, k):
 			continue
 		}
 		env = append(env, kv)
@@ -291,6 +317,7 @@ func (d *Deployer) publish(cfg Config, commit, name string) error {
 	d.st.Building = nil
 	d.st.FailedCommit = ""
 	d.st.PinnedFrom = ""
+	d.st.LastSuccess = now
 	d.st.Releases = append(d.st.Releases, releaseRecord{Name: name, Commit: commit, Publish: cfg.Publish, At: now,
 		Pristine: len(cfg.Commands) == 0 && !cfg.Submodules})
 	d.liveAt = now
@@ -401,7 +428,14 @@ func (d *Deployer) prune(cfg Config) {
 	}
 	d.mu.Unlock()
 
+	// Forget the releases before removing them: a crash half-way through a
+	// removal then leaves a folder that recovery removes, never a
+	// half-removed release that the state offers for rollback.
 	var errs []error
+	if err := st.save(d.path); err != nil {
+		d.log().Warn("pruning releases", zap.Error(err))
+		return
+	}
 	dir := filepath.Join(d.path, releasesName)
 	for _, name := range drop {
 		errs = append(errs, os.RemoveAll(filepath.Join(dir, name)))
@@ -413,9 +447,6 @@ func (d *Deployer) prune(cfg Config) {
 			continue
 		}
 		errs = append(errs, os.Remove(filepath.Join(dir, e.Name())))
-	}
-	if err := st.save(d.path); err != nil {
-		errs = append(errs, err)
 	}
 	g := d.git(cfg)
 	if _, err := g.run(d.ctx, g.cacheDir, "worktree", "prune"); err != nil && d.ctx.Err() == nil {
@@ -441,7 +472,7 @@ func (d *Deployer) recoverFolder() {
 	}
 	dir := filepath.Join(d.path, releasesName)
 	live := liveRelease(d.path)
-	if b := st.Building; b != nil && b.Release != "" && !strings.ContainsAny(b.Release, "/\\") {
+	if b := st.Building; b != nil && validReleaseName(b.Release) {
 		rel := filepath.Join(dir, b.Release)
 		if n := killLeftoverGroup(b.PGID, rel); n > 0 {
 			d.log().Warn("ended a build left running by the last process", zap.String("release", b.Release), zap.Int("processes", n))
@@ -451,7 +482,8 @@ func (d *Deployer) recoverFolder() {
 			// The process died between the switch and writing the state:
 			// the release is complete, and live.
 			if st.find(live) == nil {
-				st.Releases = append(st.Releases, releaseRecord{Name: live, Commit: b.Commit})
+				st.Releases = append(st.Releases, releaseRecord{Name: live, Commit: b.Commit, Publish: b.Publish, At: d.now()})
+				st.LastSuccess = d.now()
 			}
 		default:
 			if err := os.RemoveAll(rel); err != nil {
@@ -483,7 +515,7 @@ func (d *Deployer) recoverFolder() {
 		if fi, err := os.Stat(filepath.Join(dir, live)); err == nil && fi.IsDir() {
 			// Live, but unknown to the state: keep it, with no commit, so
 			// that the tip is deployed again.
-			st.Releases = append(st.Releases, releaseRecord{Name: live})
+			st.Releases = append(st.Releases, releaseRecord{Name: live, Publish: livePublish(d.path)})
 			known[live] = true
 		}
 	}
@@ -506,15 +538,37 @@ func (d *Deployer) recoverFolder() {
 	if err := os.RemoveAll(filepath.Join(d.path, cacheName, "worktrees")); err != nil {
 		d.log().Error("removing worktree records", zap.Error(err))
 	}
+	d.mu.Lock()
 	if fi, err := os.Lstat(filepath.Join(d.path, currentName)); err == nil {
 		d.liveAt = fi.ModTime()
 	}
-	d.mu.Lock()
 	d.st = st
 	d.mu.Unlock()
 	if err := st.save(d.path); err != nil {
 		d.log().Error("saving state", zap.Error(err))
 	}
+	if r := st.find(live); r != nil {
+		d.notify(Event{Kind: EventRecovered, Commit: r.Commit, Release: r.Name, At: st.LastSuccess})
+	}
+}
+
+// validReleaseName reports whether name can be a folder of releases/.
+func validReleaseName(name string) bool {
+	return name != "" && name != "." && name != ".." && !strings.ContainsAny(name, "/\\\x00")
+}
+
+// livePublish returns the publish folder current points into, after the
+// release's name.
+func livePublish(path string) string {
+	target, err := os.Readlink(filepath.Join(path, currentName))
+	if err != nil {
+		return ""
+	}
+	parts := strings.SplitN(filepath.ToSlash(filepath.Clean(target)), "/", 3)
+	if len(parts) < 3 {
+		return ""
+	}
+	return parts[2]
 }
 
 // Rollback switches current to release, or, when release is "", to the
@@ -574,7 +628,7 @@ func (d *Deployer) Rollback(release string) (Live, error) {
 		return Live{}, err
 	}
 	d.log().Info("rolled back", zap.String("release", target.Name), zap.String("commit", target.Commit), zap.String("from", live))
-	d.notify(d.config(), Event{Kind: EventRolledBack, Commit: target.Commit, Release: target.Name, At: now})
+	d.notify(Event{Kind: EventRolledBack, Commit: target.Commit, Release: target.Name, At: now})
 	return Live{Commit: target.Commit, Release: target.Name, At: now}, nil
 }
 

@@ -31,6 +31,8 @@ type state struct {
 	// PinnedFrom is the commit rolled back from. Start-up and poll do not
 	// deploy it again; a delivery, a manual deploy or a new commit does.
 	PinnedFrom string `json:"pinned_from,omitempty"`
+	// LastSuccess is when the last deploy that succeeded ended.
+	LastSuccess time.Time `json:"last_success,omitzero"`
 	// Building is the release being built and its process group, so that the
 	// next start can end a build a crash left running, and remove its folder.
 	Building *building `json:"building,omitempty"`
@@ -50,6 +52,7 @@ type releaseRecord struct {
 type building struct {
 	Release string `json:"release"`
 	Commit  string `json:"commit,omitempty"`
+	Publish string `json:"publish,omitempty"`
 	PGID    int    `json:"pgid,omitempty"`
 }
 

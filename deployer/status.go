@@ -1,6 +1,7 @@
 package deployer
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -69,15 +70,34 @@ type Running struct {
 
 // Result is the outcome of the last deploy that got past "nothing to do".
 type Result struct {
-	Result     string        `json:"result"` // "ok" or "error"
-	Error      string        `json:"error,omitempty"`
-	OutputTail string        `json:"output_tail,omitempty"`
-	Duration   time.Duration `json:"duration"`
-	Reason     Reason        `json:"reason"`
-	Commit     string        `json:"commit,omitempty"`
-	Release    string        `json:"release,omitempty"`
-	At         time.Time     `json:"at"`
-	Log        string        `json:"log,omitempty"` // path of the build log
+	Result     string    `json:"result"` // "ok" or "error"
+	Error      string    `json:"error,omitempty"`
+	OutputTail string    `json:"output_tail,omitempty"`
+	Duration   Seconds   `json:"duration"` // in seconds in JSON
+	Reason     Reason    `json:"reason"`
+	Commit     string    `json:"commit,omitempty"`
+	Release    string    `json:"release,omitempty"`
+	At         time.Time `json:"at"`
+	Log        string    `json:"log,omitempty"` // path of the build log
+}
+
+// Seconds is a duration that reads and writes JSON as a number of seconds,
+// as logs and metrics show durations.
+type Seconds time.Duration
+
+// MarshalJSON writes d as seconds.
+func (d Seconds) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).Seconds())
+}
+
+// UnmarshalJSON reads seconds.
+func (d *Seconds) UnmarshalJSON(b []byte) error {
+	var s float64
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	*d = Seconds(s * float64(time.Second))
+	return nil
 }
 
 // Status is a snapshot of one target.
@@ -102,6 +122,10 @@ const (
 	EventFailed    EventKind = "deploy_failed"
 	// EventRolledBack follows a Rollback: Commit and Release are live now.
 	EventRolledBack EventKind = "rolled_back"
+	// EventRecovered follows the recovery at Start when a release is live:
+	// Commit and Release are live, At is when the last deploy succeeded
+	// (zero if unknown).
+	EventRecovered EventKind = "recovered"
 )
 
 // Event is passed to Config.Notify.

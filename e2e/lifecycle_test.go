@@ -153,15 +153,6 @@ fi
 echo built > built.txt
 `
 
-// startupRetriesStoppedBuild says whether Caddy's start deploys a tip whose
-// build a clean stop (SIGTERM) interrupted. It does not yet: the deployer
-// records the killed build as a failed build of that commit, which start-up
-// and poll leave alone until the branch moves, so the pushed commit waits
-// for a new push, a Redeliver or a manual deploy. After a crash (SIGKILL)
-// start-up does deploy it again. Set this to true once the deployer tells a
-// build stopped by shutdown from a failed one.
-const startupRetriesStoppedBuild = false
-
 func slowCaddyfile(port int, path, remote, pidDir string) string {
 	return fmt.Sprintf(`{
 	admin %s
@@ -283,12 +274,6 @@ func TestStopMidBuild(t *testing.T) {
 			waitUntil(t, 10*time.Second, "the live site to be served after the restart", func() error {
 				return pageShows(site, "Demo site")
 			})
-			if tc.sig == syscall.SIGTERM && !startupRetriesStoppedBuild {
-				// What users do until then: Redeliver on GitHub.
-				if code, body := deliver(t, hook, secret, "push", "e2e-slow", pushPayload(t, "octocat/site", first, second)); code != http.StatusAccepted {
-					t.Fatalf("redelivery: %d %s", code, body)
-				}
-			}
 			waitUntil(t, 30*time.Second, "the tip to be built again", func() error {
 				_, err := readPID(filepath.Join(pidDir, "build.pid"))
 				return err
