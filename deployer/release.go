@@ -449,8 +449,10 @@ func (d *Deployer) prune(cfg Config) {
 		errs = append(errs, os.Remove(filepath.Join(dir, e.Name())))
 	}
 	g := d.git(cfg)
-	if _, err := g.run(d.ctx, g.cacheDir, "worktree", "prune"); err != nil && d.ctx.Err() == nil {
-		errs = append(errs, err)
+	if _, err := os.Stat(filepath.Join(g.cacheDir, "worktrees")); err == nil {
+		if _, err := g.run(d.ctx, g.cacheDir, "worktree", "prune"); err != nil && d.ctx.Err() == nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		d.log().Warn("pruning releases", zap.Error(err))
