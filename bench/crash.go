@@ -134,7 +134,15 @@ func (r *run) kills() error {
 			tipLive++
 			toTip = append(toTip, t)
 		}
-		if half := halfBuilt(s.path, extra); len(half) > 0 {
+		// The deploy that put the tip live may still be pruning: the state
+		// forgets an old release before its folder is removed. A folder
+		// that is being removed goes within moments; a leftover stays.
+		half := halfBuilt(s.path, extra)
+		for deadline := time.Now().Add(5 * time.Second); len(half) > 0 && time.Now().Before(deadline); {
+			time.Sleep(50 * time.Millisecond)
+			half = halfBuilt(s.path, extra)
+		}
+		if len(half) > 0 {
 			problem(round, "releases that are not complete: %v", half)
 		} else {
 			clean++
