@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -192,7 +191,10 @@ func TestOperations(t *testing.T) {
 			t.Errorf("deliveries_total unverified error = %q", v)
 		}
 		// The push found the tip live: that is not a deploy.
-		time.Sleep(300 * time.Millisecond)
+		waitFor(t, "the push's wake to find the tip live", func() bool {
+			b, _ := os.ReadFile(s.log)
+			return regexp.MustCompile(`"msg":"tip is live".*"reason":"delivery"`).Match(b)
+		}, func() string { return "" })
 		if v := metric(t, `caddy_github_webhook_deploys_total\{path="`+p+`",result="ok"\}`); v != "1" {
 			t.Errorf("deploys_total ok = %q after a wake with the tip live, want 1", v)
 		}

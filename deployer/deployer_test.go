@@ -89,15 +89,19 @@ func TestNextDeployReusesCache(t *testing.T) {
 
 	// Already live: no deploy, no new release, no new result.
 	last := tg.Status().Last
+	seen := len(tg.logs.FilterMessage("tip is live").All())
 	for i := 0; i < 3; i++ {
 		tg.Wake(ReasonDelivery)
 	}
+	// The worker says so for a wake that finds the tip live.
+	waitFor(t, "a wake to find the tip live", func() bool {
+		return len(tg.logs.FilterMessage("tip is live").All()) > seen
+	})
 	waitFor(t, "the wakes to be handled", func() bool {
 		tg.mu.Lock()
 		defer tg.mu.Unlock()
 		return tg.pending == "" && tg.running == nil && len(tg.wakeC) == 0
 	})
-	time.Sleep(300 * time.Millisecond)
 	s := tg.Status()
 	if s.Last.At != last.At || len(s.Releases) != 2 || tg.events.count(EventStarted) != 2 {
 		t.Errorf("a live tip was deployed again: last=%+v releases=%v started=%d", s.Last, s.Releases, tg.events.count(EventStarted))
@@ -208,7 +212,9 @@ func TestFailedBuildKeepsLiveSite(t *testing.T) {
 			// Poll leaves a tip whose build failed alone; a delivery retries it.
 			started := tg.events.count(EventStarted)
 			tg.Wake(ReasonPoll)
-			time.Sleep(500 * time.Millisecond)
+			waitFor(t, "the poll to leave the failed tip alone", func() bool {
+				return len(tg.logs.FilterMessageSnippet("build failed before").All()) > 0
+			})
 			waitFor(t, "idle", func() bool { return tg.Status().Running == nil })
 			if n := tg.events.count(EventStarted); n != started {
 				t.Errorf("poll rebuilt a failed tip")
@@ -661,7 +667,9 @@ func TestRollbackPinSurvivesRestart(t *testing.T) {
 		return len(tg2.logs.FilterMessageSnippet("rolled back from").All()) > 0
 	})
 	tg2.Wake(ReasonPoll)
-	time.Sleep(300 * time.Millisecond)
+	waitFor(t, "the poll to leave the pinned tip alone", func() bool {
+		return len(tg2.logs.FilterMessageSnippet("rolled back from").All()) > 1
+	})
 	waitFor(t, "idle", func() bool { return tg2.Status().Running == nil })
 	if s := tg2.Status(); s.Live.Commit != c1 || tg2.events.count(EventStarted) != 0 {
 		t.Fatalf("start-up or poll undid the rollback: live %s, %d deploys", s.Live.Commit, tg2.events.count(EventStarted))
