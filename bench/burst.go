@@ -55,47 +55,21 @@ func (r *run) burst() error {
 	if r.short {
 		n, window = 40, time.Second
 	}
-	dir, err := r.mkdir("burst")
-	if err != nil {
-		return err
-	}
-	repo, err := r.newRepo(dir)
-	if err != nil {
-		return err
-	}
 	files, extra, what := buildSite(posts, 0)
-	c0, err := repo.commitPush("version 0", files)
+	tb, err := r.newTestbed("burst", files, extra)
 	if err != nil {
 		return err
 	}
-	port, err := freePort()
-	if err != nil {
-		return err
-	}
-	s := &site{path: dir + "/site", port: port, extra: extra}
-	p, err := r.startCaddy(dir, s, repo, "")
-	if err != nil {
-		return err
-	}
-	defer p.stop()
+	defer tb.caddy.stop()
+	repo, s, p, c0 := tb.repo, tb.site, tb.caddy, tb.first
 	ctx := context.Background()
-	if _, err := waitLive(ctx, s.path, c0, 60*time.Second); err != nil {
-		return err
-	}
 
 	// The commits exist before the burst; each step of the burst moves the
 	// remote branch to the next one (git update-ref: a push without the
 	// transfer) and delivers it.
 	r.logf("burst: preparing %d commits", n)
-	shas := []string{c0}
-	for i := 1; i <= n; i++ {
-		sha, err := repo.commit(fmt.Sprintf("version %d", i), buildVersion(i))
-		if err != nil {
-			return err
-		}
-		shas = append(shas, sha)
-	}
-	if _, err := repo.git(repo.work, "push", "--quiet", "origin", "HEAD:refs/bench/staging"); err != nil {
+	shas, err := repo.stage(c0, n, buildVersion)
+	if err != nil {
 		return err
 	}
 
@@ -158,6 +132,24 @@ func (r *run) burst() error {
 	}
 	r.rep.check(scn, "site serves the last version", sval, fmt.Sprintf("version %d", n), serveErr == nil && served == n)
 	return nil
+}
+
+// stage makes n commits after first, the i-th holding files(i), and pushes
+// them to a side ref only, so that the branch can later move to each in turn
+// without a transfer (refUpdater). It returns first and the n commits.
+func (s *siteRepo) stage(first string, n int, files func(i int) map[string][]byte) ([]string, error) {
+	shas := []string{first}
+	for i := 1; i <= n; i++ {
+		sha, err := s.commit(fmt.Sprintf("version %d", i), files(i))
+		if err != nil {
+			return nil, err
+		}
+		shas = append(shas, sha)
+	}
+	if _, err := s.git(s.work, "push", "--quiet", "origin", "HEAD:refs/bench/staging"); err != nil {
+		return nil, err
+	}
+	return shas, nil
 }
 
 // refUpdater moves refs of the bare repository through one long-running

@@ -29,33 +29,14 @@ func (r *run) kills() error {
 	if r.short {
 		rounds, posts = 3, 30
 	}
-	dir, err := r.mkdir("crash")
-	if err != nil {
-		return err
-	}
-	repo, err := r.newRepo(dir)
-	if err != nil {
-		return err
-	}
 	files, extra, what := buildSite(posts, 0)
-	prev, err := repo.commitPush("version 0", files)
+	tb, err := r.newTestbed("crash", files, extra)
 	if err != nil {
 		return err
 	}
-	port, err := freePort()
-	if err != nil {
-		return err
-	}
-	s := &site{path: dir + "/site", port: port, extra: extra}
-	p, err := r.startCaddy(dir, s, repo, "")
-	if err != nil {
-		return err
-	}
-	defer func() { p.stop() }()
+	dir, repo, s, p, prev := tb.dir, tb.repo, tb.site, tb.caddy, tb.first
+	defer func() { p.stop() }() // p is the restarted Caddy by then
 	ctx := context.Background()
-	if _, err := waitLive(ctx, s.path, prev, 60*time.Second); err != nil {
-		return err
-	}
 
 	// One deploy undisturbed, to know how long one takes.
 	v := 1

@@ -195,6 +195,48 @@ func (s *siteRepo) commitPush(msg string, files map[string][]byte) (string, erro
 
 // ---- Caddy ----
 
+// testbed is what a scenario runs against: its folder, the site's
+// repository, a Caddy deploying it, and the commit of the first deploy.
+type testbed struct {
+	dir   string
+	repo  *siteRepo
+	site  *site
+	caddy *caddyProc
+	first string
+}
+
+// newTestbed makes the folder name with a repository holding files, starts
+// Caddy deploying it with the github_webhook subdirectives extra, and waits
+// until the first commit is live. The caller stops tb.caddy.
+func (r *run) newTestbed(name string, files map[string][]byte, extra []string) (*testbed, error) {
+	dir, err := r.mkdir(name)
+	if err != nil {
+		return nil, err
+	}
+	repo, err := r.newRepo(dir)
+	if err != nil {
+		return nil, err
+	}
+	first, err := repo.commitPush("version 0", files)
+	if err != nil {
+		return nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	s := &site{path: dir + "/site", port: port, extra: extra}
+	p, err := r.startCaddy(dir, s, repo, "")
+	if err != nil {
+		return nil, err
+	}
+	if _, err := waitLive(context.Background(), s.path, first, 60*time.Second); err != nil {
+		p.stop()
+		return nil, err
+	}
+	return &testbed{dir: dir, repo: repo, site: s, caddy: p, first: first}, nil
+}
+
 // site is one deploy target served by Caddy, and its Caddyfile settings.
 type site struct {
 	path  string   // the deployer's folder

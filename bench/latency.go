@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -20,32 +19,12 @@ func (r *run) latency() error {
 	if r.short {
 		rounds = 3
 	}
-	dir, err := r.mkdir("latency")
+	tb, err := r.newTestbed("latency", plainSite(nfiles), nil)
 	if err != nil {
 		return err
 	}
-	repo, err := r.newRepo(dir)
-	if err != nil {
-		return err
-	}
-	prev, err := repo.commitPush("2,000 files", plainSite(nfiles))
-	if err != nil {
-		return err
-	}
-	port, err := freePort()
-	if err != nil {
-		return err
-	}
-	s := &site{path: dir + "/site", port: port}
-	p, err := r.startCaddy(dir, s, repo, "")
-	if err != nil {
-		return err
-	}
-	defer p.stop()
-	ctx := context.Background()
-	if _, err := waitLive(ctx, s.path, prev, 60*time.Second); err != nil {
-		return err
-	}
+	defer tb.caddy.stop()
+	dir, repo, s, prev := tb.dir, tb.repo, tb.site, tb.first
 
 	var toAccepted, toLive, clone []time.Duration
 	for i := 1; i <= rounds; i++ {

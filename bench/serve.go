@@ -23,34 +23,15 @@ func (r *run) serve() error {
 	if r.short {
 		deploys, cycles, nfiles = 5, 1, 50
 	}
-	dir, err := r.mkdir("serve")
-	if err != nil {
-		return err
-	}
-	repo, err := r.newRepo(dir)
-	if err != nil {
-		return err
-	}
 	versions := &versionSet{}
 	versions.add(0, plainIndex(0))
-	prev, err := repo.commitPush("version 0", plainSite(nfiles))
+	tb, err := r.newTestbed("serve", plainSite(nfiles), nil)
 	if err != nil {
 		return err
 	}
-	port, err := freePort()
-	if err != nil {
-		return err
-	}
-	s := &site{path: dir + "/site", port: port}
-	p, err := r.startCaddy(dir, s, repo, "")
-	if err != nil {
-		return err
-	}
-	defer p.stop()
+	defer tb.caddy.stop()
+	repo, s, p, prev := tb.repo, tb.site, tb.caddy, tb.first
 	ctx := context.Background()
-	if _, err := waitLive(ctx, s.path, prev, 60*time.Second); err != nil {
-		return err
-	}
 
 	// The commits are made before the measurement, so that the harness's own
 	// git work does not weigh on it: each deploy moves the remote branch to
@@ -60,17 +41,12 @@ func (r *run) serve() error {
 	if r.wrk {
 		total *= 2
 	}
-	shas := []string{prev}
-	for i := 1; i <= total; i++ {
+	shas, err := repo.stage(prev, total, func(i int) map[string][]byte {
 		body := plainIndex(i)
 		versions.add(i, body)
-		sha, err := repo.commit(fmt.Sprintf("version %d", i), map[string][]byte{"index.html": body})
-		if err != nil {
-			return err
-		}
-		shas = append(shas, sha)
-	}
-	if _, err := repo.git(repo.work, "push", "--quiet", "origin", "HEAD:refs/bench/staging"); err != nil {
+		return map[string][]byte{"index.html": body}
+	})
+	if err != nil {
 		return err
 	}
 	refs, err := repo.refUpdater()

@@ -13,26 +13,7 @@ import (
 // hugoCaddyfile serves path/current on port and deploys the Hugo blog in
 // remote there.
 func hugoCaddyfile(port int, path, remote string) string {
-	return fmt.Sprintf(`{
-	admin %s
-}
-
-http://127.0.0.1:%d {
-	root * %s/current
-	file_server
-
-	github_webhook /_github {
-		repo octocat/blog
-		secret {env.GITHUB_WEBHOOK_SECRET}
-		path %s
-		branch main
-		remote %s
-		command hugo --minify
-		publish public
-		timeout 1m
-	}
-}
-`, adminAddr, port, path, path, remote)
+	return siteCaddyfile(port, path, remote, "blog", "command hugo --minify", "publish public", "timeout 1m")
 }
 
 // TestHugoSiteDeployedByDelivery runs the Caddy binary with the Hugo blog:

@@ -498,3 +498,27 @@ func readPID(path string) (int, error) {
 	}
 	return pid, nil
 }
+
+// siteCaddyfile serves path/current on port and deploys the repository
+// octocat/<repo> from remote there, with the github_webhook subdirectives
+// more (one per line) after the common ones.
+func siteCaddyfile(port int, path, remote, repo string, more ...string) string {
+	return fmt.Sprintf(`{
+	admin %s
+}
+
+http://127.0.0.1:%d {
+	root * %s/current
+	file_server
+
+	github_webhook /_github {
+		repo octocat/%s
+		secret {env.GITHUB_WEBHOOK_SECRET}
+		path %s
+		branch main
+		remote %s
+		%s
+	}
+}
+`, adminAddr, port, path, repo, path, remote, strings.Join(more, "\n\t\t"))
+}

@@ -16,26 +16,10 @@ import (
 // that sleeps, then writes the environment variable BUILD_MARK (set by the
 // env subdirective to mark) to mark.txt.
 func markCaddyfile(port int, path, remote, mark string) string {
-	return fmt.Sprintf(`{
-	admin %s
-}
-
-http://127.0.0.1:%d {
-	root * %s/current
-	file_server
-
-	github_webhook /_github {
-		repo octocat/site
-		secret {env.GITHUB_WEBHOOK_SECRET}
-		path %s
-		branch main
-		remote %s
-		command sh -c `+"`sleep 1; printf '%%s' \"$BUILD_MARK\" > mark.txt`"+`
-		env BUILD_MARK %s
-		timeout 1m
-	}
-}
-`, adminAddr, port, path, path, remote, mark)
+	return siteCaddyfile(port, path, remote, "site",
+		"command sh -c `sleep 1; printf '%s' \"$BUILD_MARK\" > mark.txt`",
+		"env BUILD_MARK "+mark,
+		"timeout 1m")
 }
 
 // TestReloadKeepsSiteAndWorker reloads Caddy with a changed Caddyfile in the
@@ -154,26 +138,7 @@ echo built > built.txt
 `
 
 func slowCaddyfile(port int, path, remote, pidDir string) string {
-	return fmt.Sprintf(`{
-	admin %s
-}
-
-http://127.0.0.1:%d {
-	root * %s/current
-	file_server
-
-	github_webhook /_github {
-		repo octocat/site
-		secret {env.GITHUB_WEBHOOK_SECRET}
-		path %s
-		branch main
-		remote %s
-		command sh build.sh
-		env PID_DIR %s
-		timeout 10m
-	}
-}
-`, adminAddr, port, path, path, remote, pidDir)
+	return siteCaddyfile(port, path, remote, "site", "command sh build.sh", "env PID_DIR "+pidDir, "timeout 10m")
 }
 
 // TestStopMidBuild stops Caddy in the middle of a build, with SIGTERM (a
