@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
 	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
@@ -304,4 +305,62 @@ func TestOperations(t *testing.T) {
 			t.Errorf("a failed build changed the site: %q", got)
 		}
 	})
+
+	t.Run("restart", func(t *testing.T) {
+		// A new deployer on the folder (the configuration removed, then
+		// loaded again) learns the live release from disk, and the new
+		// configuration's metrics show it before any deploy.
+		live := s.status().Live
+		if err := loadConfig(emptyConfig); err != nil {
+			t.Fatal(err)
+		}
+		if err := loadConfig(config); err != nil {
+			t.Fatal(err)
+		}
+		re := `caddy_github_webhook_live_info\{commit="` + live.Commit + `",path="` + p + `",release="` + live.Release + `"\}`
+		waitFor(t, "live_info after the restart", func() bool { return metric(t, re) == "1" },
+			func() string { return metric(t, `caddy_github_webhook_live_info\{[^}]*\}`) })
+		if v := metric(t, `caddy_github_webhook_last_success_timestamp_seconds\{path="`+p+`"\}`); v == "" || v == "0" {
+			t.Errorf("last_success_timestamp_seconds after the restart = %q", v)
+		}
+	})
+}
+
+// TestValidateStartsNothing: Caddy provisions a configuration it only
+// validates (`caddy validate`, the admin API's checks). That must neither
+// take the folder of a running deployer nor start one: deployers start with
+// the github_webhook app, which only a running configuration starts.
+func TestValidateStartsNothing(t *testing.T) {
+	s := newTestSite(t)
+	c1 := s.repo.commit(map[string]string{"index.html": "v1"})
+	config := s.caddyfile("")
+	s.start(config)
+	s.waitLive(c1)
+
+	validate := func(caddyfileText string) error {
+		adapted, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfileText), nil)
+		if err != nil {
+			return err
+		}
+		var cfg caddy.Config
+		if err := json.Unmarshal(adapted, &cfg); err != nil {
+			return err
+		}
+		return caddy.Validate(&cfg)
+	}
+	// The running configuration itself validates: its folder is not taken.
+	if err := validate(strings.Replace(config, adminAddr, "localhost:2998", 1)); err != nil {
+		t.Errorf("validating the running configuration: %v", err)
+	}
+	// A configuration for a new folder: nothing is created.
+	fresh := filepath.Join(t.TempDir(), "fresh")
+	if err := validate(strings.Replace(strings.ReplaceAll(config, s.path, fresh), adminAddr, "localhost:2998", 1)); err != nil {
+		t.Errorf("validating a configuration for a new folder: %v", err)
+	}
+	if _, err := os.Lstat(fresh); err == nil {
+		t.Errorf("validate created %s", fresh)
+	}
+	if st := s.status(); st.Live == nil || st.Live.Commit != c1 {
+		t.Errorf("the running deployer was disturbed: %+v", st)
+	}
 }

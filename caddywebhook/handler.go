@@ -53,8 +53,9 @@ type Handler struct {
 	// secret without missing deliveries. Use a placeholder such as
 	// {env.GITHUB_WEBHOOK_SECRET} or {file./etc/caddy/webhook-secret}: it
 	// is resolved when the configuration is loaded, so the secret itself
-	// never appears in the JSON configuration, the admin API or autosave.
-	// Required.
+	// never appears in the JSON configuration, the admin API or autosave,
+	// and a variable read through {env.*} is removed from the environment
+	// of the build commands. Required.
 	Secret []string `json:"secret,omitempty"`
 
 	// The folder the deployer owns: releases, the cache repository and its
@@ -75,8 +76,9 @@ type Handler struct {
 	// The build commands, run in order inside the new release, each as an
 	// argv list: never through a shell (make the first element "sh" and
 	// write the script after "-c" if you want one). Their environment is
-	// Caddy's, plus env, plus DEPLOY_COMMIT, DEPLOY_BRANCH, DEPLOY_REPO and
-	// DEPLOY_RELEASE. Default: none, the checkout itself is the site.
+	// Caddy's (without the variables secret and token read), plus env, plus
+	// DEPLOY_COMMIT, DEPLOY_BRANCH, DEPLOY_REPO and DEPLOY_RELEASE. They run
+	// at nice 10. Default: none, the checkout itself is the site.
 	Command [][]string `json:"command,omitempty"`
 
 	// The part of the release that goes live, such as "public", "_site" or
@@ -112,7 +114,8 @@ type Handler struct {
 
 	// An HTTPS token for a private repository. Placeholders are resolved as
 	// for secret, so write {env.GITHUB_TOKEN} rather than the token. It never
-	// appears in command lines, logs, URLs on disk or errors.
+	// appears in command lines, logs, URLs on disk or errors, and git gives
+	// it only to the remote's host.
 	Token string `json:"token,omitempty"`
 
 	// Also check the remote on this interval, to catch deliveries that never

@@ -32,7 +32,7 @@ func (d *Deployer) deploy(reason Reason) error {
 		return nil
 	}
 	if err != nil {
-		d.finish(cfg, reason, start, "", "", "", err)
+		d.finish(reason, start, "", "", "", err)
 		return &fetchError{err}
 	}
 
@@ -92,7 +92,7 @@ func (d *Deployer) deploy(reason Reason) error {
 			zap.String("commit", tip), zap.String("release", name))
 		return nil
 	}
-	d.finish(cfg, reason, start, tip, name, tail, err)
+	d.finish(reason, start, tip, name, tail, err)
 	if err == nil {
 		d.prune(cfg)
 	}
@@ -126,7 +126,7 @@ func (d *Deployer) fetchTip(ctx context.Context, g *git, cfg Config) (tip, branc
 
 // finish records the outcome of a deploy that got past "nothing to do", logs
 // it and emits its event.
-func (d *Deployer) finish(cfg Config, reason Reason, start time.Time, tip, name, tail string, err error) {
+func (d *Deployer) finish(reason Reason, start time.Time, tip, name, tail string, err error) {
 	now := d.now()
 	took := now.Sub(start)
 	res := &Result{Result: "ok", Duration: Seconds(took), Reason: reason, Commit: tip, Release: name, At: now}
