@@ -234,7 +234,8 @@ func matches(alts []*schema, v any, at string, strict bool) (int, string) {
 }
 
 // checkFormat checks the formats the extract uses; int64 and email are
-// left to the type check.
+// left to the type check. An empty uri passes: GitHub sends "" for a URL
+// not set (target_url, log_url, environment_url default to "").
 func checkFormat(format, s string) error {
 	switch format {
 	case "date-time":
@@ -242,6 +243,9 @@ func checkFormat(format, s string) error {
 			return fmt.Errorf("%q is not a date-time", s)
 		}
 	case "uri":
+		if s == "" {
+			return nil
+		}
 		u, err := url.Parse(s)
 		if err != nil || !u.IsAbs() {
 			return fmt.Errorf("%q is not an absolute URI", s)
