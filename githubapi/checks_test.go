@@ -1,0 +1,159 @@
+package githubapi
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/caddy-webhooks/caddy-github-webhook/internal/githubtest"
+)
+
+func run(name, status, conclusion string) githubtest.CheckRun {
+	return githubtest.CheckRun{Name: name, Status: status, Conclusion: conclusion}
+}
+
+func ok(name string) githubtest.CheckRun { return run(name, "completed", "success") }
+
+// TestChecks checks the verdicts the deployer acts on, with two items per
+// page so that every list spans pages.
+func TestChecks(t *testing.T) {
+	fiveGood := []githubtest.CheckRun{ok("build"), ok("test"), run("docs", "completed", "neutral"), run("e2e", "completed", "skipped"), ok("lint")}
+	tests := []struct {
+		name      string
+		runs      []githubtest.CheckRun
+		statuses  []githubtest.CommitStatus
+		workflows []githubtest.WorkflowRun
+		names     []string
+		want      Verdict
+		wantText  string
+	}{
+		{name: "nothing reported yet", want: Verdict{State: Pending, Conclusion: "missing"}, wantText: "no checks reported yet"},
+		{name: "all five pass across three pages", runs: fiveGood, want: Verdict{State: Passed}, wantText: "checks passed"},
+		{
+			name: "a failure on the last page", runs: append(fiveGood[:4:4], run("lint", "completed", "failure")),
+			want: Verdict{State: Failed, Kind: KindCheckRun, Name: "lint", Conclusion: "failure"}, wantText: `check run "lint" failed: failure`,
+		},
+		{
+			name: "one still running", runs: []githubtest.CheckRun{ok("build"), run("test", "in_progress", "")},
+			want: Verdict{State: Pending, Kind: KindCheckRun, Name: "test", Conclusion: "in_progress"}, wantText: `check run "test" is in_progress`,
+		},
+		{
+			name: "failure wins over pending", runs: []githubtest.CheckRun{run("a", "queued", ""), run("b", "completed", "timed_out")},
+			want: Verdict{State: Failed, Kind: KindCheckRun, Name: "b", Conclusion: "timed_out"},
+		},
+		{
+			name: "named check passes while another fails", runs: []githubtest.CheckRun{ok("build"), run("flaky", "completed", "failure")},
+			names: []string{"build"}, want: Verdict{State: Passed},
+		},
+		{
+			name: "named check not reported yet", runs: fiveGood, names: []string{"build", "Link check"},
+			want: Verdict{State: Pending, Name: "Link check", Conclusion: "missing"}, wantText: `check "Link check" not reported yet`,
+		},
+		{
+			name: "status context failed", runs: fiveGood,
+			statuses: []githubtest.CommitStatus{{Context: "ci/a", State: "success"}, {Context: "ci/b", State: "success"}, {Context: "ci/netlify", State: "error"}},
+			want:     Verdict{State: Failed, Kind: KindStatus, Name: "ci/netlify", Conclusion: "error"}, wantText: `status "ci/netlify" failed: error`,
+		},
+		{
+			name: "named status context pending", statuses: []githubtest.CommitStatus{{Context: "ci/a", State: "success"}, {Context: "ci/b", State: "success"}, {Context: "deploy/preview", State: "pending"}},
+			names: []string{"deploy/preview"}, want: Verdict{State: Pending, Kind: KindStatus, Name: "deploy/preview", Conclusion: "pending"},
+		},
+		{
+			name: "workflow named: passes", runs: []githubtest.CheckRun{ok("build"), ok("test")},
+			workflows: []githubtest.WorkflowRun{{Name: "CI", Status: "completed", Conclusion: "success"}, {Name: "Other", Status: "completed", Conclusion: "failure"}, {Name: "Third", Status: "queued"}},
+			names:     []string{"CI"}, want: Verdict{State: Passed},
+		},
+		{
+			name: "workflow named: failed", runs: []githubtest.CheckRun{ok("build")},
+			workflows: []githubtest.WorkflowRun{{Name: "CI", Status: "completed", Conclusion: "startup_failure"}},
+			names:     []string{"CI"}, want: Verdict{State: Failed, Kind: KindWorkflow, Name: "CI", Conclusion: "startup_failure"},
+		},
+		{
+			name: "workflow queued before any check run exists", statuses: []githubtest.CommitStatus{{Context: "ci/a", State: "success"}},
+			workflows: []githubtest.WorkflowRun{{Name: "CI", Status: "queued"}},
+			want:      Verdict{State: Pending, Kind: KindWorkflow, Name: "CI", Conclusion: "queued"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := setup(t, githubtest.Options{Token: token}, "")
+			e.client.perPage = 2
+			e.srv.SetCheckRuns(shaA, tt.runs...)
+			e.srv.SetStatuses(shaA, tt.statuses...)
+			e.srv.SetWorkflowRuns(shaA, tt.workflows...)
+			e.srv.SetWorkflowRuns(shaB, githubtest.WorkflowRun{Name: "CI", Status: "completed", Conclusion: "failure"}) // another commit's
+
+			got, err := e.client.Checks(context.Background(), shaA, tt.names)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Errorf("Checks = %+v, want %+v", got, tt.want)
+			}
+			if tt.wantText != "" && got.String() != tt.wantText {
+				t.Errorf("String = %q, want %q", got.String(), tt.wantText)
+			}
+			pages := 0
+			for _, req := range e.srv.Requests() {
+				if req.Operation == "checks/list-for-ref" {
+					pages++
+				}
+				if req.Operation == "actions/list-workflow-runs-for-repo" && req.Query.Get("head_sha") != shaA {
+					t.Errorf("workflow runs asked with head_sha %q, want %s", req.Query.Get("head_sha"), shaA)
+				}
+			}
+			if want := max(1, (len(tt.runs)+1)/2); pages != want {
+				t.Errorf("%d pages of check runs read, want %d", pages, want)
+			}
+		})
+	}
+}
+
+// TestJudge checks every conclusion and state GitHub documents.
+func TestJudge(t *testing.T) {
+	for _, c := range []string{"success", "neutral", "skipped"} {
+		if s, _ := judgeRun("completed", c); s != Passed {
+			t.Errorf("%s: %v, want passed", c, s)
+		}
+	}
+	for _, c := range []string{"failure", "cancelled", "timed_out", "action_required", "startup_failure", "stale", ""} {
+		if s, _ := judgeRun("completed", c); s != Failed {
+			t.Errorf("%s: %v, want failed", c, s)
+		}
+	}
+	for _, st := range []string{"queued", "in_progress", "waiting", "requested", "pending"} {
+		if s, _ := judgeRun(st, ""); s != Pending {
+			t.Errorf("status %s: %v, want pending", st, s)
+		}
+	}
+	for state, want := range map[string]State{"success": Passed, "pending": Pending, "failure": Failed, "error": Failed} {
+		if s := judgeStatus(state); s != want {
+			t.Errorf("status state %s: %v, want %v", state, s, want)
+		}
+	}
+}
+
+// TestChecksPublicRepository checks that a public repository's checks are
+// read without a token, and that a private one answers 404 without it.
+func TestChecksPublicRepository(t *testing.T) {
+	e := setup(t, githubtest.Options{}, "-")
+	e.srv.SetCheckRuns(shaA, ok("build"))
+	got, err := e.client.Checks(context.Background(), shaA, nil)
+	if err != nil || got.State != Passed {
+		t.Fatalf("Checks = %+v, %v; want passed", got, err)
+	}
+	for _, req := range e.srv.Requests() {
+		if req.Header.Get("Authorization") != "" {
+			t.Errorf("%s %s sent Authorization without a token", req.Method, req.Path)
+		}
+	}
+
+	private := setup(t, githubtest.Options{Token: token}, "-")
+	_, err = private.client.Checks(context.Background(), shaA, nil)
+	if err == nil || !strings.Contains(err.Error(), "GET /repos/{owner}/{repo}/commits/{ref}/check-runs: 404 Not Found") {
+		t.Errorf("Checks on a private repository without a token = %v, want the endpoint and 404 named", err)
+	}
+	if private.counts.get(PathCheckRuns, ResultError) != 1 {
+		t.Errorf("counts = %s, want one error", private.counts)
+	}
+}

@@ -1,0 +1,183 @@
+package githubapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-github/v74/github"
+
+	"github.com/caddy-webhooks/caddy-github-webhook/internal/githubtest"
+)
+
+// TestTokenNeverLeaks drives every path that makes an error or a log line
+// (bad credentials, a message that echoes the token, no server at all) and
+// looks for the token in all of them.
+func TestTokenNeverLeaks(t *testing.T) {
+	e := setup(t, githubtest.Options{Token: "the-right-one"}, token)
+	var errs []error
+	_, err := e.client.Checks(context.Background(), shaA, nil)
+	errs = append(errs, err)
+	if err == nil || err.Error() != "listing check runs of "+shaA+": GET /repos/{owner}/{repo}/commits/{ref}/check-runs: 401 Unauthorized: Bad credentials" {
+		t.Errorf("Checks with a wrong token = %v, want the endpoint, 401 and GitHub's message", err)
+	}
+
+	echo := setup(t, githubtest.Options{Token: token}, "")
+	echo.srv.FailNext(1, githubtest.Fault{Status: http.StatusUnprocessableEntity, Message: "token " + token + " is not valid here"})
+	_, err = echo.client.Checks(context.Background(), shaA, nil)
+	errs = append(errs, err)
+	if err == nil || !strings.Contains(err.Error(), "token [REDACTED] is not valid here") {
+		t.Errorf("Checks = %v, want GitHub's message with the token redacted", err)
+	}
+	r, _ := echo.reporter(t, ReporterConfig{})
+	echo.srv.FailNext(1, githubtest.Fault{Status: http.StatusUnprocessableEntity, Message: "token " + token + " is not valid here"})
+	r.Start()
+	r.Started(shaA, "push")
+	r.Failed(shaA, "build failed")
+	flush(t, r)
+
+	down := setup(t, githubtest.Options{Token: token}, "")
+	down.srv.Close()
+	_, err = down.client.Checks(context.Background(), shaA, nil)
+	errs = append(errs, err)
+	if err == nil || !strings.HasPrefix(err.Error(), "listing check runs of "+shaA+": GET /repos/{owner}/{repo}/commits/{ref}/check-runs: ") {
+		t.Errorf("Checks with GitHub unreachable = %v, want the endpoint named", err)
+	}
+	rd, _ := down.reporter(t, ReporterConfig{MaxAttempts: 2})
+	rd.Start()
+	rd.Started(shaA, "push")
+	flush(t, rd)
+
+	for _, err := range errs {
+		if err != nil && strings.Contains(err.Error(), token) {
+			t.Errorf("error shows the token: %v", err)
+		}
+	}
+	for _, en := range []*env{e, echo, down} {
+		logs := logText(en.logs)
+		if strings.Contains(logs, token) {
+			t.Errorf("logs show the token:\n%s", logs)
+		}
+		if en != e && !strings.Contains(logs, "github deployment report") {
+			t.Errorf("no log line about the failed report, so this test proves nothing:\n%s", logs)
+		}
+	}
+}
+
+// TestEnterpriseServer checks that api_url https://HOST/api/v3 sends every
+// call under /api/v3, as GitHub Enterprise Server serves it.
+func TestEnterpriseServer(t *testing.T) {
+	for _, suffix := range []string{"", "/"} {
+		t.Run("api_url ending in "+suffix, func(t *testing.T) {
+			srv := githubtest.Start(t, githubtest.Options{Token: token, Prefix: "/api/v3"})
+			c, err := New(Config{APIURL: srv.URL() + suffix, Token: token, Owner: srv.Owner(), Repo: srv.Repo()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(c.CloseIdleConnections)
+			srv.SetCheckRuns(shaA, ok("build"))
+			if v, err := c.Checks(context.Background(), shaA, []string{"build"}); err != nil || v.State != Passed {
+				t.Fatalf("Checks = %+v, %v", v, err)
+			}
+			r, err := c.NewReporter(ReporterConfig{Environment: "staging"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Start()
+			r.Started(shaA, "push")
+			r.Succeeded(shaA, "https://staging.example.com")
+			flush(t, r)
+			d := srv.Deployments()
+			if len(d) != 1 || d[0].Environment != "staging" || len(d[0].Statuses) != 2 {
+				t.Errorf("deployments = %+v, want one in staging with two statuses", d)
+			}
+			for _, req := range srv.Requests() {
+				if !strings.HasPrefix(req.Path, "/api/v3/repos/") {
+					t.Errorf("request to %s, want it under /api/v3", req.Path)
+				}
+				if ua := req.Header.Get("User-Agent"); ua != "caddy-github-webhook" {
+					t.Errorf("User-Agent %q", ua)
+				}
+			}
+		})
+	}
+}
+
+func TestParseAPIURL(t *testing.T) {
+	tests := []struct {
+		in, want, err string
+	}{
+		{"", "https://api.github.com/", ""},
+		{"https://api.github.com", "https://api.github.com/", ""},
+		{"https://ghe.example.com/api/v3", "https://ghe.example.com/api/v3/", ""},
+		{"https://ghe.example.com/api/v3/", "https://ghe.example.com/api/v3/", ""},
+		{"http://127.0.0.1:8080", "http://127.0.0.1:8080/", ""},
+		{"https://user:pass@ghe.example.com/api/v3", "", "must not carry credentials"},
+		{"ftp://ghe.example.com", "", `scheme "ftp"`},
+		{"ghe.example.com/api/v3", "", "scheme"},
+		{"https://ghe.example.com/api/v3?x=1", "", "query"},
+	}
+	for _, tt := range tests {
+		u, err := parseAPIURL(tt.in)
+		switch {
+		case tt.err != "":
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("parseAPIURL(%q) error = %v, want %q", tt.in, err, tt.err)
+			}
+			if err != nil && strings.Contains(err.Error(), "pass") {
+				t.Errorf("parseAPIURL(%q) error shows the password: %v", tt.in, err)
+			}
+		case err != nil:
+			t.Errorf("parseAPIURL(%q) = %v", tt.in, err)
+		case u.String() != tt.want:
+			t.Errorf("parseAPIURL(%q) = %s, want %s", tt.in, u, tt.want)
+		}
+	}
+}
+
+func TestRetryDelay(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	resp := func(code int, kv ...string) *http.Response {
+		h := http.Header{}
+		for i := 0; i < len(kv); i += 2 {
+			h.Set(kv[i], kv[i+1])
+		}
+		return &http.Response{StatusCode: code, Header: h}
+	}
+	abuse := &github.AbuseRateLimitError{Message: "You have exceeded a secondary rate limit"}
+	tests := []struct {
+		name    string
+		resp    *http.Response
+		err     error
+		attempt int
+		wait    time.Duration
+		retry   bool
+	}{
+		{"network error", nil, errors.New("connection refused"), 1, time.Second, true},
+		{"network error, third attempt", nil, errors.New("connection refused"), 3, 4 * time.Second, true},
+		{"backoff capped", nil, errors.New("x"), 40, time.Minute, true},
+		{"500", resp(500), nil, 2, 2 * time.Second, true},
+		{"503 Retry-After", resp(503, "Retry-After", "12"), nil, 1, 12 * time.Second, true},
+		{"429 Retry-After", resp(429, "Retry-After", "3"), nil, 1, 3 * time.Second, true},
+		{"429 Retry-After date", resp(429, "Retry-After", now.Add(20*time.Second).UTC().Format(http.TimeFormat)), nil, 1, 20 * time.Second, true},
+		{"429 bare", resp(429), nil, 1, time.Minute, true},
+		{"403 rate limit reset", resp(403, "X-RateLimit-Remaining", "0", "X-RateLimit-Reset", "1800000300"), nil, 1, 301 * time.Second, true},
+		{"403 reset already past", resp(403, "X-RateLimit-Remaining", "0", "X-RateLimit-Reset", "1799999000"), nil, 1, time.Second, true},
+		{"403 remaining not 0 is no rate limit", resp(403, "X-RateLimit-Remaining", "10", "X-RateLimit-Reset", "1800000300"), nil, 1, 0, false},
+		{"403 secondary limit without headers", resp(403), abuse, 1, time.Minute, true},
+		{"403 permission", resp(403), errors.New("Resource not accessible"), 1, 0, false},
+		{"404", resp(404), nil, 1, 0, false},
+		{"422", resp(422), nil, 1, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			wait, retry, _ := retryDelay(tt.resp, tt.err, tt.attempt, now, time.Second, time.Minute)
+			if wait != tt.wait || retry != tt.retry {
+				t.Errorf("retryDelay = %v, %v; want %v, %v", wait, retry, tt.wait, tt.retry)
+			}
+		})
+	}
+}
