@@ -2,8 +2,10 @@ package githubapi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/google/go-github/v74/github"
 )
@@ -55,6 +57,9 @@ type Verdict struct {
 	// Conclusion is the check's conclusion or state ("failure",
 	// "timed_out", "in_progress", "pending", "missing", ...).
 	Conclusion string
+	// Unread lists the kinds of check the token could not read ("check
+	// runs"), which a required name may be hiding in; empty when all were read.
+	Unread string
 }
 
 // String says what the verdict is in a line fit for a status page.
@@ -64,6 +69,8 @@ func (v Verdict) String() string {
 		return "checks passed"
 	case v.Conclusion == "missing" && v.Name == "":
 		return "no checks reported yet"
+	case v.Conclusion == "missing" && v.Unread != "":
+		return fmt.Sprintf("check %q not found (the token cannot read %s)", v.Name, v.Unread)
 	case v.Conclusion == "missing":
 		return fmt.Sprintf("check %q not reported yet", v.Name)
 	case v.State == Failed:
@@ -89,21 +96,44 @@ type check struct {
 // action_required, startup_failure and stale fail; a check run or workflow
 // run not completed is pending. A status passes on success, is pending on
 // pending and fails on failure or error.
+//
+// A source the token may not read (403: a fine-grained token cannot be given
+// the Checks permission, so it cannot list check runs of a private
+// repository) is an error without names, since "all of them" cannot be
+// known; with names, the other sources are judged and Verdict.Unread says
+// which was skipped.
 func (c *Client) Checks(ctx context.Context, commit string, names []string) (Verdict, error) {
-	runs, err := c.checkRuns(ctx, commit)
-	if err != nil {
-		return Verdict{}, fmt.Errorf("listing check runs of %s: %w", commit, err)
+	sources := []struct {
+		kind string
+		list func(context.Context, string) ([]check, error)
+	}{
+		{KindCheckRun, c.checkRuns},
+		{KindStatus, c.commitStatuses},
+		{KindWorkflow, c.workflowRuns},
 	}
-	statuses, err := c.commitStatuses(ctx, commit)
-	if err != nil {
-		return Verdict{}, fmt.Errorf("reading commit status of %s: %w", commit, err)
+	var all []check
+	var unread []string
+	for _, src := range sources {
+		got, err := src.list(ctx, commit)
+		var ae *APIError
+		if err != nil && errors.As(err, &ae) && ae.Forbidden() && len(names) > 0 {
+			unread = append(unread, src.kind+"s")
+			continue
+		}
+		if err != nil {
+			if ae != nil && ae.Forbidden() {
+				err = fmt.Errorf("%w (the token may not read %ss: name the workflows or status contexts to require, or grant the permission)", err, src.kind)
+			}
+			return Verdict{}, fmt.Errorf("reading the %ss of %s: %w", src.kind, commit, err)
+		}
+		all = append(all, got...)
 	}
-	workflows, err := c.workflowRuns(ctx, commit)
-	if err != nil {
-		return Verdict{}, fmt.Errorf("listing workflow runs of %s: %w", commit, err)
+	if len(unread) == len(sources) {
+		return Verdict{}, fmt.Errorf("reading the checks of %s: the token may read none of check runs, statuses and workflow runs", commit)
 	}
-	all := append(append(runs, statuses...), workflows...)
-	return verdict(all, names), nil
+	v := verdict(all, names)
+	v.Unread = strings.Join(unread, ", ")
+	return v, nil
 }
 
 // verdict judges checks against the names required (none: all of them).

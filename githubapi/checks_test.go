@@ -157,3 +157,34 @@ func TestChecksPublicRepository(t *testing.T) {
 		t.Errorf("counts = %s, want one error", private.counts)
 	}
 }
+
+// TestChecksUnreadable checks what happens when the token may not read a
+// kind of check: a fine-grained token cannot be given the Checks permission,
+// so GitHub answers 403 to the check runs of a private repository.
+func TestChecksUnreadable(t *testing.T) {
+	e := setup(t, githubtest.Options{Token: token}, "")
+	e.srv.Deny("checks/list-for-ref")
+	e.srv.SetCheckRuns(shaA, ok("build"))
+	e.srv.SetWorkflowRuns(shaA, githubtest.WorkflowRun{Name: "CI", Status: "completed", Conclusion: "success"})
+	e.srv.SetStatuses(shaA, githubtest.CommitStatus{Context: "ci/netlify", State: "failure"})
+
+	// Named workflows and statuses are still judged.
+	v, err := e.client.Checks(context.Background(), shaA, []string{"CI"})
+	if err != nil || v.State != Passed || v.Unread != "check runs" {
+		t.Errorf("Checks(CI) = %+v, %v; want passed with check runs unread", v, err)
+	}
+	v, err = e.client.Checks(context.Background(), shaA, []string{"CI", "ci/netlify"})
+	if err != nil || v.State != Failed || v.Name != "ci/netlify" {
+		t.Errorf("Checks(CI, ci/netlify) = %+v, %v; want the failed status", v, err)
+	}
+	// A job name cannot be seen: pending, and the verdict says why.
+	v, err = e.client.Checks(context.Background(), shaA, []string{"build"})
+	if err != nil || v.State != Pending || v.String() != `check "build" not found (the token cannot read check runs)` {
+		t.Errorf("Checks(build) = %+v (%q), %v; want pending, naming the unread check runs", v, v.String(), err)
+	}
+	// Without names, "all of them" cannot be known: an error, never a pass.
+	_, err = e.client.Checks(context.Background(), shaA, nil)
+	if err == nil || !strings.Contains(err.Error(), "403 Forbidden: Resource not accessible by personal access token (the token may not read check runs") {
+		t.Errorf("Checks() = %v, want the 403 explained", err)
+	}
+}

@@ -201,6 +201,13 @@ type APIError struct {
 	StatusCode int
 	Message    string
 	err        error // a context error, for errors.Is
+	limited    bool  // the answer was a rate limit
+}
+
+// Forbidden reports whether GitHub refused the call for want of permission
+// (403 that is not a rate limit): the token lacks what the endpoint needs.
+func (e *APIError) Forbidden() bool {
+	return e.StatusCode == http.StatusForbidden && !e.limited
 }
 
 // Error says which endpoint failed and how.
@@ -235,6 +242,7 @@ func (c *Client) call(ctx context.Context, method, path string, fn func(context.
 	e := &APIError{Method: method, Path: path}
 	if hr != nil {
 		e.StatusCode = hr.StatusCode
+		_, e.limited = headerWait(hr.Header, time.Now())
 	}
 	var (
 		er    *github.ErrorResponse
@@ -245,9 +253,9 @@ func (c *Client) call(ctx context.Context, method, path string, fn func(context.
 	case errors.As(err, &er):
 		e.Message = er.Message
 	case errors.As(err, &rl):
-		e.Message = rl.Message
+		e.Message, e.limited = rl.Message, true
 	case errors.As(err, &abuse):
-		e.Message = abuse.Message
+		e.Message, e.limited = abuse.Message, true
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		e.Message, e.err = err.Error(), ctx.Err()
 	case hr != nil && hr.StatusCode/100 == 2:

@@ -21,7 +21,7 @@ func TestTokenNeverLeaks(t *testing.T) {
 	var errs []error
 	_, err := e.client.Checks(context.Background(), shaA, nil)
 	errs = append(errs, err)
-	if err == nil || err.Error() != "listing check runs of "+shaA+": GET /repos/{owner}/{repo}/commits/{ref}/check-runs: 401 Unauthorized: Bad credentials" {
+	if err == nil || err.Error() != "reading the check runs of "+shaA+": GET /repos/{owner}/{repo}/commits/{ref}/check-runs: 401 Unauthorized: Bad credentials" {
 		t.Errorf("Checks with a wrong token = %v, want the endpoint, 401 and GitHub's message", err)
 	}
 
@@ -43,7 +43,7 @@ func TestTokenNeverLeaks(t *testing.T) {
 	down.srv.Close()
 	_, err = down.client.Checks(context.Background(), shaA, nil)
 	errs = append(errs, err)
-	if err == nil || !strings.HasPrefix(err.Error(), "listing check runs of "+shaA+": GET /repos/{owner}/{repo}/commits/{ref}/check-runs: ") {
+	if err == nil || !strings.HasPrefix(err.Error(), "reading the check runs of "+shaA+": GET /repos/{owner}/{repo}/commits/{ref}/check-runs: ") {
 		t.Errorf("Checks with GitHub unreachable = %v, want the endpoint named", err)
 	}
 	rd, _ := down.reporter(t, ReporterConfig{MaxAttempts: 2})

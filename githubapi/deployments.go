@@ -295,8 +295,12 @@ func (r *Reporter) send(rep report) {
 			_ = r.status(rep, id, "success", "deployed", rep.text)
 		}
 	case kindFailed:
+		msg := rep.text
+		if strings.TrimSpace(msg) == "" {
+			msg = "deploy failed"
+		}
 		if id, err := r.ensure(rep); err == nil {
-			_ = r.status(rep, id, "failure", rep.text, "")
+			_ = r.status(rep, id, "failure", msg, "")
 		}
 	case kindInterrupted:
 		if id, err := r.ensure(rep); err == nil {

@@ -144,6 +144,7 @@ type Server struct {
 	violations   []string
 	requests     []Request
 	faults       []Fault
+	denied       map[string]bool // operation IDs the token may not call
 	nextID       int64
 	deployments  []*Deployment
 	checkRuns    map[string][]CheckRun
@@ -170,6 +171,7 @@ func Start(t testing.TB, opts Options) *Server {
 		t: t, opts: opts, doc: doc,
 		changed:      make(chan struct{}),
 		nextID:       1000,
+		denied:       map[string]bool{},
 		checkRuns:    map[string][]CheckRun{},
 		statuses:     map[string][]CommitStatus{},
 		workflowRuns: map[string][]WorkflowRun{},
@@ -202,6 +204,18 @@ func (s *Server) FailNext(n int, f Fault) {
 	defer s.mu.Unlock()
 	for range n {
 		s.faults = append(s.faults, f)
+	}
+}
+
+// Deny makes the token lack the permission for the operations with these
+// IDs (e.g. "checks/list-for-ref"): they answer 403 "Resource not accessible
+// by personal access token", as GitHub does for a fine-grained token, which
+// cannot be given the Checks permission.
+func (s *Server) Deny(operationIDs ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range operationIDs {
+		s.denied[id] = true
 	}
 }
 
@@ -322,6 +336,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			ans.header.Set("X-RateLimit-Remaining", "0")
 			ans.header.Set("X-RateLimit-Reset", strconv.FormatInt(f.RateLimitReset.Unix(), 10))
 		}
+	}
+	if ans.status == 0 && s.denied[op.ID] {
+		ans = errorAnswer(http.StatusForbidden, "Resource not accessible by personal access token")
 	}
 	if ans.status == 0 {
 		ans = s.dispatch(r, op, &rec)
