@@ -88,7 +88,8 @@ type Request struct {
 	Query     url.Values
 	Body      map[string]any // decoded JSON body, numbers as json.Number
 	Header    http.Header
-	Status    int // the status answered
+	Status    int       // the status answered
+	Received  time.Time // when the request arrived (wall clock)
 }
 
 // Deployment is a deployment created through the API, with its statuses.
@@ -310,7 +311,7 @@ func errorAnswer(status int, msg string) answer {
 
 // ServeHTTP validates the request, records it and answers it.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	rec := Request{Method: r.Method, Path: r.URL.EscapedPath(), Query: r.URL.Query(), Header: r.Header.Clone()}
+	rec := Request{Method: r.Method, Path: r.URL.EscapedPath(), Query: r.URL.Query(), Header: r.Header.Clone(), Received: time.Now()}
 	op, ans, violations := s.validate(r, &rec)
 	s.mu.Lock()
 	if len(violations) > 0 {
