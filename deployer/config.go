@@ -20,6 +20,7 @@ package deployer
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"time"
@@ -89,8 +90,10 @@ type Config struct {
 	KnownHosts string
 
 	// Token is an HTTPS token for private repositories. It reaches git only
+	// when Remote is an https URL, then only for Remote's host, and only
 	// through a credential helper's environment: never argv, never a file,
-	// never a log line or an error.
+	// never a log line or an error. With an ssh or local Remote git never
+	// sees it; an http:// Remote with a token is an error.
 	Token string
 
 	// Poll, when positive, also wakes the deployer on this interval, to catch
@@ -135,6 +138,13 @@ func (c Config) Validate() error {
 	}
 	if RedactURL(c.Remote) != c.Remote {
 		return errors.New("remote must not carry credentials; use token")
+	}
+	if c.Token != "" {
+		// git sends the token only to an https remote's host; over http it
+		// would cross the network in clear.
+		if u, err := url.Parse(c.Remote); err == nil && u.Scheme == "http" {
+			return fmt.Errorf("remote %q: token needs an https remote", c.Remote)
+		}
 	}
 	if c.Branch != "" && (strings.HasPrefix(c.Branch, "-") || strings.ContainsAny(c.Branch, " ~^:?*[\\\x00") || strings.Contains(c.Branch, "..")) {
 		return fmt.Errorf("branch %q is not a valid branch name", c.Branch)

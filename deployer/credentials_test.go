@@ -2,6 +2,7 @@ package deployer
 
 import (
 	"bytes"
+	"encoding/pem"
 	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
@@ -18,7 +19,8 @@ import (
 const testToken = "ghp_TestTokenThatMustNeverLeak0123456789"
 
 // gitHTTPServer serves the bare repositories of root over git's smart HTTP
-// protocol (git http-backend behind CGI), behind basic auth with testToken.
+// protocol (git http-backend behind CGI) on https, behind basic auth with
+// testToken. git trusts its certificate through GIT_SSL_CAINFO.
 func gitHTTPServer(t *testing.T, root string) *httptest.Server {
 	t.Helper()
 	execPath, err := exec.Command("git", "--exec-path").Output()
@@ -29,7 +31,7 @@ func gitHTTPServer(t *testing.T, root string) *httptest.Server {
 		Path: filepath.Join(strings.TrimSpace(string(execPath)), "git-http-backend"),
 		Env:  []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"},
 	}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, pw, ok := r.BasicAuth(); !ok || pw != testToken {
 			w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
 			http.Error(w, "authentication required", http.StatusUnauthorized)
@@ -38,7 +40,20 @@ func gitHTTPServer(t *testing.T, root string) *httptest.Server {
 		backend.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
+	trustTestCert(t, srv)
 	return srv
+}
+
+// trustTestCert makes git trust the certificate of srv (httptest's TLS
+// servers all share one).
+func trustTestCert(t *testing.T, srv *httptest.Server) {
+	t.Helper()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	if err := os.WriteFile(ca, pemBytes, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("GIT_SSL_CAINFO", ca)
 }
 
 // argvWatch samples the command line of every process until stopped, and
@@ -199,7 +214,7 @@ func TestRedactURL(t *testing.T) {
 func TestTokenGoesToTheRemoteOnly(t *testing.T) {
 	var mu sync.Mutex
 	var offered []string
-	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	other := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, pw, ok := r.BasicAuth(); ok {
 			mu.Lock()
 			offered = append(offered, pw)

@@ -5,9 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -31,48 +34,107 @@ type git struct {
 	knownHosts string
 }
 
+// keptGitEnv names the only GIT_* variables of the process's environment that
+// reach git: they choose how TLS and slow transfers are handled, never what
+// runs, which repository is read, or which configuration applies.
+var keptGitEnv = map[string]bool{
+	"GIT_SSL_CAINFO": true, "GIT_SSL_CAPATH": true, "GIT_SSL_NO_VERIFY": true,
+	"GIT_HTTP_LOW_SPEED_LIMIT": true, "GIT_HTTP_LOW_SPEED_TIME": true, "GIT_HTTP_USER_AGENT": true,
+}
+
+// fixedGitConfig is configuration that every git command runs with. Given as
+// GIT_CONFIG_KEY_n/GIT_CONFIG_VALUE_n, it overrides the cache repository's
+// own config (which a build without sandbox can write), and the system's
+// and the user's configuration are not read at all: git runs nothing that
+// this package did not choose.
+var fixedGitConfig = [][2]string{
+	// An empty helper resets the helpers of every config file read before.
+	{"credential.helper", ""},
+	// Worktrees of the cache are created and pruned by us only.
+	{"gc.auto", "0"},
+	{"maintenance.auto", "false"},
+	// No hook runs: a hook written into the cache repository (by a build, or
+	// by an older version's fast path) would run on every later fetch.
+	{"core.hooksPath", os.DevNull},
+	{"core.fsmonitor", "false"},
+	// GIT_PROXY_COMMAND, set in env, wins over core.gitProxy, and
+	// GIT_SSH_COMMAND over core.sshCommand, which env sets too.
+	{"core.attributesFile", os.DevNull},
+	{"core.protectNTFS", "true"},
+	{"core.protectHFS", "true"},
+	// Transports: never ext:: (runs a command) nor remote helpers; local
+	// paths only when given directly (the remote), not by a submodule,
+	// unless the caller allows it for one command with -c.
+	{"protocol.allow", "never"},
+	{"protocol.https.allow", "always"},
+	{"protocol.http.allow", "always"},
+	{"protocol.ssh.allow", "always"},
+	{"protocol.git.allow", "always"},
+	{"protocol.file.allow", "user"},
+	// Objects are checked as they arrive: a tree with a "..", ".git" or
+	// "a/b" entry is refused at fetch. Historical mistakes in commit
+	// headers and file modes, common in old repositories and harmless
+	// here, stay warnings.
+	{"fetch.fsckObjects", "true"},
+	{"transfer.fsckObjects", "true"},
+	{"fetch.fsck.zeroPaddedFilemode", "warn"},
+	{"fetch.fsck.badTimezone", "warn"},
+	{"fetch.fsck.missingSpaceBeforeDate", "warn"},
+	{"fetch.fsck.zeroPaddedDate", "warn"},
+	{"fetch.fsck.badDate", "warn"},
+	{"fetch.fsck.badDateOverflow", "warn"},
+	{"fetch.fsck.badEmail", "warn"},
+	{"fetch.fsck.missingEmail", "warn"},
+	{"fetch.fsck.missingNameBeforeEmail", "warn"},
+	{"fetch.fsck.missingSpaceBeforeEmail", "warn"},
+}
+
 // env returns the environment of a git process: the process's own, minus
-// anything that would make git prompt or look elsewhere, plus credentials.
+// every GIT_* variable but keptGitEnv's and anything that would make git
+// prompt, plus fixedGitConfig and, for an https remote only, the token.
 func (g *git) env() []string {
-	env := make([]string, 0, len(os.Environ())+8)
+	env := make([]string, 0, len(os.Environ())+2*len(fixedGitConfig)+12)
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
-		switch k {
-		case "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_ASKPASS", "SSH_ASKPASS",
-			"GIT_SSH_COMMAND", "GIT_TERMINAL_PROMPT", "GIT_CONFIG_COUNT", tokenEnv:
-			continue
-		}
-		if strings.HasPrefix(k, "GIT_CONFIG_KEY_") || strings.HasPrefix(k, "GIT_CONFIG_VALUE_") {
+		if (strings.HasPrefix(k, "GIT_") && !keptGitEnv[k]) || k == "SSH_ASKPASS" || k == tokenEnv {
 			continue
 		}
 		env = append(env, kv)
 	}
 	env = append(env,
+		"GIT_CONFIG_NOSYSTEM=1",
+		"GIT_CONFIG_GLOBAL="+os.DevNull,
 		"GIT_TERMINAL_PROMPT=0",
 		"GIT_ASKPASS=true", // answers every prompt with nothing: never a hang
 		"GIT_SSH_COMMAND="+g.sshCommand(),
-		"GIT_CONFIG_COUNT=3",
-		// An empty helper first resets helpers from other config files.
-		"GIT_CONFIG_KEY_0=credential.helper", "GIT_CONFIG_VALUE_0=",
+		"GIT_PROXY_COMMAND=", // set, so that core.gitProxy is not read; empty, so none runs
+	)
+	config := append(slices.Clip(fixedGitConfig), [2]string{"core.sshCommand", g.sshCommand()})
+	if key, ok := g.helperKey(); ok {
 		// The token goes to the remote's host only, never to another host
 		// that asks (a submodule's, a redirect's).
-		"GIT_CONFIG_KEY_1="+g.helperKey(), "GIT_CONFIG_VALUE_1="+g.helper(),
-		// Worktrees of the cache are created and pruned by us only.
-		"GIT_CONFIG_KEY_2=gc.auto", "GIT_CONFIG_VALUE_2=0",
-	)
-	if g.token != "" {
+		config = append(config, [2]string{key, credentialHelper})
 		env = append(env, tokenEnv+"="+g.token)
+	}
+	env = append(env, "GIT_CONFIG_COUNT="+strconv.Itoa(len(config)))
+	for i, kv := range config {
+		env = append(env, "GIT_CONFIG_KEY_"+strconv.Itoa(i)+"="+kv[0], "GIT_CONFIG_VALUE_"+strconv.Itoa(i)+"="+kv[1])
 	}
 	return env
 }
 
-// helperKey is the config key of the credential helper: scoped to the
-// remote's scheme and host when the remote is a URL.
-func (g *git) helperKey() string {
-	if u, err := url.Parse(g.remote); err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" {
-		return "credential." + u.Scheme + "://" + u.Host + ".helper"
+// helperKey returns the config key of the credential helper, scoped to the
+// remote's host, and whether git gets the token at all: only with a token
+// and an https remote. With any other remote, git never sees the token.
+func (g *git) helperKey() (string, bool) {
+	if g.token == "" {
+		return "", false
 	}
-	return "credential.helper"
+	u, err := url.Parse(g.remote)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return "", false
+	}
+	return "credential.https://" + u.Host + ".helper", true
 }
 
 // isLocalRemote reports whether remote is a path or a file:// URL.
@@ -81,13 +143,6 @@ func isLocalRemote(remote string) bool {
 		return true
 	}
 	return !strings.Contains(remote, "://") && !strings.Contains(remote, ":")
-}
-
-func (g *git) helper() string {
-	if g.token == "" {
-		return ""
-	}
-	return credentialHelper
 }
 
 // sshCommand is the ssh that git runs for ssh remotes: batch mode, so a
@@ -135,10 +190,11 @@ func (g *git) scrub(s string) string {
 	return redactURLsIn(s)
 }
 
-// initCache creates the bare cache repository if it is not there.
+// initCache creates the bare cache repository if it is not there, and
+// otherwise undoes whatever could make git run something: see cleanCache.
 func (g *git) initCache(ctx context.Context) error {
 	if _, err := os.Stat(filepath.Join(g.cacheDir, "HEAD")); err == nil {
-		return nil
+		return g.cleanCache(ctx)
 	}
 	if err := os.RemoveAll(g.cacheDir); err != nil {
 		return fmt.Errorf("removing broken cache repository: %w", err)
@@ -146,8 +202,87 @@ func (g *git) initCache(ctx context.Context) error {
 	if err := os.MkdirAll(g.cacheDir, 0o755); err != nil {
 		return fmt.Errorf("creating cache repository: %w", err)
 	}
-	_, err := g.run(ctx, g.cacheDir, "init", "--quiet", "--bare")
+	_, err := g.run(ctx, g.cacheDir, "init", "--quiet", "--bare", "--template=")
 	return err
+}
+
+// cacheConfigKeys are the keys the cache repository's config may hold: what
+// `git init --bare` writes. Nothing this package runs adds any.
+var cacheConfigKeys = map[string]bool{
+	"core.repositoryformatversion": true, "core.filemode": true, "core.bare": true,
+	"core.logallrefupdates": true, "core.ignorecase": true, "core.precomposeunicode": true,
+	"core.symlinks": true, "extensions.objectformat": true, "extensions.refstorage": true,
+}
+
+// cleanCache removes from the cache repository what a build without sandbox
+// may have written there to make a later git command run something: keys of
+// its config beyond cacheConfigKeys (filter drivers, url rewrites, includes:
+// those that GIT_CONFIG_COUNT cannot override by name), info/attributes
+// (which would apply such filters), and a commondir file (which would point
+// git at another repository's config). Hooks need no removal: core.hooksPath
+// points at nothing on every command.
+func (g *git) cleanCache(ctx context.Context) error {
+	for _, name := range []string{"commondir", filepath.Join("info", "attributes")} {
+		if err := os.Remove(filepath.Join(g.cacheDir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("cleaning the cache repository: %w", err)
+		}
+	}
+	file := filepath.Join(g.cacheDir, "config")
+	out, err := g.run(ctx, g.cacheDir, "config", "--file", file, "--no-includes", "--list", "-z")
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("reading the cache repository's config: %w", err)
+		}
+		// Not a config file that git reads: every git command would fail
+		// on it. What `git init --bare` writes makes the cache work again.
+		out = "core.repositoryformatversion\n0\x00core.filemode\ntrue\x00core.bare\ntrue\x00"
+	}
+	var kept strings.Builder
+	sections := map[string][]string{}
+	dirty := err != nil
+	for _, entry := range strings.Split(out, "\x00") {
+		if entry == "" {
+			continue
+		}
+		key, value, _ := strings.Cut(entry, "\n")
+		section, name, _ := strings.Cut(key, ".")
+		if !cacheConfigKeys[key] || !plainConfigValue(value) {
+			dirty = true
+			continue
+		}
+		sections[section] = append(sections[section], "\t"+name+" = "+value+"\n")
+	}
+	if !dirty {
+		return nil
+	}
+	for _, section := range []string{"core", "extensions"} {
+		if lines := sections[section]; len(lines) > 0 {
+			kept.WriteString("[" + section + "]\n" + strings.Join(lines, ""))
+		}
+	}
+	tmp := file + ".tmp-deploy"
+	if err := os.WriteFile(tmp, []byte(kept.String()), 0o644); err != nil {
+		return fmt.Errorf("resetting the cache repository's config: %w", err)
+	}
+	if err := os.Rename(tmp, file); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("resetting the cache repository's config: %w", err)
+	}
+	return nil
+}
+
+// plainConfigValue reports whether v can be written into a config file as it
+// is: the values of cacheConfigKeys are numbers, booleans and names.
+func plainConfigValue(v string) bool {
+	if v == "" {
+		return false
+	}
+	for _, c := range v {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 // defaultBranch asks the remote for the branch its HEAD points to.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -62,6 +63,11 @@ func linkRelease(ctx context.Context, g *git, prevDir, prevCommit, dir, commit s
 		return err
 	}
 	for p, c := range changes {
+		// git's own checkout refuses the paths that safeGitPath refuses;
+		// fetch's fsck refuses most before they reach the cache.
+		if !safeGitPath(p) {
+			return fmt.Errorf("%w: path %q", errNeedsCheckout, p)
+		}
 		if c.mode == "160000" || filepath.Base(p) == ".gitattributes" {
 			return errNeedsCheckout
 		}
@@ -115,7 +121,9 @@ func linkRelease(ctx context.Context, g *git, prevDir, prevCommit, dir, commit s
 		return fmt.Errorf("linking unchanged files: %w", err)
 	}
 
-	// Write what did.
+	// Write what did, through a Root of the release: no path, whatever
+	// symlinks the tree holds, reaches outside it. Symlinks come last, so
+	// that no file is written through one.
 	var paths []string
 	for p, c := range changes {
 		if c.status != 'D' {
@@ -125,7 +133,54 @@ func linkRelease(ctx context.Context, g *git, prevDir, prevCommit, dir, commit s
 	if len(paths) == 0 {
 		return nil
 	}
-	return writeObjects(ctx, g, dir, paths, changes, mkdir)
+	slices.SortFunc(paths, func(a, b string) int {
+		la, lb := changes[a].mode == "120000", changes[b].mode == "120000"
+		switch {
+		case la == lb:
+			return strings.Compare(a, b)
+		case lb:
+			return -1
+		default:
+			return 1
+		}
+	})
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	return writeObjects(ctx, g, root, paths, changes)
+}
+
+// safeGitPath reports whether p, a path that git lists, may be written into a
+// release as it is: relative, with no empty, ".", ".." or ".git" component
+// (nor one that some file system takes for ".git": ".GIT", ".git.",
+// "git~1", ".git" with characters HFS+ ignores), no NUL and no backslash.
+func safeGitPath(p string) bool {
+	if p == "" || strings.ContainsAny(p, "\x00\\") {
+		return false
+	}
+	for _, c := range strings.Split(p, "/") {
+		if c == "" || c == "." || c == ".." || isDotGit(c) {
+			return false
+		}
+	}
+	return true
+}
+
+// isDotGit reports whether the path component c names, or may be taken on
+// some file system for, ".git".
+func isDotGit(c string) bool {
+	c = strings.Map(func(r rune) rune {
+		switch {
+		case r >= 0x200c && r <= 0x200f, r >= 0x202a && r <= 0x202e, r >= 0x206a && r <= 0x206f, r == 0xfeff:
+			return -1 // ignored by HFS+
+		}
+		return r
+	}, c)
+	c, _, _ = strings.Cut(c, ":") // NTFS streams: ".git::$INDEX_ALLOCATION"
+	c = strings.ToLower(strings.TrimRight(c, ". "))
+	return c == ".git" || c == "git~1"
 }
 
 // parseDiffTree parses `git diff-tree -r -z --raw` output.
@@ -144,7 +199,7 @@ func parseDiffTree(out string) (map[string]change, error) {
 
 // writeObjects writes the blobs of paths into dir through one
 // `git cat-file --batch`, each to a temporary file renamed into place.
-func writeObjects(ctx context.Context, g *git, dir string, paths []string, changes map[string]change, mkdir func(string) error) error {
+func writeObjects(ctx context.Context, g *git, root *os.Root, paths []string, changes map[string]change) error {
 	cmd := exec.CommandContext(ctx, "git", "cat-file", "--batch")
 	cmd.Dir = g.cacheDir
 	cmd.Env = g.env()
@@ -179,10 +234,11 @@ func writeObjects(ctx context.Context, g *git, dir string, paths []string, chang
 			if err != nil {
 				return err
 			}
-			if err := mkdir(filepath.Dir(filepath.FromSlash(p))); err != nil {
+			name := filepath.FromSlash(p)
+			if err := root.MkdirAll(filepath.Dir(name), 0o755); err != nil {
 				return err
 			}
-			if err := writeObject(filepath.Join(dir, filepath.FromSlash(p)), c.mode, io.LimitReader(r, size)); err != nil {
+			if err := writeObject(root, name, c.mode, io.LimitReader(r, size)); err != nil {
 				return err
 			}
 			if _, err := r.Discard(1); err != nil { // the newline after the content
@@ -201,15 +257,18 @@ func writeObjects(ctx context.Context, g *git, dir string, paths []string, chang
 	return nil
 }
 
-// writeObject writes one file (or symlink) of mode with content to p.
-func writeObject(p, mode string, content io.Reader) error {
+// writeObject writes one file (or symlink) of mode with content to name in
+// root.
+func writeObject(root *os.Root, name, mode string, content io.Reader) error {
 	switch mode {
 	case "120000":
 		target, err := io.ReadAll(content)
 		if err != nil {
 			return err
 		}
-		return os.Symlink(string(target), p)
+		// The link itself is made whatever it points at; publish refuses
+		// links that resolve outside the published folder.
+		return root.Symlink(string(target), name)
 	case "100644", "100755":
 	default:
 		return errNeedsCheckout
@@ -218,19 +277,19 @@ func writeObject(p, mode string, content io.Reader) error {
 	if mode == "100755" {
 		perm = 0o755
 	}
-	tmp := p + ".tmp-deploy"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, perm)
+	tmp := name + ".tmp-deploy"
+	f, err := root.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, perm)
 	if err != nil {
 		return err
 	}
 	if _, err := io.Copy(f, content); err != nil {
 		f.Close()
-		os.Remove(tmp)
+		root.Remove(tmp)
 		return err
 	}
 	if err := f.Close(); err != nil {
-		os.Remove(tmp)
+		root.Remove(tmp)
 		return err
 	}
-	return os.Rename(tmp, p)
+	return root.Rename(tmp, name)
 }

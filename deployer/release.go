@@ -297,15 +297,27 @@ func (d *Deployer) recordBuilding(b *building) error {
 	return st.save(d.path)
 }
 
-// publish checks the release, strips what must not be served, and switches
-// current to it.
+// syncRelease puts a release's files on disk; tests wrap it.
+var syncRelease = syncTree
+
+// publish checks the release, strips what must not be served, puts it on
+// disk and switches current to it.
 func (d *Deployer) publish(cfg Config, commit, name string) error {
 	dir := filepath.Join(d.path, releasesName, name)
-	if _, err := publishedDir(dir, cfg.Publish); err != nil {
+	pub, err := publishedDir(dir, cfg.Publish)
+	if err != nil {
 		return err
 	}
 	if err := removeGitEntries(dir); err != nil {
 		return fmt.Errorf("removing .git from the release: %w", err)
+	}
+	if err := checkLinks(dir, pub, cfg.Publish); err != nil {
+		return err
+	}
+	// A power cut after the switch must not leave the live site with
+	// files that were never written out.
+	if err := syncRelease(dir); err != nil {
+		return err
 	}
 	d.diskMu.Lock()
 	defer d.diskMu.Unlock()
@@ -610,7 +622,12 @@ func (d *Deployer) Rollback(release string) (Live, error) {
 			return Live{}, fmt.Errorf("%w: %q", ErrUnknownRelease, release)
 		}
 	}
-	if _, err := publishedDir(filepath.Join(d.path, releasesName, target.Name), target.Publish); err != nil {
+	targetDir := filepath.Join(d.path, releasesName, target.Name)
+	pub, err := publishedDir(targetDir, target.Publish)
+	if err == nil {
+		err = checkLinks(targetDir, pub, target.Publish)
+	}
+	if err != nil {
 		return Live{}, fmt.Errorf("rolling back to %s: %w", target.Name, err)
 	}
 	if target.Name != live {
