@@ -30,9 +30,10 @@ const binPrefix = "caddy-github-webhook-bin-"
 // sources (go.mod, go.sum, and the Go and embedded files of its packages,
 // tests left out) and of the Go toolchain's settings, so that the tests of
 // one run, a second run of the same sources at the same time, and the bench
-// that follows share it. Two processes that miss it at once both build it,
-// and each binary appears in the folder in one rename, whole. Folders that
-// no run used for a day are removed.
+// that follows share it. Builds of the same sources take turns (a file lock),
+// so a process that waited finds the binaries built; each appears in the
+// folder in one rename, whole. Folders that no run used for a day are
+// removed.
 func Binary(ctx context.Context, pkgs ...string) ([]string, error) {
 	buildMu.Lock()
 	defer buildMu.Unlock()
@@ -51,6 +52,13 @@ func Binary(ctx context.Context, pkgs ...string) ([]string, error) {
 	now := time.Now()
 	os.Chtimes(dir, now, now) // in use: not for removeStale
 	removeStale(dir)
+	// One build at a time for these sources, across processes: a second
+	// run, or another package's tests, waits and finds the binaries built.
+	unlock, err := lockFile(filepath.Join(dir, ".lock"))
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 
 	paths := make([]string, len(pkgs))
 	var missing []string
