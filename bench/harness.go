@@ -4,11 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
-	_ "embed"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,13 +17,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
-)
 
-// pushFixture is a real push delivery (GitHub's example payload, from
-// ../shared/fixtures/github); pushPayload edits its fields.
-//
-//go:embed testdata/push-branch.json
-var pushFixture []byte
+	"github.com/caddy-webhooks/caddy-github-webhook/internal/testkit"
+)
 
 // Names every scenario uses.
 const (
@@ -82,26 +73,24 @@ func (r *run) baseEnv() []string {
 	)
 }
 
-// buildCaddy builds ./cmd/caddy of this clone into the run's folder.
+// buildCaddy builds ./cmd/caddy of this clone, or takes the binary that the
+// end-to-end tests (or an earlier run) built from the same sources.
 func (r *run) buildCaddy() error {
-	bin := filepath.Join(r.root, "bin", "caddy")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/caddy")
-	cmd.Dir = r.modRoot
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("building ./cmd/caddy: %w\n%s", err, out)
+	bins, err := testkit.Binary(context.Background(), "./cmd/caddy")
+	if err != nil {
+		return err
 	}
-	r.caddy = bin
+	r.caddy = bins[0]
 	return nil
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// freePort returns a TCP port on 127.0.0.1 that the kernel picked as free.
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := testkit.FreePorts(1)
 	if err != nil {
 		return 0, err
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return ports[0], nil
 }
 
 // ---- git ----
@@ -552,55 +541,18 @@ func readState(path string) (deployState, error) {
 
 // ---- deliveries ----
 
-// pushPayload returns the fixture's push delivery, edited to be a push of
-// after onto the bench branch of the bench repository.
+// pushPayload returns GitHub's push delivery (testdata/github), edited to be
+// a push of after onto the bench branch of the bench repository.
 func pushPayload(before, after string) []byte {
-	var p map[string]any
-	if err := json.Unmarshal(pushFixture, &p); err != nil {
-		panic(err)
-	}
-	p["ref"] = "refs/heads/" + benchBranch
-	p["before"] = before
-	p["after"] = after
-	owner, name, _ := strings.Cut(benchRepo, "/")
-	if repo, ok := p["repository"].(map[string]any); ok {
-		repo["full_name"] = benchRepo
-		repo["name"] = name
-		repo["default_branch"] = benchBranch
-		repo["master_branch"] = benchBranch
-		if o, ok := repo["owner"].(map[string]any); ok {
-			o["login"] = owner
-			o["name"] = owner
-		}
-	}
-	if hc, ok := p["head_commit"].(map[string]any); ok {
-		hc["id"] = after
-	}
-	if cs, ok := p["commits"].([]any); ok && len(cs) > 0 {
-		if c, ok := cs[0].(map[string]any); ok {
-			c["id"] = after
-		}
-	}
-	b, err := json.Marshal(p)
+	b, err := testkit.PushPayload(testkit.Push{Repo: benchRepo, Branch: benchBranch, Before: before, After: after})
 	if err != nil {
 		panic(err)
 	}
 	return b
 }
 
-func sign(secret string, body []byte) string {
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write(body)
-	return "sha256=" + hex.EncodeToString(m.Sum(nil))
-}
-
-func uuid() string {
-	var b [16]byte
-	rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
-}
+// uuid returns a new delivery id.
+func uuid() string { return testkit.DeliveryID() }
 
 // deliveryClient sends deliveries; it keeps no connection open between them,
 // like GitHub.
@@ -626,7 +578,7 @@ func deliver(url, secret string, body []byte) delivery {
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-GitHub-Event", "push")
 	req.Header.Set("X-GitHub-Delivery", uuid())
-	req.Header.Set("X-Hub-Signature-256", sign(secret, body))
+	req.Header.Set("X-Hub-Signature-256", testkit.Sign(secret, body))
 	req.Header.Set("User-Agent", "GitHub-Hookshot/bench")
 	start := time.Now()
 	resp, err := deliveryClient.Do(req)

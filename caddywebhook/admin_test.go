@@ -18,6 +18,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
 	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
+	"github.com/caddy-webhooks/caddy-github-webhook/internal/testkit"
 )
 
 func init() {
@@ -349,12 +350,13 @@ func TestValidateStartsNothing(t *testing.T) {
 		return caddy.Validate(&cfg)
 	}
 	// The running configuration itself validates: its folder is not taken.
-	if err := validate(strings.Replace(config, adminAddr, "localhost:2998", 1)); err != nil {
+	other := fmt.Sprintf("localhost:%d", testkit.Ports(t, 1)[0])
+	if err := validate(strings.Replace(config, adminAddr, other, 1)); err != nil {
 		t.Errorf("validating the running configuration: %v", err)
 	}
 	// A configuration for a new folder: nothing is created.
 	fresh := filepath.Join(t.TempDir(), "fresh")
-	if err := validate(strings.Replace(strings.ReplaceAll(config, s.path, fresh), adminAddr, "localhost:2998", 1)); err != nil {
+	if err := validate(strings.Replace(strings.ReplaceAll(config, s.path, fresh), adminAddr, other, 1)); err != nil {
 		t.Errorf("validating a configuration for a new folder: %v", err)
 	}
 	if _, err := os.Lstat(fresh); err == nil {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,15 +21,38 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
+	"github.com/caddy-webhooks/caddy-github-webhook/internal/testkit"
 )
 
-// The in-process Caddy of caddytest listens on these; other packages' tests
-// use other ports.
-const (
-	adminAddr = "localhost:2999"
-	siteURL   = "http://localhost:9080"
-	hookURL   = siteURL + "/_github"
+// The in-process Caddy of caddytest listens on ports the kernel picked when
+// the test binary started (see TestMain and startCaddy), so that two test
+// runs on one machine, and other packages' tests, do not meet.
+var (
+	adminPort int    // Caddy's admin endpoint, on localhost
+	httpPort  int    // the http_port of the tests' Caddyfiles
+	httpsPort int    // their https_port, which no site uses
+	adminAddr string // "localhost:<adminPort>"
+	siteURL   string // the tests' site, "http://localhost:<httpPort>"; also its address in the Caddyfile
+	hookURL   string // the github_webhook handler of the site
+
+	// emptyConfig is loaded when a test ends, so that its deployers stop
+	// before its folder is removed.
+	emptyConfig string
 )
+
+// pickPorts sets the ports and addresses above to ports the kernel picked.
+func pickPorts() error {
+	ports, err := testkit.FreePorts(3)
+	if err != nil {
+		return err
+	}
+	adminPort, httpPort, httpsPort = ports[0], ports[1], ports[2]
+	adminAddr = fmt.Sprintf("localhost:%d", adminPort)
+	siteURL = fmt.Sprintf("http://localhost:%d", httpPort)
+	hookURL = siteURL + "/_github"
+	emptyConfig = "{\n\tadmin " + adminAddr + "\n}\n"
+	return nil
+}
 
 // TestMain keeps Caddy and git away from the user's configuration: Caddy's
 // autosave and data go to a temporary folder, and git reads no global or
@@ -37,6 +61,10 @@ const (
 // environment set.
 func TestMain(m *testing.M) {
 	if home := os.Getenv("CWH_TEST_HOME"); home != "" {
+		if err := pickPorts(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
 		code := m.Run()
 		// Fuzz workers inherit the variable; only the process that made
 		// the folder (exec keeps its pid) removes it.
@@ -136,8 +164,8 @@ const testToken = "ghp_testtokenthatmustneverleak0123456789"
 func (s *testSite) caddyfile(extra string) string {
 	return fmt.Sprintf(`{
 	admin %s
-	http_port 9080
-	https_port 9443
+	http_port %d
+	https_port %d
 	grace_period 1s
 	log {
 		output file %s
@@ -146,7 +174,7 @@ func (s *testSite) caddyfile(extra string) string {
 	}
 }
 
-http://localhost:9080 {
+%s {
 	root * %s/current
 	file_server
 
@@ -162,20 +190,14 @@ http://localhost:9080 {
 		%s
 	}
 }
-`, adminAddr, s.log, s.path, testRepo, s.path, s.repo.remote, testBranch, extra)
+`, adminAddr, httpPort, httpsPort, s.log, siteURL, s.path, testRepo, s.path, s.repo.remote, testBranch, extra)
 }
-
-// emptyConfig is loaded when a test ends, so that its deployers stop before
-// its folder is removed.
-const emptyConfig = `{
-	admin ` + adminAddr + `
-}
-`
 
 // start loads config into the in-process Caddy (starting it if needed) and
 // unloads it when the test ends.
 func (s *testSite) start(config string) *caddytest.Tester {
-	tester := caddytest.NewTester(s.t)
+	startCaddy(s.t)
+	tester := caddytest.NewTester(s.t).WithDefaultOverrides(caddytest.Config{AdminPort: adminPort})
 	tester.InitServer(config, "caddyfile")
 	if s.t.Failed() {
 		s.t.FailNow()
@@ -186,6 +208,26 @@ func (s *testSite) start(config string) *caddytest.Tester {
 		}
 	})
 	return tester
+}
+
+var (
+	caddyStarted sync.Once
+	caddyErr     error
+)
+
+// startCaddy starts Caddy in this process with its admin endpoint on
+// adminAddr, once, before caddytest looks for one there: caddytest uses
+// whatever Caddy answers on its admin port, and this way that Caddy is this
+// process's. Should another process have taken the port since the kernel
+// picked it, Caddy cannot listen and the test fails here.
+func startCaddy(t *testing.T) {
+	t.Helper()
+	caddyStarted.Do(func() {
+		caddyErr = caddy.Load([]byte(`{"admin":{"listen":"`+adminAddr+`"}}`), true)
+	})
+	if caddyErr != nil {
+		t.Fatalf("starting Caddy with its admin endpoint on %s: %v", adminAddr, caddyErr)
+	}
 }
 
 // loadConfig loads a Caddyfile through the admin API.
@@ -221,9 +263,9 @@ func (s *testSite) status() deployer.Status {
 	s.t.Helper()
 	d := deployerOf(s.path)
 	if d == nil {
-		// The in-process Caddy answers on a fixed admin port: a second
-		// test process using it loads our config into its own pool.
-		s.t.Fatalf("no deployer for %s in this process: is another test process using %s?", s.path, adminAddr)
+		// Caddy is in this process (startCaddy), and the test loaded this
+		// configuration: its deployer must be here.
+		s.t.Fatalf("no deployer for %s in this process: is another process answering on %s?", s.path, adminAddr)
 	}
 	return d.Status()
 }
@@ -422,7 +464,7 @@ func TestSamePathTwice(t *testing.T) {
 	d := deployerOf(s.path)
 	s.waitLive(c1)
 
-	twice := strings.Replace(s.caddyfile("command sh -c `echo B > built.txt`"), "http://localhost:9080 {", fmt.Sprintf(`http://localhost:9080 {
+	twice := strings.Replace(s.caddyfile("command sh -c `echo B > built.txt`"), siteURL+" {", fmt.Sprintf(siteURL+` {
 	github_webhook /other {
 		repo   octocat/other
 		secret other

@@ -8,12 +8,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
 )
 
-// hugoCaddyfile serves path/current on port and deploys the Hugo blog in
-// remote there.
-func hugoCaddyfile(port int, path, remote string) string {
-	return siteCaddyfile(port, path, remote, "blog", "command hugo --minify", "publish public", "timeout 1m")
+// hugoCaddyfile serves the site and deploys the Hugo blog in remote there.
+func hugoCaddyfile(s *site, remote string) string {
+	return s.caddyfile(remote, "blog", "command hugo --minify", "publish public", "timeout 1m")
 }
 
 // TestHugoSiteDeployedByDelivery runs the Caddy binary with the Hugo blog:
@@ -21,13 +22,11 @@ func hugoCaddyfile(port int, path, remote string) string {
 // new post live after a signed push delivery, all served by the same process.
 func TestHugoSiteDeployedByDelivery(t *testing.T) {
 	requireHugo(t)
-	const port = 9181
-	site := fmt.Sprintf("http://127.0.0.1:%d/", port)
-	hook := site + "_github"
+	s := newSite(t, "blog")
+	site, hook := s.url("/"), s.hook()
 	rem := newRemote(t, "hugo-blog")
-	first := rem.git(rem.work, "rev-parse", "HEAD")
-	path := filepath.Join(t.TempDir(), "blog")
-	caddy := startCaddy(t, hugoCaddyfile(port, path, rem.bare), home(t))
+	first := rem.Git("rev-parse", "HEAD")
+	caddy := startCaddy(t, s, hugoCaddyfile(s, rem.Bare), home(t))
 
 	// Start-up deploys the tip on its own.
 	waitUntil(t, time.Minute, "the first deploy to go live", func() error {
@@ -36,16 +35,18 @@ func TestHugoSiteDeployedByDelivery(t *testing.T) {
 	if err := pageShows(site+"posts/hello-world/", "Hello, world"); err != nil {
 		t.Fatal(err)
 	}
+	s.waitLive(t, first)
 
 	// A ping is answered with what this endpoint deploys.
-	code, body := deliver(t, hook, secret, "ping", "e2e-ping", fixture(t, "ping-repo.json", nil))
+	code, body := deliver(t, hook, secret, "ping", "e2e-ping", fixture(t, "ping-repo.json"))
 	if code != http.StatusOK || !strings.Contains(body, `"pong"`) || !strings.Contains(body, "octocat/blog") {
 		t.Errorf("ping: %d %s", code, body)
 	}
 
 	// A new post, pushed and delivered.
-	rem.write("content/posts/second.md", "---\ntitle: A second post\ndate: 2026-02-01T09:00:00Z\n---\nDelivered.\n")
-	second := rem.commit("Add a second post")
+	second := rem.Commit("Add a second post", map[string]string{
+		"content/posts/second.md": "---\ntitle: A second post\ndate: 2026-02-01T09:00:00Z\n---\nDelivered.\n",
+	})
 	payload := pushPayload(t, "octocat/blog", first, second)
 
 	// Signed with another secret: refused, nothing deployed.
@@ -53,8 +54,10 @@ func TestHugoSiteDeployedByDelivery(t *testing.T) {
 	if code != http.StatusUnauthorized || !strings.Contains(body, "signature mismatch") {
 		t.Errorf("forged delivery: %d %s, want 401 signature mismatch", code, body)
 	}
-	if n := caddy.countLogs("deploying", second); n != 0 {
-		t.Fatalf("a forged delivery started %d deploys", n)
+	// The handler refuses before it wakes the deployer: the start-up deploy
+	// is still the last one, and none runs.
+	if st := s.status(t); st.Running != nil || st.Last == nil || st.Last.Reason != "startup" || st.Live == nil || st.Live.Commit != first {
+		t.Fatalf("after the forged delivery: running %+v, last %+v, live %+v", st.Running, st.Last, st.Live)
 	}
 
 	code, body = deliver(t, hook, secret, "push", "e2e-push-1", payload)
@@ -67,12 +70,15 @@ func TestHugoSiteDeployedByDelivery(t *testing.T) {
 	if err := pageShows(site, "A second post"); err != nil {
 		t.Fatal(err)
 	}
-	st := status(t, path)
+	st := s.waitLive(t, second)
 	if st.Live == nil || st.Live.Commit != second || st.Last == nil || st.Last.Result != "ok" || st.Last.Reason != "delivery" {
 		t.Errorf("status after the delivery: live %+v last %+v", st.Live, st.Last)
 	}
 	if len(st.Releases) != 2 {
 		t.Errorf("releases %v, want the two deployed", st.Releases)
+	}
+	if errs := caddy.errors(); len(errs) > 0 {
+		t.Errorf("the handler logged errors: %+v", errs)
 	}
 }
 
@@ -81,40 +87,33 @@ func TestHugoSiteDeployedByDelivery(t *testing.T) {
 // Redeliver builds it again, and a fix goes live.
 func TestFailedBuildLeavesSiteServed(t *testing.T) {
 	requireHugo(t)
-	const port = 9182
-	site := fmt.Sprintf("http://127.0.0.1:%d/", port)
-	hook := site + "_github"
+	s := newSite(t, "blog")
+	site, hook := s.url("/"), s.hook()
 	rem := newRemote(t, "hugo-blog")
-	first := rem.git(rem.work, "rev-parse", "HEAD")
-	path := filepath.Join(t.TempDir(), "blog")
-	caddy := startCaddy(t, hugoCaddyfile(port, path, rem.bare), home(t))
+	first := rem.Git("rev-parse", "HEAD")
+	startCaddy(t, s, hugoCaddyfile(s, rem.Bare), home(t))
 	liveMark := "Built by hugo from commit <code>" + first[:12] + "</code>"
 	waitUntil(t, time.Minute, "the first deploy to go live", func() error { return pageShows(site, liveMark) })
-	liveTarget, err := os.Readlink(filepath.Join(path, "current"))
+	liveTarget, err := os.Readlink(filepath.Join(s.path, "current"))
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	// A template hugo rejects.
-	rem.write("layouts/index.html", "{{ define \"main\" }}{{ .Broken \n{{ end }}\n")
-	broken := rem.commit("Break the home page template")
+	broken := rem.Commit("Break the home page template", map[string]string{
+		"layouts/index.html": "{{ define \"main\" }}{{ .Broken \n{{ end }}\n",
+	})
 	payload := pushPayload(t, "octocat/blog", first, broken)
 	if code, body := deliver(t, hook, secret, "push", "e2e-broken", payload); code != http.StatusAccepted {
 		t.Fatalf("push: %d %s", code, body)
 	}
-	waitUntil(t, time.Minute, "the broken build to fail", func() error {
-		if caddy.countLogs("deploy failed", broken) == 0 {
-			return fmt.Errorf("no failure logged yet")
-		}
-		return nil
-	})
+	st := s.waitFailed(t, broken, time.Time{})
 	if err := pageShows(site, liveMark); err != nil {
 		t.Errorf("after the failed build: %v", err)
 	}
-	if got, _ := os.Readlink(filepath.Join(path, "current")); got != liveTarget {
+	if got, _ := os.Readlink(filepath.Join(s.path, "current")); got != liveTarget {
 		t.Errorf("current moved from %s to %s", liveTarget, got)
 	}
-	st := status(t, path)
 	if st.Last == nil || st.Last.Result != "error" || st.Last.Commit != broken ||
 		!strings.Contains(st.Last.OutputTail, "index.html") {
 		t.Errorf("status after the failed build: %+v", st.Last)
@@ -132,23 +131,33 @@ func TestFailedBuildLeavesSiteServed(t *testing.T) {
 	if code, body := deliver(t, hook, secret, "push", "e2e-broken", payload); code != http.StatusAccepted {
 		t.Fatalf("redelivery: %d %s", code, body)
 	}
-	waitUntil(t, time.Minute, "the redelivered build to fail again", func() error {
-		if n := caddy.countLogs("deploy failed", broken); n < 2 {
-			return fmt.Errorf("%d failures logged", n)
-		}
-		return nil
-	})
+	s.waitFailed(t, broken, st.Last.At)
 	if err := pageShows(site, liveMark); err != nil {
 		t.Errorf("after the second failure: %v", err)
 	}
 
 	// The fix goes live.
-	copyTree(t, filepath.Join(root, "testdata", "sites", "hugo-blog", "layouts"), filepath.Join(rem.work, "layouts"))
-	fixed := rem.commit("Fix the home page template")
+	rem.CopyFrom(filepath.Join(root, "testdata", "sites", "hugo-blog"))
+	fixed := rem.Commit("Fix the home page template", nil)
 	if code, body := deliver(t, hook, secret, "push", "e2e-fixed", pushPayload(t, "octocat/blog", broken, fixed)); code != http.StatusAccepted {
 		t.Fatalf("push: %d %s", code, body)
 	}
 	waitUntil(t, time.Minute, "the fix to go live", func() error {
 		return pageShows(site, "Built by hugo from commit <code>"+fixed[:12]+"</code>")
 	})
+}
+
+// waitFailed waits until the last deploy is a failure to build commit that
+// ended after since, and no deploy runs; it returns the status then.
+func (s *site) waitFailed(t *testing.T, commit string, since time.Time) deployer.Status {
+	t.Helper()
+	var st deployer.Status
+	waitUntil(t, time.Minute, "the build of "+commit[:12]+" to fail", func() error {
+		st = s.status(t)
+		if st.Running != nil || st.Last == nil || st.Last.Result != "error" || st.Last.Commit != commit || !st.Last.At.After(since) {
+			return fmt.Errorf("running %+v, last %+v", st.Running, st.Last)
+		}
+		return nil
+	})
+	return st
 }

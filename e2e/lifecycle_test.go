@@ -12,12 +12,14 @@ import (
 	"time"
 )
 
-// markCaddyfile deploys the plain HTML site in remote to path, with a build
-// that sleeps, then writes the environment variable BUILD_MARK (set by the
-// env subdirective to mark) to mark.txt.
-func markCaddyfile(port int, path, remote, mark string) string {
-	return siteCaddyfile(port, path, remote, "site",
-		"command sh -c `sleep 1; printf '%s' \"$BUILD_MARK\" > mark.txt`",
+// markCaddyfile deploys the plain HTML site in remote to the site, with a
+// build that appends the commit it builds to the file builds, sleeps, then
+// writes the environment variable BUILD_MARK (set by the env subdirective to
+// mark) to mark.txt.
+func markCaddyfile(s *site, remote, builds, mark string) string {
+	return s.caddyfile(remote, "site",
+		"command sh -c `echo \"$DEPLOY_COMMIT\" >> \"$BUILDS\"; sleep 1; printf '%s' \"$BUILD_MARK\" > mark.txt`",
+		"env BUILDS "+builds,
 		"env BUILD_MARK "+mark,
 		"timeout 1m")
 }
@@ -27,13 +29,12 @@ func markCaddyfile(port int, path, remote, mark string) string {
 // the settings it started with, no second deploy of the same tip starts, and
 // the changed setting applies to the next deploy.
 func TestReloadKeepsSiteAndWorker(t *testing.T) {
-	const port = 9183
-	site := fmt.Sprintf("http://127.0.0.1:%d/", port)
-	hook := site + "_github"
+	s := newSite(t, "site")
+	site, hook := s.url("/"), s.hook()
 	rem := newRemote(t, "html")
-	first := rem.git(rem.work, "rev-parse", "HEAD")
-	path := filepath.Join(t.TempDir(), "site")
-	caddy := startCaddy(t, markCaddyfile(port, path, rem.bare, "one"), home(t))
+	first := rem.Git("rev-parse", "HEAD")
+	builds := filepath.Join(t.TempDir(), "builds")
+	caddy := startCaddy(t, s, markCaddyfile(s, rem.Bare, builds, "one"), home(t))
 	waitUntil(t, time.Minute, "the first deploy to go live", func() error { return pageShows(site+"mark.txt", "one") })
 
 	// From now on the site must answer every request.
@@ -66,51 +67,50 @@ func TestReloadKeepsSiteAndWorker(t *testing.T) {
 		wg.Wait()
 	}()
 
-	second := rem.commit("Second commit")
+	second := rem.Commit("Second commit", nil)
 	if code, body := deliver(t, hook, secret, "push", "e2e-reload-1", pushPayload(t, "octocat/site", first, second)); code != http.StatusAccepted {
 		t.Fatalf("push: %d %s", code, body)
 	}
 	waitUntil(t, 30*time.Second, "the second build to start", func() error {
-		if caddy.countLogs("deploying", second) == 0 {
-			return fmt.Errorf("not started")
+		if st := s.status(t); st.Running == nil || st.Running.Commit != second {
+			return fmt.Errorf("running %+v", st.Running)
 		}
 		return nil
 	})
-	caddy.reload(markCaddyfile(port, path, rem.bare, "two"))
+	caddy.reload(markCaddyfile(s, rem.Bare, builds, "two"))
 
 	// The build that was running finishes with the settings it started with.
-	waitUntil(t, time.Minute, "the second commit to go live", func() error {
-		if st := status(t, path); st.Live == nil || st.Live.Commit != second {
-			return fmt.Errorf("live: %+v", st.Live)
-		}
-		return nil
-	})
+	s.waitLive(t, second)
 	if err := pageShows(site+"mark.txt", "one"); err != nil {
 		t.Errorf("the build running during the reload: %v", err)
 	}
-	// The reload started no deploy of its own: the tip is live. Give a second
-	// worker, were there one, time to show itself.
-	time.Sleep(2 * time.Second)
-	if n := caddy.countLogs("deploying", ""); n != 2 {
-		t.Errorf("%d deploys started, want 2 (start-up and the delivery)", n)
-	}
-	if n := caddy.countLogs("deploy failed", ""); n != 0 {
-		t.Errorf("%d deploys failed", n)
-	}
-	if st := status(t, path); len(st.Releases) != 2 || st.Running != nil {
-		t.Errorf("after the reload: releases %v, running %+v", st.Releases, st.Running)
-	}
 
 	// The next deploy uses the new setting.
-	third := rem.commit("Third commit")
+	third := rem.Commit("Third commit", nil)
 	if code, body := deliver(t, hook, secret, "push", "e2e-reload-2", pushPayload(t, "octocat/site", second, third)); code != http.StatusAccepted {
 		t.Fatalf("push: %d %s", code, body)
 	}
 	waitUntil(t, time.Minute, "the third commit to go live with the new setting", func() error {
 		return pageShows(site+"mark.txt", "two")
 	})
-	if st := status(t, path); st.Live == nil || st.Live.Commit != third {
-		t.Errorf("live %+v, want %s", st.Live, third)
+	st := s.waitLive(t, third)
+
+	// The reload started no deploy of its own, and no second worker: each
+	// commit was built once, in order. One worker deploys one commit after
+	// another, so a deploy the reload had caused would have built before the
+	// third commit did; a second worker would have built the tip at once.
+	if b, err := os.ReadFile(builds); err != nil || string(b) != first+"\n"+second+"\n"+third+"\n" {
+		t.Errorf("builds, one commit a line: %v\n%s\nwant %s, %s and %s", err, b, first, second, third)
+	}
+	if want := []string{third[:12], second[:12], first[:12]}; len(st.Releases) != 3 ||
+		!strings.HasSuffix(st.Releases[0], want[0]) || !strings.HasSuffix(st.Releases[1], want[1]) || !strings.HasSuffix(st.Releases[2], want[2]) {
+		t.Errorf("releases %v, want one for each of %v, newest first", st.Releases, want)
+	}
+	if st.Last == nil || st.Last.Result != "ok" || st.Last.Reason != "delivery" {
+		t.Errorf("last deploy %+v", st.Last)
+	}
+	if errs := caddy.errors(); len(errs) > 0 {
+		t.Errorf("the handler logged errors: %+v", errs)
 	}
 
 	close(stop)
@@ -137,8 +137,8 @@ fi
 echo built > built.txt
 `
 
-func slowCaddyfile(port int, path, remote, pidDir string) string {
-	return siteCaddyfile(port, path, remote, "site", "command sh build.sh", "env PID_DIR "+pidDir, "timeout 10m")
+func slowCaddyfile(s *site, remote, pidDir string) string {
+	return s.caddyfile(remote, "site", "command sh build.sh", "env PID_DIR "+pidDir, "timeout 10m")
 }
 
 // TestStopMidBuild stops Caddy in the middle of a build, with SIGTERM (a
@@ -147,33 +147,22 @@ func slowCaddyfile(port int, path, remote, pidDir string) string {
 // intact, the next start serves it at once, removes the half-built release
 // and deploys the tip again.
 func TestStopMidBuild(t *testing.T) {
-	for _, tc := range []struct {
-		sig  syscall.Signal
-		port int
-	}{
-		{syscall.SIGTERM, 9184},
-		{syscall.SIGKILL, 9185},
-	} {
-		t.Run(tc.sig.String(), func(t *testing.T) {
-			site := fmt.Sprintf("http://127.0.0.1:%d/", tc.port)
-			hook := site + "_github"
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+		t.Run(sig.String(), func(t *testing.T) {
+			s := newSite(t, "site")
+			site, hook, path := s.url("/"), s.hook(), s.path
 			rem := newRemote(t, "html")
-			rem.write("build.sh", slowBuild)
-			first := rem.commit("Add the build script")
-			path := filepath.Join(t.TempDir(), "site")
+			first := rem.Commit("Add the build script", map[string]string{"build.sh": slowBuild})
 			pidDir := t.TempDir()
 			env := home(t)
-			caddyfile := slowCaddyfile(tc.port, path, rem.bare, pidDir)
-			caddy := startCaddy(t, caddyfile, env)
+			caddy := startCaddy(t, s, slowCaddyfile(s, rem.Bare, pidDir), env)
 			waitUntil(t, time.Minute, "the first deploy to go live", func() error { return pageShows(site+"built.txt", "built") })
 			liveTarget, err := os.Readlink(filepath.Join(path, "current"))
 			if err != nil {
 				t.Fatal(err)
 			}
 
-			rem.write("slow", "")
-			rem.write("index.html", "<h1>Second version</h1>\n")
-			second := rem.commit("A slow build")
+			second := rem.Commit("A slow build", map[string]string{"slow": "", "index.html": "<h1>Second version</h1>\n"})
 			if code, body := deliver(t, hook, secret, "push", "e2e-slow", pushPayload(t, "octocat/site", first, second)); code != http.StatusAccepted {
 				t.Fatalf("push: %d %s", code, body)
 			}
@@ -194,13 +183,13 @@ func TestStopMidBuild(t *testing.T) {
 					}
 				}
 			})
-			halfBuilt := status(t, path).Running
+			halfBuilt := s.status(t).Running
 			if halfBuilt == nil || halfBuilt.Release == "" {
 				t.Fatalf("no release being built: %+v", halfBuilt)
 			}
 
-			caddy.stop(tc.sig)
-			if tc.sig == syscall.SIGTERM {
+			caddy.stop(sig)
+			if sig == syscall.SIGTERM {
 				// A clean stop ends the whole build with Caddy.
 				waitUntil(t, 10*time.Second, "the build's processes to end", func() error {
 					if !processGone(build) || !processGone(child) {
@@ -235,7 +224,7 @@ func TestStopMidBuild(t *testing.T) {
 			// half-built one and builds the tip again.
 			os.Remove(filepath.Join(pidDir, "build.pid"))
 			os.Remove(filepath.Join(pidDir, "child.pid"))
-			caddy = runCaddy(t, caddy.config, env)
+			caddy = runCaddy(t, s, caddy.config, env)
 			waitUntil(t, 10*time.Second, "the live site to be served after the restart", func() error {
 				return pageShows(site, "Demo site")
 			})

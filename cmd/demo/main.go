@@ -62,7 +62,6 @@ type demoState struct {
 	Kind       string `json:"kind"` // "hugo" or "html"
 	Work       string `json:"work"` // the author's working copy
 	Log        string `json:"log"`  // Caddy's log file
-	Root       string `json:"root"` // the module root, for the payload fixture
 }
 
 const (
@@ -175,17 +174,21 @@ func runDemo(ctx context.Context, root, dir, kind string, port int) error {
 		Kind:       kind,
 		Work:       work,
 		Log:        logFile,
-		Root:       root,
 	}
 	stBytes, _ := json.MarshalIndent(st, "", "\t")
 	if err := os.WriteFile(filepath.Join(dir, stateFile), stBytes, 0o600); err != nil {
 		return err
 	}
 
-	// Caddy reads the secret from its environment, as it would in production,
-	// and keeps its own files (autosave, storage) inside the demo's folder.
+	// Caddy reads the secret from its environment, as it would in production.
+	// Its own files stay out of the user's folders: the Caddyfile turns the
+	// autosave off (persist_config) and puts storage in the demo's folder.
+	// The environment cannot do that for the autosave, nor for the default
+	// storage: Caddy computes their paths from XDG_CONFIG_HOME and
+	// XDG_DATA_HOME when its package initialises, before main runs. It does
+	// read XDG_DATA_HOME again for the few files it writes later (the
+	// instance id that storage cleaning stamps), so that one moves them here.
 	os.Setenv("GITHUB_WEBHOOK_SECRET", secret)
-	os.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "caddy-home", "config"))
 	os.Setenv("XDG_DATA_HOME", filepath.Join(dir, "caddy-home", "data"))
 
 	caddyfile := demoCaddyfile(dir, kind, port, adminPort)

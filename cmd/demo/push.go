@@ -3,16 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"html"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/caddy-webhooks/caddy-github-webhook/internal/testkit"
 )
 
 // pushMain is "demo push": it commits a new post to the running demo's
@@ -72,14 +69,16 @@ func pushMain(args []string) error {
 	}
 	fmt.Printf("committed %s \"Add post: %s\" and pushed it to the demo repository\n", after[:12], title)
 
-	payload, err := pushPayload(filepath.Join(st.Root, "testdata", "github", "push-branch.json"),
-		st.Repo, st.Branch, before, after, "Add post: "+title)
+	payload, err := testkit.PushPayload(testkit.Push{
+		Repo: st.Repo, Branch: st.Branch, Before: before, After: after, Message: "Add post: " + title,
+	})
 	if err != nil {
 		return err
 	}
-	status, answer, err := deliver(st.WebhookURL, st.Secret, "push", payload)
+	delivery := testkit.Delivery{Event: "push", Secret: st.Secret, Body: payload}
+	status, answer, err := delivery.Send(&http.Client{Timeout: 30 * time.Second}, st.WebhookURL)
 	if err != nil {
-		return fmt.Errorf("sending the delivery: %w", err)
+		return err
 	}
 	fmt.Printf("sent a signed push delivery to %s: %d %s\n", st.WebhookURL, status, answer)
 	if status != http.StatusAccepted {
@@ -147,71 +146,4 @@ func slug(title string) string {
 // hugoEscape escapes a title as Hugo's minified HTML shows it.
 func hugoEscape(s string) string {
 	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&#34;", "'", "&#39;").Replace(s)
-}
-
-// pushPayload returns the real GitHub push payload in fixture, edited to
-// describe a push of after (previously before) to branch of repo.
-func pushPayload(fixture, repo, branch, before, after, message string) ([]byte, error) {
-	b, err := os.ReadFile(fixture)
-	if err != nil {
-		return nil, fmt.Errorf("reading the payload fixture: %w", err)
-	}
-	var p map[string]any
-	if err := json.Unmarshal(b, &p); err != nil {
-		return nil, fmt.Errorf("reading %s: %w", fixture, err)
-	}
-	owner, name, _ := strings.Cut(repo, "/")
-	p["ref"] = "refs/heads/" + branch
-	p["before"] = before
-	p["after"] = after
-	p["created"] = false
-	p["deleted"] = false
-	if r, ok := p["repository"].(map[string]any); ok {
-		r["full_name"] = repo
-		r["name"] = name
-		r["default_branch"] = branch
-		r["master_branch"] = branch
-		if o, ok := r["owner"].(map[string]any); ok {
-			o["login"] = owner
-			o["name"] = owner
-		}
-	}
-	if c, ok := p["head_commit"].(map[string]any); ok {
-		c["id"] = after
-		c["tree_id"] = after
-		c["message"] = message
-		c["timestamp"] = time.Now().Format(time.RFC3339)
-		p["commits"] = []any{c}
-	}
-	return json.Marshal(p)
-}
-
-// deliver POSTs payload to url as GitHub does, signed with secret, and
-// returns the status and body of the answer.
-func deliver(url, secret, event string, payload []byte) (int, string, error) {
-	mac := hmac.New(sha256.New, []byte(secret))
-	mac.Write(payload)
-	id := make([]byte, 16)
-	rand.Read(id)
-
-	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(payload))
-	if err != nil {
-		return 0, "", err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "GitHub-Hookshot/demo")
-	req.Header.Set("X-GitHub-Event", event)
-	req.Header.Set("X-GitHub-Delivery", fmt.Sprintf("%x-%x-%x-%x-%x", id[0:4], id[4:6], id[6:8], id[8:10], id[10:]))
-	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
-	client := &http.Client{Timeout: 30 * time.Second}
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if err != nil {
-		return 0, "", err
-	}
-	return resp.StatusCode, strings.TrimSpace(string(body)), nil
 }
