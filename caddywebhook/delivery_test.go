@@ -2,7 +2,6 @@ package caddywebhook
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -14,12 +13,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"testing/iotest"
-	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"golang.org/x/sync/semaphore"
 
 	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
 )
@@ -313,38 +309,6 @@ func TestDeliveryID(t *testing.T) {
 	}
 }
 
-func TestReadBody(t *testing.T) {
-	for _, c := range []struct {
-		name    string
-		size    int
-		limit   int64
-		tooBig  bool
-		initCap int
-	}{
-		{"empty", 0, 10, false, 0},
-		{"at the limit", 10, 10, false, 0},
-		{"one over", 11, 10, true, 0},
-		{"far over", 1 << 20, 10, true, 4},
-		{"grows", 100_000, 1 << 20, false, 1},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			in := bytes.Repeat([]byte{'x'}, c.size)
-			buf := make([]byte, 0, c.initCap)
-			// Reads come a byte at a time, as from a slow client.
-			got, err := readBody(iotest.OneByteReader(bytes.NewReader(in)), c.limit, &buf)
-			if c.tooBig {
-				if err != errTooLarge {
-					t.Fatalf("err %v, want errTooLarge", err)
-				}
-				return
-			}
-			if err != nil || !bytes.Equal(got, in) {
-				t.Fatalf("read %d bytes, err %v; want %d bytes", len(got), err, c.size)
-			}
-		})
-	}
-}
-
 // TestLogLine: one line per delivery, with its id, event and result.
 func TestLogLine(t *testing.T) {
 	var logs bytes.Buffer
@@ -427,82 +391,4 @@ func FuzzServeHTTP(f *testing.F) {
 func newBufferLogger(w io.Writer) *zap.Logger {
 	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
 	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), zap.DebugLevel))
-}
-
-// TestBodyBudget: large bodies share a budget and wait for room; a usual
-// delivery never waits for them.
-func TestBodyBudget(t *testing.T) {
-	oldSmall, oldBudget, oldBodies := smallBody, bodyBudget, bodies
-	smallBody, bodyBudget = 16<<10, 64<<10
-	bodies = semaphore.NewWeighted(bodyBudget)
-	t.Cleanup(func() { smallBody, bodyBudget, bodies = oldSmall, oldBudget, oldBodies })
-
-	h, wakes := newTestHandler(testBranch, zap.NewNop())
-	h.maxBody = 1 << 20
-	serve := func(r *http.Request) (chan *httptest.ResponseRecorder, *http.Request) {
-		done := make(chan *httptest.ResponseRecorder, 1)
-		go func() {
-			w := httptest.NewRecorder()
-			h.ServeHTTP(w, r, nil)
-			done <- w
-		}()
-		return done, r
-	}
-	large := func(body io.Reader, n int64) *http.Request {
-		r := httptest.NewRequest(http.MethodPost, "/_github", body)
-		r.ContentLength = n
-		r.Header.Set("Content-Type", "application/json")
-		return r
-	}
-
-	// A slow client declares the whole budget and sends nothing.
-	slow, stall := io.Pipe()
-	slowDone, _ := serve(large(slow, bodyBudget))
-	waitFor(t, "the slow delivery to take the budget", func() bool {
-		if bodies.TryAcquire(1) {
-			bodies.Release(1)
-			return false
-		}
-		return true
-	}, func() string { return "budget free" })
-
-	// A usual push is answered meanwhile.
-	push := deliveryCase{event: "push", body: fixture(t, "push-branch.json"), signWith: testSecret, status: 202, result: "queued"}
-	w := httptest.NewRecorder()
-	h.ServeHTTP(w, push.request(t, "/_github"), nil)
-	push.check(t, w.Code, w.Header(), w.Body.Bytes())
-
-	// Another large one waits, and gives up with its client.
-	ctx, cancel := context.WithCancel(context.Background())
-	big := bytes.Repeat([]byte(" "), 32<<10)
-	waitingDone, _ := serve(large(bytes.NewReader(big), int64(len(big))).WithContext(ctx))
-	select {
-	case w := <-waitingDone:
-		t.Fatalf("a large delivery did not wait for room: %d %s", w.Code, w.Body)
-	case <-time.After(200 * time.Millisecond):
-	}
-	cancel()
-	if w := <-waitingDone; w.Code != http.StatusServiceUnavailable {
-		t.Errorf("status %d after the client gave up, want 503", w.Code)
-	}
-
-	// Once the slow one ends, large deliveries are read again.
-	stall.CloseWithError(io.ErrUnexpectedEOF)
-	if w := <-slowDone; w.Code != http.StatusBadRequest {
-		t.Errorf("status %d for a body cut short, want 400", w.Code)
-	}
-	signed := append([]byte(`{"zen":"x","pad":"`), append(big, '"', '}')...)
-	r := large(bytes.NewReader(signed), int64(len(signed)))
-	r.Header.Set("X-GitHub-Event", "ping")
-	r.Header.Set("X-Hub-Signature-256", sign(testSecret, signed))
-	if w, _ := serve(r); (<-w).Code != http.StatusOK {
-		t.Error("a large delivery is not read once there is room")
-	}
-	if !bodies.TryAcquire(bodyBudget) {
-		t.Error("the budget was not given back")
-	}
-	bodies.Release(bodyBudget)
-	if wakes.Load() != 1 {
-		t.Errorf("%d wakes, want 1", wakes.Load())
-	}
 }
