@@ -197,7 +197,7 @@ func (h *Handler) read(w http.ResponseWriter, r *http.Request, st *bodyState, fo
 	if r.Body == nil {
 		return answer{}, true
 	}
-	if srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); srv == nil || srv.ReadTimeout <= 0 {
+	if ownReadDeadline(r) {
 		rc := http.NewResponseController(w)
 		if rc.SetReadDeadline(time.Now().Add(bodyTimeout)) == nil {
 			defer rc.SetReadDeadline(time.Time{})
@@ -231,6 +231,14 @@ func (h *Handler) read(w http.ResponseWriter, r *http.Request, st *bodyState, fo
 			return failure(http.StatusBadRequest, "reading body failed"), false
 		}
 	}
+}
+
+// ownReadDeadline reports whether reading the body of r is bounded by
+// bodyTimeout: unless the Caddy server serving it sets its own read_body
+// timeout (ReadTimeout).
+func ownReadDeadline(r *http.Request) bool {
+	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	return srv == nil || srv.ReadTimeout <= 0
 }
 
 // isTimeout reports whether err is a read deadline passing.

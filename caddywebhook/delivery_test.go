@@ -335,9 +335,22 @@ func TestLogLine(t *testing.T) {
 	}
 }
 
-// FuzzServeHTTP sends arbitrary deliveries. The handler must never panic,
-// must always answer JSON with a status of the table, and must never wake
-// the deployer for a delivery without a valid signature.
+// Signatures FuzzServeHTTP puts on a body (its sign argument, modulo 4);
+// with sign&4, the body is sent without a Content-Length.
+const (
+	fuzzSignatureAsIs     = iota // the signature argument, often malformed
+	fuzzSignedWithSecret         // signed with testSecret
+	fuzzSignedWithOld            // signed with testOldSecret
+	fuzzSignedWrongSecret        // signed with a secret the handler does not have
+)
+
+// FuzzServeHTTP sends arbitrary deliveries, most of them signed, so that
+// what lies past the signature check is fuzzed too. The handler must never
+// panic, must always answer JSON with a status of the table, must never
+// wake the deployer for a delivery without a valid signature, and must wake
+// it exactly for a verified push of the deployed branch of the right
+// repository that is neither a deletion nor a tag (as encoding/json and
+// url.ParseQuery read the payload).
 func FuzzServeHTTP(f *testing.F) {
 	for _, c := range deliveryCases(f) {
 		method := c.method
@@ -345,18 +358,46 @@ func FuzzServeHTTP(f *testing.F) {
 			method = http.MethodPost
 		}
 		r := c.request(f, "/")
-		f.Add(method, r.Header.Get("Content-Type"), c.event, r.Header.Get("X-Hub-Signature-256"), testDeliveryID, c.body)
+		mode := fuzzSignatureAsIs
+		switch {
+		case c.signature != "":
+		case c.signWith == testSecret:
+			mode = fuzzSignedWithSecret
+		case c.signWith == testOldSecret:
+			mode = fuzzSignedWithOld
+		case c.signWith != "":
+			mode = fuzzSignedWrongSecret
+		}
+		if c.unknownLength {
+			mode |= 4
+		}
+		f.Add(method, r.Header.Get("Content-Type"), c.event, c.signature, testDeliveryID, uint8(mode), c.body)
 	}
-	for _, name := range []string{"push-branch.json", "push-other-branch.json", "ping-repo.json"} {
+	for _, name := range []string{"push-branch.json", "push-other-branch.json", "push-branch-deleted.json", "push-tag.json", "ping-repo.json"} {
 		body := fixture(f, name)
-		f.Add("POST", "application/json", "push", sign(testSecret, body), "", body)
-		f.Add("POST", "application/json", "push", sign(testSecret, body[1:]), "", body)
+		f.Add("POST", "application/json", "push", "", "", uint8(fuzzSignedWithSecret), body)
+		f.Add("POST", "application/x-www-form-urlencoded", "push", "", "", uint8(fuzzSignedWithOld|4),
+			[]byte("payload="+url.QueryEscape(string(body))))
+		f.Add("POST", "application/json", "push", sign(testSecret, body[1:]), "", uint8(fuzzSignatureAsIs), body)
 	}
+	f.Add("POST", "application/json", "push", "", "", uint8(fuzzSignedWithSecret),
+		[]byte(`{"ref":"refs/heads/master","repository":{"full_name":"CODERTOCAT/Hello-World"}}`))
 	allowed := []int{200, 202, 400, 401, 405, 413, 415}
-	f.Fuzz(func(t *testing.T, method, contentType, event, signature, delivery string, body []byte) {
+	f.Fuzz(func(t *testing.T, method, contentType, event, signature, delivery string, mode uint8, body []byte) {
+		switch mode % 4 {
+		case fuzzSignedWithSecret:
+			signature = sign(testSecret, body)
+		case fuzzSignedWithOld:
+			signature = sign(testOldSecret, body)
+		case fuzzSignedWrongSecret:
+			signature = sign("not "+testSecret, body)
+		}
 		h, wakes := newTestHandler(testBranch, zap.NewNop())
 		r := httptest.NewRequest(http.MethodPost, "/_github", bytes.NewReader(body))
 		r.Method = method
+		if mode&4 != 0 {
+			r.ContentLength = -1
+		}
 		r.Header.Set("Content-Type", contentType)
 		r.Header.Set("X-GitHub-Event", event)
 		r.Header.Set("X-Hub-Signature-256", signature)
@@ -371,8 +412,10 @@ func FuzzServeHTTP(f *testing.F) {
 		if !json.Valid(w.Body.Bytes()) {
 			t.Errorf("answer is not JSON: %q", w.Body)
 		}
-		valid := signature == sign(testSecret, body) || signature == sign(testOldSecret, body) ||
-			strings.EqualFold(signature, sign(testSecret, body)) || strings.EqualFold(signature, sign(testOldSecret, body))
+		if wakes.Load() > 1 {
+			t.Errorf("%d wakes for one delivery", wakes.Load())
+		}
+		valid := strings.EqualFold(signature, sign(testSecret, body)) || strings.EqualFold(signature, sign(testOldSecret, body))
 		if !valid {
 			if wakes.Load() != 0 {
 				t.Fatalf("woken by a delivery without a valid signature: %q", signature)
@@ -380,11 +423,45 @@ func FuzzServeHTTP(f *testing.F) {
 			if w.Code < 400 {
 				t.Errorf("status %d for a delivery without a valid signature", w.Code)
 			}
+			return
 		}
-		if wakes.Load() > 1 {
-			t.Errorf("%d wakes for one delivery", wakes.Load())
+		want, exact := shouldWake(method, contentType, event, body)
+		if exact && want != (wakes.Load() == 1) {
+			t.Fatalf("%d wakes, want %v: %d %s", wakes.Load(), want, w.Code, w.Body)
+		}
+		if want != (w.Code == http.StatusAccepted) && exact {
+			t.Errorf("status %d for a delivery that should wake: %v", w.Code, want)
 		}
 	})
+}
+
+// shouldWake reports whether a validly signed delivery must wake the
+// deployer: a POST of a push whose payload (JSON, or a form's payload
+// field) holds the deployed branch of the right repository, not deleted,
+// as encoding/json and url.ParseQuery read it. exact is false when a key
+// of the payload matches a field only case-insensitively (encoding/json
+// takes it; the handler, like GitHub, does not).
+func shouldWake(method, contentType, event string, body []byte) (wake, exact bool) {
+	if method != http.MethodPost || len(body) > testMaxBody || event != "push" {
+		return false, true
+	}
+	mediaType, _, _ := strings.Cut(contentType, ";")
+	mediaType = strings.TrimSpace(mediaType)
+	data := body
+	switch {
+	case strings.EqualFold(mediaType, "application/json"):
+	case strings.EqualFold(mediaType, "application/x-www-form-urlencoded"):
+		form, err := url.ParseQuery(string(body))
+		if err != nil || !form.Has("payload") {
+			return false, true
+		}
+		data = []byte(form.Get("payload"))
+	default:
+		return false, true
+	}
+	p, typeOK, exact := unmarshalStruct(data)
+	return typeOK && strings.EqualFold(p.Repository.FullName, testRepo) &&
+		p.Ref == "refs/heads/"+testBranch && !p.Deleted, exact
 }
 
 // newBufferLogger returns a logger writing JSON lines to w.

@@ -417,15 +417,19 @@ func (s *jsonScanner) Finish() error {
 // TypeErr returns the first field of the schema that held a value of the
 // wrong kind (or too long a string), or nil.
 func (s *jsonScanner) TypeErr() error {
+	if s.typeErr != nil {
+		return s.typeErr
+	}
 	for i, long := range s.tooLong {
-		if long && s.typeErr == nil {
+		// Bytes that are not UTF-8 count as the U+FFFD that replaces them.
+		if long || !utf8.Valid(s.values[i]) && len(s.String(i)) > maxFieldLen {
 			return fmt.Errorf("%s is longer than %d bytes", s.schema.paths[i], maxFieldLen)
 		}
 	}
-	return s.typeErr
+	return nil
 }
 
-// String returns the string field path, "" when it was absent or null.
+// String returns the string field leaf, "" when it was absent or null.
 func (s *jsonScanner) String(leaf int) string {
 	if !s.present[leaf] {
 		return ""
