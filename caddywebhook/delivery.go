@@ -114,7 +114,9 @@ func (a *answer) write(w http.ResponseWriter) {
 // the check.
 func (h *Handler) handle(w http.ResponseWriter, r *http.Request) answer {
 	a, done := h.check(w, r)
-	a.unread = !done && r.ContentLength != 0
+	// Only HTTP/1 reads what a handler left of a body before answering
+	// (HTTP/2 resets the stream), and there Connection: close stops it.
+	a.unread = !done && r.ContentLength != 0 && r.ProtoMajor == 1
 	a.Delivery = deliveryID(r.Header)
 	// The log line names the event even when the delivery failed a check
 	// before it: the header is not trusted, only shown (and cut short).
