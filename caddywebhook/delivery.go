@@ -4,13 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
-	"net/url"
+	"os"
 	"strconv"
 	"strings"
-	"sync"
+	"time"
 
-	"golang.org/x/sync/semaphore"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
 )
@@ -45,19 +46,6 @@ const (
 	resultError   = "error"
 )
 
-// Memory for bodies. A body of up to smallBody bytes (nearly every delivery)
-// is read at once, costing no more than the request headers Caddy already
-// accepts. Larger bodies first reserve
-// their Content-Length (max_body when it is unknown) from bodyBudget, shared
-// by all handlers of the process, and wait in arrival order for room until
-// their client gives up. So a flood of large forged deliveries holds at most
-// the budget (or one max_body, if larger), and never delays a usual delivery.
-var (
-	smallBody  int64 = 1 << 20
-	bodyBudget int64 = 64 << 20
-	bodies           = semaphore.NewWeighted(bodyBudget)
-)
-
 // answer is the JSON body of every response of the handler, plus what the
 // delivery's log line needs.
 type answer struct {
@@ -76,6 +64,7 @@ type answer struct {
 	status   int
 	event    string
 	verified bool // the signature matched
+	unread   bool // the body was not read to its end: close the connection
 }
 
 func failure(status int, msg string) answer {
@@ -109,6 +98,12 @@ func (a *answer) write(w http.ResponseWriter) {
 	if a.status == http.StatusMethodNotAllowed {
 		hdr["Allow"] = []string{http.MethodPost}
 	}
+	if a.unread {
+		// Otherwise Go's server reads up to 256 KiB of what is left of the
+		// body before it answers, waiting on a client that may never send
+		// it.
+		hdr["Connection"] = []string{"close"}
+	}
 	w.WriteHeader(a.status)
 	w.Write(append(body, '\n'))
 }
@@ -117,8 +112,11 @@ func (a *answer) write(w http.ResponseWriter) {
 // event, content type, payload), and decides what it means. The first check
 // that fails answers; until the signature is verified, an answer names only
 // the check.
-func (h *Handler) handle(r *http.Request) answer {
-	a := h.check(r)
+func (h *Handler) handle(w http.ResponseWriter, r *http.Request) answer {
+	a, done := h.check(w, r)
+	// Only HTTP/1 reads what a handler left of a body before answering
+	// (HTTP/2 resets the stream), and there Connection: close stops it.
+	a.unread = !done && r.ContentLength != 0 && r.ProtoMajor == 1
 	a.Delivery = deliveryID(r.Header)
 	// The log line names the event even when the delivery failed a check
 	// before it: the header is not trusted, only shown (and cut short).
@@ -129,109 +127,196 @@ func (h *Handler) handle(r *http.Request) answer {
 	return a
 }
 
-func (h *Handler) check(r *http.Request) (a answer) {
-	verified := false
-	defer func() { a.verified = verified }()
+// Body formats, by Content-Type.
+const (
+	formatOther = iota
+	formatJSON
+	formatForm
+)
+
+// check answers r; done reports whether its body was read to the end.
+//
+// Everything that can be checked before the body is read is: method, the
+// declared length, and that the signature header is well-formed. Then the
+// body streams, in bodyBuffer pieces, through the HMACs of every secret and
+// a decoder that keeps only the fields of payloadSchema; nothing it says is
+// used before the signature over all of it has verified.
+func (h *Handler) check(w http.ResponseWriter, r *http.Request) (a answer, done bool) {
 	if r.Method != http.MethodPost {
-		return failure(http.StatusMethodNotAllowed, "method not allowed")
+		return failure(http.StatusMethodNotAllowed, "method not allowed"), false
 	}
-
-	// Size: never read more than max_body+1 bytes, and hold no more than the
-	// budget across concurrent deliveries.
 	if r.ContentLength > h.maxBody {
-		return failure(http.StatusRequestEntityTooLarge, "body too large")
+		return failure(http.StatusRequestEntityTooLarge, "body too large"), false
 	}
-	if r.ContentLength < 0 || r.ContentLength > smallBody {
-		reserve := h.maxBody + 1
-		if r.ContentLength >= 0 {
-			reserve = r.ContentLength + 1
-		}
-		reserve = min(reserve, bodyBudget)
-		if err := bodies.Acquire(r.Context(), reserve); err != nil {
-			return failure(http.StatusServiceUnavailable, "too many large deliveries at once")
-		}
-		defer bodies.Release(reserve)
-	}
-	buf := getBuffer(r.ContentLength)
-	defer putBuffer(buf)
-	body, err := readBody(r.Body, h.maxBody, buf)
-	*buf = body[:0]
-	if errors.Is(err, errTooLarge) {
-		return failure(http.StatusRequestEntityTooLarge, "body too large")
-	}
-	if err != nil {
-		return failure(http.StatusBadRequest, "reading body failed")
-	}
-
-	// Signature, over the raw bytes as they came.
 	sig, ok := r.Header[keySignature]
 	if !ok || len(sig) == 0 {
-		return failure(http.StatusUnauthorized, "missing "+headerSignature+" header")
+		return failure(http.StatusUnauthorized, "missing "+headerSignature+" header"), false
 	}
-	if !h.verifier.verify(sig[0], body) {
-		return failure(http.StatusUnauthorized, "signature mismatch")
+	want, ok := parseSignature(sig[0])
+	if !ok {
+		return failure(http.StatusUnauthorized, "signature mismatch"), false
 	}
-	verified = true
+	event := first(r.Header, keyEvent)
+	mediaType, _, _ := strings.Cut(first(r.Header, "Content-Type"), ";")
+	mediaType = strings.TrimSpace(mediaType)
+	format := formatOther
+	switch {
+	case strings.EqualFold(mediaType, "application/json"):
+		format = formatJSON
+	case strings.EqualFold(mediaType, "application/x-www-form-urlencoded"):
+		format = formatForm
+	}
+
+	if !bodies.tryAcquire() {
+		return failure(http.StatusServiceUnavailable, "too many deliveries at once"), false
+	}
+	defer bodies.release()
+	st := bodyStates.Get().(*bodyState)
+	defer bodyStates.Put(st)
+	st.json.reset()
+	st.form.reset(st.json)
+	st.macs = h.verifier.begin(st.macs)
+
+	a, done = h.read(w, r, st, format)
+	// The MACs go back to their pools whatever happened.
+	verified := h.verifier.end(st.macs, &want)
+	if !done {
+		return a, false
+	}
+	if !verified {
+		return failure(http.StatusUnauthorized, "signature mismatch"), true
+	}
 
 	// From here on the delivery comes from GitHub: say exactly why.
-	event := first(r.Header, keyEvent)
+	a = h.decideBody(event, mediaType, format, st)
+	a.verified = true
+	return a, true
+}
+
+// read streams the body of r through st. It returns done once the body
+// was read to its end, or else the answer saying why not.
+func (h *Handler) read(w http.ResponseWriter, r *http.Request, st *bodyState, format int) (a answer, done bool) {
+	if r.Body == nil {
+		return answer{}, true
+	}
+	if ownReadDeadline(r) {
+		rc := http.NewResponseController(w)
+		if rc.SetReadDeadline(time.Now().Add(bodyTimeout)) == nil {
+			defer rc.SetReadDeadline(time.Time{})
+		}
+	}
+	var total int64
+	for {
+		n, err := r.Body.Read(st.buf[:])
+		if total += int64(n); total > h.maxBody {
+			return failure(http.StatusRequestEntityTooLarge, "body too large"), false
+		}
+		if n > 0 {
+			chunk := st.buf[:n]
+			for _, mac := range st.macs {
+				mac.Write(chunk)
+			}
+			switch format { // the form decodes in place: after the MACs
+			case formatJSON:
+				st.json.Write(chunk)
+			case formatForm:
+				st.form.Write(chunk)
+			}
+		}
+		switch {
+		case err == io.EOF:
+			return answer{}, true
+		case err == nil:
+		case isTimeout(err):
+			return failure(http.StatusRequestTimeout, "reading body timed out"), false
+		default:
+			return failure(http.StatusBadRequest, "reading body failed"), false
+		}
+	}
+}
+
+// ownReadDeadline reports whether reading the body of r is bounded by
+// bodyTimeout: unless the Caddy server serving it sets its own read_body
+// timeout (ReadTimeout).
+func ownReadDeadline(r *http.Request) bool {
+	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	return srv == nil || srv.ReadTimeout <= 0
+}
+
+// isTimeout reports whether err is a read deadline passing.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+}
+
+// decideBody answers a verified delivery from the body st has read.
+func (h *Handler) decideBody(event, mediaType string, format int, st *bodyState) answer {
 	if event == "" {
 		return failure(http.StatusBadRequest, "missing "+headerEvent+" header")
 	}
-	payload, a, ok := jsonPayload(first(r.Header, "Content-Type"), body)
-	if !ok {
-		return a
-	}
-	return h.decide(event, payload)
-}
-
-// jsonPayload returns the JSON of a delivery: the body itself, or the
-// payload field of a form. When it fails, the answer says why.
-func jsonPayload(contentType string, body []byte) ([]byte, answer, bool) {
-	mediaType, _, _ := strings.Cut(contentType, ";")
-	mediaType = strings.TrimSpace(mediaType)
-	switch {
-	case strings.EqualFold(mediaType, "application/json"):
-		return body, answer{}, true
-	case strings.EqualFold(mediaType, "application/x-www-form-urlencoded"):
-		form, err := url.ParseQuery(string(body))
+	switch format {
+	case formatOther:
+		return failure(http.StatusUnsupportedMediaType,
+			"content type "+quote(mediaType)+" is not application/json or application/x-www-form-urlencoded")
+	case formatForm:
+		found, err := st.form.Finish()
 		if err != nil {
-			return nil, failure(http.StatusBadRequest, "invalid form: "+err.Error()), false
+			return failure(http.StatusBadRequest, "invalid form: "+err.Error())
 		}
-		if !form.Has("payload") {
-			return nil, failure(http.StatusBadRequest, "form has no payload field"), false
+		if !found {
+			return failure(http.StatusBadRequest, "form has no payload field")
 		}
-		return []byte(form.Get("payload")), answer{}, true
 	}
-	return nil, failure(http.StatusUnsupportedMediaType,
-		"content type "+quote(mediaType)+" is not application/json or application/x-www-form-urlencoded"), false
+	if err := st.json.Finish(); err != nil {
+		return failure(http.StatusBadRequest, "invalid payload: "+err.Error())
+	}
+	if event != "push" && event != "ping" {
+		return skipped("event " + quote(event) + " not handled")
+	}
+	if err := st.json.TypeErr(); err != nil {
+		return failure(http.StatusBadRequest, "invalid payload: "+err.Error())
+	}
+	var p payload
+	p.Ref = st.json.String(fieldRef)
+	p.Deleted = st.json.Bool(fieldDeleted)
+	p.Repository.FullName = st.json.String(fieldFullName)
+	p.Repository.DefaultBranch = st.json.String(fieldDefaultBranch)
+	return h.decide(event, p)
 }
 
-// payload is what the handler reads of a push or ping delivery; the rest of
-// the JSON is checked for validity and skipped. None of it reaches the
-// deployer: a delivery only says "look again".
+// payloadSchema names the fields of a delivery that decisions read, by
+// their index (fieldRef...). To read more (such as check_run.head_sha),
+// add them here and a constant below, in the same order.
+var payloadSchema = newJSONSchema(
+	jsonField{"ref", kindString},
+	jsonField{"deleted", kindBool},
+	jsonField{"repository.full_name", kindString},
+	jsonField{"repository.default_branch", kindString},
+)
+
+const (
+	fieldRef = iota
+	fieldDeleted
+	fieldFullName
+	fieldDefaultBranch
+)
+
+// payload is what the handler reads of a push or ping delivery (the fields
+// of payloadSchema); the rest of the JSON is checked for validity and
+// skipped. None of it reaches the deployer: a delivery only says "look
+// again".
 type payload struct {
-	Ref        string `json:"ref"`
-	Deleted    bool   `json:"deleted"`
+	Ref        string
+	Deleted    bool
 	Repository struct {
-		FullName      string `json:"full_name"`
-		DefaultBranch string `json:"default_branch"`
-	} `json:"repository"`
+		FullName      string
+		DefaultBranch string
+	}
 }
 
 // decide answers a verified delivery of event, and wakes the deployer for a
 // push to the branch it deploys.
-func (h *Handler) decide(event string, data []byte) answer {
-	if event != "push" && event != "ping" {
-		if !json.Valid(data) {
-			return failure(http.StatusBadRequest, "invalid payload: not JSON")
-		}
-		return skipped("event " + quote(event) + " not handled")
-	}
-	var p payload
-	if err := json.Unmarshal(data, &p); err != nil {
-		return failure(http.StatusBadRequest, "invalid payload: "+err.Error())
-	}
+func (h *Handler) decide(event string, p payload) answer {
 	sameRepo := strings.EqualFold(p.Repository.FullName, h.Repo)
 	branch := h.branch()
 	if branch == "" && sameRepo {
@@ -285,56 +370,4 @@ func deliveryID(h http.Header) string {
 		}
 	}
 	return v
-}
-
-var errTooLarge = errors.New("body too large")
-
-// readBody reads body to its end into buf and returns it, or errTooLarge as
-// soon as it holds more than limit bytes.
-func readBody(body io.Reader, limit int64, buf *[]byte) ([]byte, error) {
-	b := (*buf)[:0]
-	for {
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
-		}
-		n, err := body.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if int64(len(b)) > limit {
-			return b[:0], errTooLarge
-		}
-		if err == io.EOF {
-			return b, nil
-		}
-		if err != nil {
-			return b[:0], err
-		}
-	}
-}
-
-// Buffers for bodies up to maxPooled bytes are reused; larger ones are left
-// to the garbage collector, so the pool never pins much memory.
-const maxPooled = 64 << 10
-
-var buffers = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
-
-// getBuffer returns a buffer with room for contentLength bytes and the read
-// that reports the end, but never more than firstAlloc up front: a declared
-// length is a promise of the client's, and memory for more grows only as
-// bytes arrive.
-func getBuffer(contentLength int64) *[]byte {
-	buf := buffers.Get().(*[]byte)
-	if need := int(min(contentLength, firstAlloc)) + 1; contentLength >= 0 && cap(*buf) < need {
-		*buf = make([]byte, 0, need)
-	}
-	return buf
-}
-
-// firstAlloc bounds what getBuffer allocates before a body's bytes arrive.
-const firstAlloc = 64 << 10
-
-func putBuffer(buf *[]byte) {
-	if cap(*buf) <= maxPooled {
-		*buf = (*buf)[:0]
-		buffers.Put(buf)
-	}
 }

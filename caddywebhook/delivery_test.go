@@ -2,7 +2,6 @@ package caddywebhook
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -14,12 +13,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"testing/iotest"
-	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"golang.org/x/sync/semaphore"
 
 	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
 )
@@ -313,38 +309,6 @@ func TestDeliveryID(t *testing.T) {
 	}
 }
 
-func TestReadBody(t *testing.T) {
-	for _, c := range []struct {
-		name    string
-		size    int
-		limit   int64
-		tooBig  bool
-		initCap int
-	}{
-		{"empty", 0, 10, false, 0},
-		{"at the limit", 10, 10, false, 0},
-		{"one over", 11, 10, true, 0},
-		{"far over", 1 << 20, 10, true, 4},
-		{"grows", 100_000, 1 << 20, false, 1},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			in := bytes.Repeat([]byte{'x'}, c.size)
-			buf := make([]byte, 0, c.initCap)
-			// Reads come a byte at a time, as from a slow client.
-			got, err := readBody(iotest.OneByteReader(bytes.NewReader(in)), c.limit, &buf)
-			if c.tooBig {
-				if err != errTooLarge {
-					t.Fatalf("err %v, want errTooLarge", err)
-				}
-				return
-			}
-			if err != nil || !bytes.Equal(got, in) {
-				t.Fatalf("read %d bytes, err %v; want %d bytes", len(got), err, c.size)
-			}
-		})
-	}
-}
-
 // TestLogLine: one line per delivery, with its id, event and result.
 func TestLogLine(t *testing.T) {
 	var logs bytes.Buffer
@@ -371,9 +335,22 @@ func TestLogLine(t *testing.T) {
 	}
 }
 
-// FuzzServeHTTP sends arbitrary deliveries. The handler must never panic,
-// must always answer JSON with a status of the table, and must never wake
-// the deployer for a delivery without a valid signature.
+// Signatures FuzzServeHTTP puts on a body (its sign argument, modulo 4);
+// with sign&4, the body is sent without a Content-Length.
+const (
+	fuzzSignatureAsIs     = iota // the signature argument, often malformed
+	fuzzSignedWithSecret         // signed with testSecret
+	fuzzSignedWithOld            // signed with testOldSecret
+	fuzzSignedWrongSecret        // signed with a secret the handler does not have
+)
+
+// FuzzServeHTTP sends arbitrary deliveries, most of them signed, so that
+// what lies past the signature check is fuzzed too. The handler must never
+// panic, must always answer JSON with a status of the table, must never
+// wake the deployer for a delivery without a valid signature, and must wake
+// it exactly for a verified push of the deployed branch of the right
+// repository that is neither a deletion nor a tag (as encoding/json and
+// url.ParseQuery read the payload).
 func FuzzServeHTTP(f *testing.F) {
 	for _, c := range deliveryCases(f) {
 		method := c.method
@@ -381,18 +358,46 @@ func FuzzServeHTTP(f *testing.F) {
 			method = http.MethodPost
 		}
 		r := c.request(f, "/")
-		f.Add(method, r.Header.Get("Content-Type"), c.event, r.Header.Get("X-Hub-Signature-256"), testDeliveryID, c.body)
+		mode := fuzzSignatureAsIs
+		switch {
+		case c.signature != "":
+		case c.signWith == testSecret:
+			mode = fuzzSignedWithSecret
+		case c.signWith == testOldSecret:
+			mode = fuzzSignedWithOld
+		case c.signWith != "":
+			mode = fuzzSignedWrongSecret
+		}
+		if c.unknownLength {
+			mode |= 4
+		}
+		f.Add(method, r.Header.Get("Content-Type"), c.event, c.signature, testDeliveryID, uint8(mode), c.body)
 	}
-	for _, name := range []string{"push-branch.json", "push-other-branch.json", "ping-repo.json"} {
+	for _, name := range []string{"push-branch.json", "push-other-branch.json", "push-branch-deleted.json", "push-tag.json", "ping-repo.json"} {
 		body := fixture(f, name)
-		f.Add("POST", "application/json", "push", sign(testSecret, body), "", body)
-		f.Add("POST", "application/json", "push", sign(testSecret, body[1:]), "", body)
+		f.Add("POST", "application/json", "push", "", "", uint8(fuzzSignedWithSecret), body)
+		f.Add("POST", "application/x-www-form-urlencoded", "push", "", "", uint8(fuzzSignedWithOld|4),
+			[]byte("payload="+url.QueryEscape(string(body))))
+		f.Add("POST", "application/json", "push", sign(testSecret, body[1:]), "", uint8(fuzzSignatureAsIs), body)
 	}
+	f.Add("POST", "application/json", "push", "", "", uint8(fuzzSignedWithSecret),
+		[]byte(`{"ref":"refs/heads/master","repository":{"full_name":"CODERTOCAT/Hello-World"}}`))
 	allowed := []int{200, 202, 400, 401, 405, 413, 415}
-	f.Fuzz(func(t *testing.T, method, contentType, event, signature, delivery string, body []byte) {
+	f.Fuzz(func(t *testing.T, method, contentType, event, signature, delivery string, mode uint8, body []byte) {
+		switch mode % 4 {
+		case fuzzSignedWithSecret:
+			signature = sign(testSecret, body)
+		case fuzzSignedWithOld:
+			signature = sign(testOldSecret, body)
+		case fuzzSignedWrongSecret:
+			signature = sign("not "+testSecret, body)
+		}
 		h, wakes := newTestHandler(testBranch, zap.NewNop())
 		r := httptest.NewRequest(http.MethodPost, "/_github", bytes.NewReader(body))
 		r.Method = method
+		if mode&4 != 0 {
+			r.ContentLength = -1
+		}
 		r.Header.Set("Content-Type", contentType)
 		r.Header.Set("X-GitHub-Event", event)
 		r.Header.Set("X-Hub-Signature-256", signature)
@@ -407,8 +412,10 @@ func FuzzServeHTTP(f *testing.F) {
 		if !json.Valid(w.Body.Bytes()) {
 			t.Errorf("answer is not JSON: %q", w.Body)
 		}
-		valid := signature == sign(testSecret, body) || signature == sign(testOldSecret, body) ||
-			strings.EqualFold(signature, sign(testSecret, body)) || strings.EqualFold(signature, sign(testOldSecret, body))
+		if wakes.Load() > 1 {
+			t.Errorf("%d wakes for one delivery", wakes.Load())
+		}
+		valid := strings.EqualFold(signature, sign(testSecret, body)) || strings.EqualFold(signature, sign(testOldSecret, body))
 		if !valid {
 			if wakes.Load() != 0 {
 				t.Fatalf("woken by a delivery without a valid signature: %q", signature)
@@ -416,93 +423,49 @@ func FuzzServeHTTP(f *testing.F) {
 			if w.Code < 400 {
 				t.Errorf("status %d for a delivery without a valid signature", w.Code)
 			}
+			return
 		}
-		if wakes.Load() > 1 {
-			t.Errorf("%d wakes for one delivery", wakes.Load())
+		want, exact := shouldWake(method, contentType, event, body)
+		if exact && want != (wakes.Load() == 1) {
+			t.Fatalf("%d wakes, want %v: %d %s", wakes.Load(), want, w.Code, w.Body)
+		}
+		if want != (w.Code == http.StatusAccepted) && exact {
+			t.Errorf("status %d for a delivery that should wake: %v", w.Code, want)
 		}
 	})
+}
+
+// shouldWake reports whether a validly signed delivery must wake the
+// deployer: a POST of a push whose payload (JSON, or a form's payload
+// field) holds the deployed branch of the right repository, not deleted,
+// as encoding/json and url.ParseQuery read it. exact is false when a key
+// of the payload matches a field only case-insensitively (encoding/json
+// takes it; the handler, like GitHub, does not).
+func shouldWake(method, contentType, event string, body []byte) (wake, exact bool) {
+	if method != http.MethodPost || len(body) > testMaxBody || event != "push" {
+		return false, true
+	}
+	mediaType, _, _ := strings.Cut(contentType, ";")
+	mediaType = strings.TrimSpace(mediaType)
+	data := body
+	switch {
+	case strings.EqualFold(mediaType, "application/json"):
+	case strings.EqualFold(mediaType, "application/x-www-form-urlencoded"):
+		form, err := url.ParseQuery(string(body))
+		if err != nil || !form.Has("payload") {
+			return false, true
+		}
+		data = []byte(form.Get("payload"))
+	default:
+		return false, true
+	}
+	p, typeOK, exact := unmarshalStruct(data)
+	return typeOK && strings.EqualFold(p.Repository.FullName, testRepo) &&
+		p.Ref == "refs/heads/"+testBranch && !p.Deleted, exact
 }
 
 // newBufferLogger returns a logger writing JSON lines to w.
 func newBufferLogger(w io.Writer) *zap.Logger {
 	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
 	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), zap.DebugLevel))
-}
-
-// TestBodyBudget: large bodies share a budget and wait for room; a usual
-// delivery never waits for them.
-func TestBodyBudget(t *testing.T) {
-	oldSmall, oldBudget, oldBodies := smallBody, bodyBudget, bodies
-	smallBody, bodyBudget = 16<<10, 64<<10
-	bodies = semaphore.NewWeighted(bodyBudget)
-	t.Cleanup(func() { smallBody, bodyBudget, bodies = oldSmall, oldBudget, oldBodies })
-
-	h, wakes := newTestHandler(testBranch, zap.NewNop())
-	h.maxBody = 1 << 20
-	serve := func(r *http.Request) (chan *httptest.ResponseRecorder, *http.Request) {
-		done := make(chan *httptest.ResponseRecorder, 1)
-		go func() {
-			w := httptest.NewRecorder()
-			h.ServeHTTP(w, r, nil)
-			done <- w
-		}()
-		return done, r
-	}
-	large := func(body io.Reader, n int64) *http.Request {
-		r := httptest.NewRequest(http.MethodPost, "/_github", body)
-		r.ContentLength = n
-		r.Header.Set("Content-Type", "application/json")
-		return r
-	}
-
-	// A slow client declares the whole budget and sends nothing.
-	slow, stall := io.Pipe()
-	slowDone, _ := serve(large(slow, bodyBudget))
-	waitFor(t, "the slow delivery to take the budget", func() bool {
-		if bodies.TryAcquire(1) {
-			bodies.Release(1)
-			return false
-		}
-		return true
-	}, func() string { return "budget free" })
-
-	// A usual push is answered meanwhile.
-	push := deliveryCase{event: "push", body: fixture(t, "push-branch.json"), signWith: testSecret, status: 202, result: "queued"}
-	w := httptest.NewRecorder()
-	h.ServeHTTP(w, push.request(t, "/_github"), nil)
-	push.check(t, w.Code, w.Header(), w.Body.Bytes())
-
-	// Another large one waits, and gives up with its client.
-	ctx, cancel := context.WithCancel(context.Background())
-	big := bytes.Repeat([]byte(" "), 32<<10)
-	waitingDone, _ := serve(large(bytes.NewReader(big), int64(len(big))).WithContext(ctx))
-	select {
-	case w := <-waitingDone:
-		t.Fatalf("a large delivery did not wait for room: %d %s", w.Code, w.Body)
-	case <-time.After(200 * time.Millisecond):
-	}
-	cancel()
-	if w := <-waitingDone; w.Code != http.StatusServiceUnavailable {
-		t.Errorf("status %d after the client gave up, want 503", w.Code)
-	}
-
-	// Once the slow one ends, large deliveries are read again.
-	stall.CloseWithError(io.ErrUnexpectedEOF)
-	if w := <-slowDone; w.Code != http.StatusBadRequest {
-		t.Errorf("status %d for a body cut short, want 400", w.Code)
-	}
-	signed := append([]byte(`{"zen":"x","pad":"`), append(big, '"', '}')...)
-	r := large(bytes.NewReader(signed), int64(len(signed)))
-	r.Header.Set("X-GitHub-Event", "ping")
-	r.Header.Set("X-Hub-Signature-256", sign(testSecret, signed))
-	if w, _ := serve(r); (<-w).Code != http.StatusOK {
-		t.Error("a large delivery is not read once there is room")
-	}
-	if !bodies.TryAcquire(bodyBudget) {
-		t.Error("the budget was not given back")
-	}
-	bodies.Release(bodyBudget)
-	if wakes.Load() != 1 {
-		t.Errorf("%d wakes, want 1", wakes.Load())
-	}
 }

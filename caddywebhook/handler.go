@@ -29,6 +29,9 @@ func init() {
 // GitHub caps deliveries at 25 MB.
 const DefaultMaxBody = 25 << 20
 
+// minSecretLen is the shortest secret loaded without a warning.
+const minSecretLen = 16
+
 // closeTimeout bounds how long stopping a deployer may take when the last
 // configuration naming its path is unloaded.
 const closeTimeout = 15 * time.Second
@@ -122,17 +125,21 @@ type Handler struct {
 	// came (GitHub does not retry a failed delivery). Default: off.
 	Poll caddy.Duration `json:"poll,omitempty"`
 
-	// The largest delivery accepted, in bytes; larger ones are answered 413,
-	// having read no more than one byte past it. Default: 25 MiB (GitHub caps
-	// deliveries at 25 MB).
+	// The largest delivery accepted, in bytes. A larger declared
+	// Content-Length is answered 413 before any of the body is read, and a
+	// body that turns out larger as it arrives is answered 413 then.
+	// Default: 25 MiB (GitHub caps deliveries at 25 MB).
 	//
-	// Bodies are held in memory while they are verified. Those over 1 MiB
-	// (rare: a usual push is a few KiB) share 64 MiB across all
-	// github_webhook handlers of the process, so that a flood of large forged
-	// deliveries cannot exhaust memory; one that does not fit waits for room
-	// until its client gives up. Set the server's read_body timeout (GitHub
-	// itself gives up after 10 seconds) so that slow clients cannot hold
-	// room for long.
+	// A body is never held in memory, whatever its size: it is verified and
+	// decoded as it streams through a buffer of 8 KiB, keeping only the few
+	// fields a decision needs (each at most 1 KiB). Every body being read
+	// takes one of 1024 slots shared by all github_webhook handlers of the
+	// process, so bodies hold at most about 18 MiB in all however many
+	// clients send them; a request that finds no slot free is answered 503
+	// at once. A request without a well-formed X-Hub-Signature-256 header
+	// is answered 401 before its body is read. Reading a body may take 10
+	// seconds (GitHub itself gives up after 10), unless the server sets its
+	// own read_body timeout; a slower one is answered 408.
 	MaxBody int64 `json:"max_body,omitempty"`
 
 	logger   *zap.Logger
@@ -177,6 +184,20 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		v, err := resolve(repl, s)
 		if err != nil {
 			return fmt.Errorf("secret %d: %w", i+1, err)
+		}
+		// A file or variable often ends with a newline that is not part
+		// of the secret GitHub was given.
+		v = strings.TrimSpace(v)
+		name := fmt.Sprintf("secret %d", i+1)
+		if isPlaceholder(s) {
+			name += " " + s
+		}
+		if v == "" {
+			return fmt.Errorf("%s: holds only white space", name)
+		}
+		if len(v) < minSecretLen {
+			h.logger.Warn("webhook secret is short: anyone who guesses it can trigger deploys; use at least 16 random characters",
+				zap.String("secret", name))
 		}
 		secrets = append(secrets, []byte(v))
 	}
@@ -352,7 +373,7 @@ func (h *Handler) Cleanup() error {
 
 // ServeHTTP answers a delivery. It never calls next.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
-	a := h.handle(r)
+	a := h.handle(w, r)
 	a.write(w)
 	if h.metrics != nil {
 		h.metrics.delivery(h.key, a)
@@ -465,10 +486,16 @@ func resolve(repl *caddy.Replacer, s string) (string, error) {
 	if err == nil {
 		return v, nil
 	}
-	if strings.HasPrefix(s, "{") && strings.HasSuffix(s, "}") && strings.Count(s, "{") == 1 {
+	if isPlaceholder(s) {
 		return "", fmt.Errorf("placeholder %s is unknown or empty", s)
 	}
 	return "", errors.New("a placeholder in it is unknown or empty")
+}
+
+// isPlaceholder reports whether s is one placeholder and nothing else, and
+// so names where a value comes from rather than being it.
+func isPlaceholder(s string) bool {
+	return strings.HasPrefix(s, "{") && strings.HasSuffix(s, "}") && strings.Count(s, "{") == 1
 }
 
 // Interface guards

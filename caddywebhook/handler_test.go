@@ -579,6 +579,11 @@ func TestSecretsStayOut(t *testing.T) {
 func TestProvisionErrors(t *testing.T) {
 	t.Setenv("CWH_EMPTY", "")
 	dir := t.TempDir()
+	// On main before trimming, this file loaded as the secret " ".
+	blank := filepath.Join(dir, "blank-secret")
+	if err := os.WriteFile(blank, []byte(" \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	valid := func() Handler {
 		return Handler{Repo: "octocat/blog", Secret: []string{"s3cret-value"}, Path: filepath.Join(dir, "site")}
 	}
@@ -596,6 +601,10 @@ func TestProvisionErrors(t *testing.T) {
 			"secret 2: placeholder {env.CWH_EMPTY} is unknown or empty"},
 		{"secret from a missing file", func(h *Handler) { h.Secret = []string{"{file." + dir + "/missing}"} },
 			"unknown or empty"},
+		{"secret of white space", func(h *Handler) { h.Secret = []string{"s3cret-value", " \t "} },
+			"secret 2: holds only white space"},
+		{"secret file of white space", func(h *Handler) { h.Secret = []string{"{file." + blank + "}"} },
+			"secret 1 {file." + blank + "}: holds only white space"},
 		{"literal secret with braces", func(h *Handler) { h.Secret = []string{"s3cret-{value}"} },
 			"secret 1: a placeholder in it is unknown or empty"},
 		{"token from an empty variable", func(h *Handler) { h.Token = "{env.CWH_EMPTY}" }, "token: placeholder"},

@@ -35,26 +35,52 @@ func newVerifier(secrets [][]byte) *verifier {
 // not "sha256=" followed by 64 hex digits never verifies. MACs are compared
 // with hmac.Equal, over the raw bytes of the body.
 func (v *verifier) verify(header string, body []byte) bool {
+	want, ok := parseSignature(header)
+	if !ok {
+		return false
+	}
+	macs := v.begin(nil)
+	for _, mac := range macs {
+		mac.Write(body)
+	}
+	return v.end(macs, &want)
+}
+
+// parseSignature returns the MAC that header, a value of
+// X-Hub-Signature-256, holds, and whether it is well-formed: "sha256="
+// followed by 64 hex digits.
+func parseSignature(header string) (sum [sha256.Size]byte, ok bool) {
 	hexSum, ok := strings.CutPrefix(header, signaturePrefix)
 	if !ok || len(hexSum) != 2*sha256.Size {
-		return false
+		return sum, false
 	}
-	var want, got [sha256.Size]byte
-	if !decodeHex(want[:], hexSum) {
-		return false
-	}
-	valid := false
+	return sum, decodeHex(sum[:], hexSum)
+}
+
+// begin returns one fresh keyed HMAC per secret, appended to macs[:0]:
+// write the body to each of them as it arrives, then call end.
+func (v *verifier) begin(macs []hash.Hash) []hash.Hash {
+	macs = macs[:0]
 	for _, pool := range v.macs {
 		mac := pool.Get().(hash.Hash)
 		mac.Reset()
-		mac.Write(body)
-		sum := mac.Sum(got[:0])
-		pool.Put(mac)
-		// Every secret is tried, so the time taken does not tell which one
-		// matched.
-		if hmac.Equal(sum, want[:]) {
+		macs = append(macs, mac)
+	}
+	return macs
+}
+
+// end reports whether one of macs, from begin, is want, and gives them
+// back. Every secret is tried, so the time taken does not tell which one
+// matched.
+func (v *verifier) end(macs []hash.Hash, want *[sha256.Size]byte) bool {
+	var got [sha256.Size]byte
+	valid := false
+	for i, mac := range macs {
+		if hmac.Equal(mac.Sum(got[:0]), want[:]) {
 			valid = true
 		}
+		v.macs[i].Put(mac)
+		macs[i] = nil
 	}
 	return valid
 }

@@ -1,0 +1,685 @@
+package caddywebhook
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// jsonKind is what a field of a schema must hold.
+type jsonKind uint8
+
+const (
+	kindObject jsonKind = iota // an object, whose fields the schema may name
+	kindString
+	kindBool
+)
+
+func (k jsonKind) String() string {
+	switch k {
+	case kindString:
+		return "a string"
+	case kindBool:
+		return "a boolean"
+	}
+	return "an object"
+}
+
+// A jsonSchema names the fields that a jsonScanner keeps: dotted paths
+// through objects, such as "repository.full_name", each with the kind it
+// must hold. Everything else of the document is only checked to be JSON.
+type jsonSchema struct {
+	nodes []schemaNode // nodes[0] is the document itself, an object
+	paths []string     // the leaves' paths, by leaf index
+}
+
+type schemaNode struct {
+	name     string
+	path     string
+	kind     jsonKind
+	leaf     int   // the index of a string or boolean field; -1 for objects
+	children []int // indexes in nodes
+}
+
+// newJSONSchema returns the schema of fields, each a dotted path and the
+// kind its value must have. The objects on the way are implied.
+func newJSONSchema(fields ...jsonField) *jsonSchema {
+	s := &jsonSchema{nodes: []schemaNode{{kind: kindObject, leaf: -1}}}
+	for _, f := range fields {
+		parent := 0
+		names := strings.Split(f.Path, ".")
+		for i, name := range names {
+			child := -1
+			for _, c := range s.nodes[parent].children {
+				if s.nodes[c].name == name {
+					child = c
+				}
+			}
+			last := i == len(names)-1
+			if child < 0 {
+				n := schemaNode{name: name, path: strings.Join(names[:i+1], "."), kind: kindObject, leaf: -1}
+				if last {
+					n.kind, n.leaf = f.Kind, len(s.paths)
+					s.paths = append(s.paths, f.Path)
+				}
+				s.nodes = append(s.nodes, n)
+				child = len(s.nodes) - 1
+				s.nodes[parent].children = append(s.nodes[parent].children, child)
+			} else if last || s.nodes[child].kind != kindObject {
+				panic("jsonschema: field " + f.Path + " named twice or inside a leaf")
+			}
+			parent = child
+		}
+	}
+	return s
+}
+
+// jsonField is one field a schema keeps.
+type jsonField struct {
+	Path string
+	Kind jsonKind
+}
+
+// Limits of a jsonScanner.
+const (
+	// maxFieldLen is the longest string value kept, in bytes once decoded.
+	// A longer one is a type error: no field a delivery is decided on is
+	// longer (refs and repository names are far shorter).
+	maxFieldLen = 1024
+	// maxKeyLen is the longest object key compared with a schema's names;
+	// longer keys match none.
+	maxKeyLen = 64
+	// maxNesting is how deep arrays and objects may nest, as in
+	// encoding/json.
+	maxNesting = 10000
+)
+
+// scanner states: what the next byte may be.
+const (
+	stValue      uint8 = iota // a value (after ':' or ',' in an array, or at the top)
+	stArrayFirst              // a value or ']'
+	stKeyFirst                // a key or '}'
+	stKey                     // a key
+	stColon                   // ':'
+	stAfterValue              // ',' or the closing bracket of the container
+	stEnd                     // only white space
+	stString                  // inside a string
+	stEscape                  // after '\' in a string
+	stUnicode                 // inside \uXXXX
+	stNumMinus                // after '-'
+	stNumZero                 // after a leading 0
+	stNumInt                  // in the integer part
+	stNumDot                  // after '.'
+	stNumFrac                 // in the fraction
+	stNumE                    // after 'e'
+	stNumESign                // after 'e+' or 'e-'
+	stNumExp                  // in the exponent
+	stLiteral                 // in true, false or null
+)
+
+// A jsonScanner checks, one byte at a time, that what is written to it is
+// one JSON document, as encoding/json.Valid would, and keeps the fields of
+// its schema (the last occurrence of each, as encoding/json.Unmarshal does).
+// It holds no more than its fixed state and maxFieldLen bytes per string
+// field, however long the document. Keys are compared exactly (GitHub
+// writes them in lower case), not case-insensitively as encoding/json does.
+//
+// A null where a field is expected leaves it as it was, as in encoding/json;
+// a value of another kind is a type error, which Err reports only when the
+// caller asks for the fields (TypeErr).
+type jsonScanner struct {
+	schema *jsonSchema
+
+	state  uint8
+	depth  int
+	stack  [maxNesting/64 + 1]uint64 // bit set: the container at depth d+1 is an object
+	offset int64                     // bytes consumed
+	err    error                     // the first syntax error: scanning stops
+	// typeErr is the first field of the schema holding another kind.
+	typeErr error
+
+	// Fields of the schema: the containers of the first `tracked` depths
+	// are objects of the schema, nodes[d] being the one at depth d.
+	tracked int
+	nodes   [8]int
+	match   int // the node that the key just read names, or -1
+
+	// The string being read: where its decoded bytes go.
+	dst      int // dstNone, dstKey or a leaf index
+	key      []byte
+	keyLong  bool
+	values   [][]byte // by leaf
+	present  []bool   // by leaf: the field was set (not null)
+	bools    []bool   // by leaf
+	tooLong  []bool   // by leaf
+	escape   rune     // the \uXXXX being read
+	escaped  int      // its hex digits read
+	high     rune     // a high surrogate waiting for its low half, or 0
+	literal  string   // the literal being read
+	litPos   int
+	inString bool // the string is a key
+}
+
+const (
+	dstNone = -1
+	dstKey  = -2
+)
+
+// newJSONScanner returns a scanner keeping the fields of schema.
+func newJSONScanner(schema *jsonSchema) *jsonScanner {
+	n := len(schema.paths)
+	s := &jsonScanner{
+		schema:  schema,
+		values:  make([][]byte, n),
+		present: make([]bool, n),
+		bools:   make([]bool, n),
+		tooLong: make([]bool, n),
+		key:     make([]byte, 0, maxKeyLen),
+	}
+	for i := range s.values { // never grown: emit stops at maxFieldLen
+		s.values[i] = make([]byte, 0, maxFieldLen)
+	}
+	s.reset()
+	return s
+}
+
+// reset makes s ready for another document, keeping its buffers.
+func (s *jsonScanner) reset() {
+	s.state, s.depth, s.offset, s.err, s.typeErr = stValue, 0, 0, nil, nil
+	s.tracked, s.match, s.dst = 0, -1, dstNone
+	s.key, s.keyLong, s.high = s.key[:0], false, 0
+	for i := range s.values {
+		s.values[i] = s.values[i][:0]
+		s.present[i], s.bools[i], s.tooLong[i] = false, false, false
+	}
+}
+
+// SyntaxError is where and why a document is not JSON.
+type jsonSyntaxError struct {
+	msg    string
+	offset int64
+}
+
+func (e *jsonSyntaxError) Error() string {
+	return e.msg + " at byte " + strconv.FormatInt(e.offset, 10)
+}
+
+var errJSONEnd = errors.New("unexpected end of JSON input")
+
+func (s *jsonScanner) fail(c byte, context string) {
+	s.err = &jsonSyntaxError{msg: "invalid character " + quoteChar(c) + " " + context, offset: s.offset}
+}
+
+// quoteChar formats c as encoding/json's errors do.
+func quoteChar(c byte) string {
+	if c == '\'' {
+		return `'\''`
+	}
+	if c == '"' {
+		return `'"'`
+	}
+	s := strconv.Quote(string(rune(c)))
+	return "'" + s[1:len(s)-1] + "'"
+}
+
+// Write scans p. It never fails: a syntax error is kept for Finish, and
+// what follows it is ignored.
+func (s *jsonScanner) Write(p []byte) (int, error) {
+	for i := 0; i < len(p) && s.err == nil; i++ {
+		c := p[i]
+		switch s.state {
+		case stString:
+			// The bulk of a document: copy runs of plain bytes at once.
+			j := i
+			for j < len(p) && p[j] != '"' && p[j] != '\\' && p[j] >= 0x20 {
+				j++
+			}
+			if j > i {
+				s.flushHigh()
+				s.emit(p[i:j]...)
+				s.offset += int64(j - i)
+				i = j
+				if i == len(p) {
+					return len(p), nil
+				}
+				c = p[i]
+			}
+			switch {
+			case c == '"':
+				s.flushHigh()
+				s.endString()
+			case c == '\\':
+				s.state = stEscape
+			default:
+				s.fail(c, "in string literal")
+			}
+		case stEscape:
+			if c == 'u' {
+				s.state, s.escape, s.escaped = stUnicode, 0, 0
+				break
+			}
+			s.flushHigh()
+			switch c {
+			case '"', '\\', '/':
+				s.emit(c)
+			case 'b':
+				s.emit('\b')
+			case 'f':
+				s.emit('\f')
+			case 'n':
+				s.emit('\n')
+			case 'r':
+				s.emit('\r')
+			case 't':
+				s.emit('\t')
+			default:
+				s.fail(c, "in string escape code")
+			}
+			s.state = stString
+		case stUnicode:
+			d, ok := fromHexChar(c)
+			if !ok {
+				s.fail(c, `in \u hexadecimal character escape`)
+				break
+			}
+			s.escape = s.escape<<4 | rune(d)
+			if s.escaped++; s.escaped == 4 {
+				s.unicode(s.escape)
+				s.state = stString
+			}
+		case stValue, stArrayFirst:
+			if isSpace(c) {
+				break
+			}
+			if c == ']' && s.state == stArrayFirst {
+				s.pop(c)
+				break
+			}
+			s.beginValue(c)
+		case stKeyFirst, stKey:
+			switch {
+			case isSpace(c):
+			case c == '"':
+				s.state, s.inString = stString, true
+				s.dst = dstNone
+				if s.depth == s.tracked {
+					s.dst, s.key, s.keyLong = dstKey, s.key[:0], false
+				}
+			case c == '}' && s.state == stKeyFirst:
+				s.pop(c)
+			default:
+				s.fail(c, "looking for beginning of object key string")
+			}
+		case stColon:
+			switch {
+			case isSpace(c):
+			case c == ':':
+				s.state = stValue
+			default:
+				s.fail(c, "after object key")
+			}
+		case stAfterValue:
+			s.afterValue(c)
+		case stEnd:
+			if !isSpace(c) {
+				s.fail(c, "after top-level value")
+			}
+		case stNumMinus:
+			switch {
+			case c == '0':
+				s.state = stNumZero
+			case '1' <= c && c <= '9':
+				s.state = stNumInt
+			default:
+				s.fail(c, "in numeric literal")
+			}
+		case stNumZero, stNumInt:
+			switch {
+			case '0' <= c && c <= '9' && s.state == stNumInt:
+			case c == '.':
+				s.state = stNumDot
+			case c == 'e' || c == 'E':
+				s.state = stNumE
+			default:
+				s.endValue()
+				s.afterValue(c)
+			}
+		case stNumDot:
+			if '0' <= c && c <= '9' {
+				s.state = stNumFrac
+			} else {
+				s.fail(c, "after decimal point in numeric literal")
+			}
+		case stNumFrac:
+			switch {
+			case '0' <= c && c <= '9':
+			case c == 'e' || c == 'E':
+				s.state = stNumE
+			default:
+				s.endValue()
+				s.afterValue(c)
+			}
+		case stNumE:
+			switch {
+			case c == '+' || c == '-':
+				s.state = stNumESign
+			case '0' <= c && c <= '9':
+				s.state = stNumExp
+			default:
+				s.fail(c, "in exponent of numeric literal")
+			}
+		case stNumESign:
+			if '0' <= c && c <= '9' {
+				s.state = stNumExp
+			} else {
+				s.fail(c, "in exponent of numeric literal")
+			}
+		case stNumExp:
+			if '0' <= c && c <= '9' {
+				break
+			}
+			s.endValue()
+			s.afterValue(c)
+		case stLiteral:
+			if c != s.literal[s.litPos] {
+				s.fail(c, "in literal "+s.literal+" (expecting "+quoteChar(s.literal[s.litPos])+")")
+				break
+			}
+			if s.litPos++; s.litPos == len(s.literal) {
+				s.endValue()
+			}
+		}
+		if s.err == nil {
+			s.offset++
+		}
+	}
+	return len(p), nil
+}
+
+// Finish reports whether what was written is one JSON document.
+func (s *jsonScanner) Finish() error {
+	if s.err != nil {
+		return s.err
+	}
+	switch s.state {
+	case stEnd:
+		return nil
+	case stNumZero, stNumInt, stNumFrac, stNumExp:
+		if s.depth == 0 {
+			return nil
+		}
+	}
+	return errJSONEnd
+}
+
+// TypeErr returns the first field of the schema that held a value of the
+// wrong kind (or too long a string), or nil.
+func (s *jsonScanner) TypeErr() error {
+	if s.typeErr != nil {
+		return s.typeErr
+	}
+	for i, long := range s.tooLong {
+		// Bytes that are not UTF-8 count as the U+FFFD that replaces them.
+		if long || !utf8.Valid(s.values[i]) && len(s.String(i)) > maxFieldLen {
+			return fmt.Errorf("%s is longer than %d bytes", s.schema.paths[i], maxFieldLen)
+		}
+	}
+	return nil
+}
+
+// String returns the string field leaf, "" when it was absent or null.
+func (s *jsonScanner) String(leaf int) string {
+	if !s.present[leaf] {
+		return ""
+	}
+	v := s.values[leaf]
+	if utf8.Valid(v) {
+		return string(v)
+	}
+	// As encoding/json does: each byte that is not UTF-8 becomes U+FFFD.
+	var b strings.Builder
+	for len(v) > 0 {
+		r, n := utf8.DecodeRune(v)
+		b.WriteRune(r)
+		v = v[n:]
+	}
+	return b.String()
+}
+
+// Bool returns the boolean field leaf, false when it was absent or null.
+func (s *jsonScanner) Bool(leaf int) bool { return s.present[leaf] && s.bools[leaf] }
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// beginValue starts the value whose first byte is c.
+func (s *jsonScanner) beginValue(c byte) {
+	node := -1
+	switch {
+	case s.depth == 0:
+		node = 0
+	case s.depth == s.tracked && s.isObject(s.depth):
+		node = s.match
+	}
+	s.match = -1
+	var kind jsonKind
+	switch {
+	case c == '{':
+		kind = kindObject
+	case c == '"':
+		kind = kindString
+	case c == 't' || c == 'f':
+		kind = kindBool
+	case c == 'n':
+		s.state, s.literal, s.litPos = stLiteral, "null", 1
+		return // null leaves a field as it was
+	}
+	if node >= 0 {
+		n := &s.schema.nodes[node]
+		switch {
+		case c == '[' || c == '-' || '0' <= c && c <= '9':
+			s.wrongKind(n, c)
+		case kind != n.kind:
+			s.wrongKind(n, c)
+			node = -1
+		case kind == kindString:
+			s.values[n.leaf] = s.values[n.leaf][:0]
+			s.present[n.leaf], s.tooLong[n.leaf] = true, false
+		case kind == kindBool:
+			s.present[n.leaf], s.bools[n.leaf] = true, c == 't'
+		}
+	}
+	switch {
+	case c == '{':
+		s.push(true)
+		if node >= 0 && s.depth == s.tracked+1 && s.tracked+1 < len(s.nodes) {
+			s.tracked++
+			s.nodes[s.tracked] = node
+		}
+		s.state = stKeyFirst
+	case c == '[':
+		s.push(false)
+		s.state = stArrayFirst
+	case c == '"':
+		s.state, s.inString, s.dst = stString, false, dstNone
+		if node >= 0 {
+			s.dst = s.schema.nodes[node].leaf
+		}
+	case c == '-':
+		s.state = stNumMinus
+	case c == '0':
+		s.state = stNumZero
+	case '1' <= c && c <= '9':
+		s.state = stNumInt
+	case c == 't':
+		s.state, s.literal, s.litPos = stLiteral, "true", 1
+	case c == 'f':
+		s.state, s.literal, s.litPos = stLiteral, "false", 1
+	default:
+		s.fail(c, "looking for beginning of value")
+	}
+}
+
+func (s *jsonScanner) wrongKind(n *schemaNode, c byte) {
+	if s.typeErr != nil {
+		return
+	}
+	what := "a number"
+	switch c {
+	case '{':
+		what = "an object"
+	case '[':
+		what = "an array"
+	case '"':
+		what = "a string"
+	case 't', 'f':
+		what = "a boolean"
+	}
+	if n.path == "" {
+		s.typeErr = fmt.Errorf("the document is %s, not %s", what, n.kind)
+	} else {
+		s.typeErr = fmt.Errorf("%s is %s, not %s", n.path, what, n.kind)
+	}
+}
+
+func (s *jsonScanner) isObject(depth int) bool {
+	d := depth - 1
+	return s.stack[d/64]&(1<<(d%64)) != 0
+}
+
+func (s *jsonScanner) push(object bool) {
+	if s.depth == maxNesting {
+		s.err = &jsonSyntaxError{msg: "exceeded max depth", offset: s.offset}
+		return
+	}
+	d := s.depth
+	if object {
+		s.stack[d/64] |= 1 << (d % 64)
+	} else {
+		s.stack[d/64] &^= 1 << (d % 64)
+	}
+	s.depth++
+}
+
+// pop closes the container at the current depth with c.
+func (s *jsonScanner) pop(c byte) {
+	if s.tracked == s.depth {
+		s.tracked--
+	}
+	s.depth--
+	s.endValue()
+}
+
+// endValue moves past a complete value.
+func (s *jsonScanner) endValue() {
+	if s.depth == 0 {
+		s.state = stEnd
+	} else {
+		s.state = stAfterValue
+	}
+}
+
+// afterValue reads c after a value inside a container.
+func (s *jsonScanner) afterValue(c byte) {
+	if s.state == stEnd {
+		if !isSpace(c) {
+			s.fail(c, "after top-level value")
+		}
+		return
+	}
+	s.state = stAfterValue
+	object := s.isObject(s.depth)
+	switch {
+	case isSpace(c):
+	case c == ',' && object:
+		s.state = stKey
+	case c == ',':
+		s.state = stValue
+	case c == '}' && object, c == ']' && !object:
+		s.pop(c)
+	case object:
+		s.fail(c, "after object key:value pair")
+	default:
+		s.fail(c, "after array element")
+	}
+}
+
+// endString ends the string being read.
+func (s *jsonScanner) endString() {
+	if s.inString {
+		s.inString = false
+		s.state = stColon
+		s.match = -1
+		if s.dst == dstKey && !s.keyLong {
+			for _, c := range s.schema.nodes[s.nodes[s.depth]].children {
+				if s.schema.nodes[c].name == string(s.key) {
+					s.match = c
+				}
+			}
+		}
+		s.dst = dstNone
+		return
+	}
+	s.dst = dstNone
+	s.endValue()
+}
+
+// emit appends decoded bytes to the string being kept, if any.
+func (s *jsonScanner) emit(b ...byte) {
+	switch {
+	case s.dst == dstNone:
+	case s.dst == dstKey:
+		if len(s.key)+len(b) > maxKeyLen {
+			s.keyLong = true
+			return
+		}
+		s.key = append(s.key, b...)
+	default:
+		v := s.values[s.dst]
+		if len(v)+len(b) > maxFieldLen {
+			s.tooLong[s.dst] = true
+			return
+		}
+		s.values[s.dst] = append(v, b...)
+	}
+}
+
+// unicode handles the rune of a \uXXXX escape, pairing surrogates as
+// encoding/json does: a half without its other half is U+FFFD.
+func (s *jsonScanner) unicode(r rune) {
+	if s.high != 0 {
+		high := s.high
+		s.high = 0
+		if 0xDC00 <= r && r < 0xE000 {
+			s.emitRune((high-0xD800)<<10 | (r - 0xDC00) + 0x10000)
+			return
+		}
+		s.emitRune(utf8.RuneError)
+	}
+	switch {
+	case 0xD800 <= r && r < 0xDC00:
+		s.high = r
+	case 0xDC00 <= r && r < 0xE000:
+		s.emitRune(utf8.RuneError)
+	default:
+		s.emitRune(r)
+	}
+}
+
+// flushHigh ends a high surrogate that no low one followed.
+func (s *jsonScanner) flushHigh() {
+	if s.high != 0 {
+		s.high = 0
+		s.emitRune(utf8.RuneError)
+	}
+}
+
+func (s *jsonScanner) emitRune(r rune) {
+	if s.dst == dstNone {
+		return
+	}
+	var b [utf8.UTFMax]byte
+	n := utf8.EncodeRune(b[:], r)
+	s.emit(b[:n]...)
+}
