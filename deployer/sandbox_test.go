@@ -84,12 +84,15 @@ cat $root/state.json > $out/state.txt 2>&1
 cat "$0" > $out/secret.txt 2>&1
 cat "$1" > $out/beside.txt 2>&1
 
-# Processes that would outlive the build: one in a new session.
+# Processes that would outlive the build: one in a new session. The build
+# ends once both run sleep.
 setsid sleep 3601 > /dev/null 2>&1 &
 sleep 3601 > /dev/null 2>&1 &
+until [ "$(cat /proc/[0-9]*/comm 2>/dev/null | grep -c '^sleep$')" -ge 2 ]; do :; done
 
 # A file in /tmp, the home folder, git, the environment, the priority.
 echo from-the-sandbox > /tmp/$2
+cat /tmp/$2 > $out/tmp.txt 2>&1
 echo kept > $HOME/kept.txt
 git rev-parse HEAD > $out/head.txt 2>&1
 env | sort > $out/env.txt
@@ -208,6 +211,9 @@ func TestSandboxContainsBuild(t *testing.T) {
 		if _, err := os.Stat(filepath.Join("/tmp", tmpName)); err == nil {
 			t.Errorf("the build's /tmp/%s reached the host's /tmp", tmpName)
 		}
+		if got := readCurrent(t, path, "tmp.txt"); got != "from-the-sandbox\n" {
+			t.Errorf("the build could not use its /tmp: %q", got)
+		}
 		if b, err := os.ReadFile(filepath.Join(path, "home", "kept.txt")); err != nil || string(b) != "kept\n" {
 			t.Errorf("home/kept.txt = %q, %v: HOME must be <path>/home", b, err)
 		}
@@ -241,7 +247,7 @@ func TestSandboxKilledDeployLeavesNothing(t *testing.T) {
 	r := newRemote(t)
 	tip := r.commit(map[string]string{"index.html": "v1"})
 	tg := start(t, Config{Path: filepath.Join(outsideTmp(t), "site"), Remote: r.bare, Sandbox: true, Timeout: 3 * time.Second,
-		Commands: [][]string{{"sh", "-c", "setsid sleep 3602 > /dev/null 2>&1 & sleep 3602 > /dev/null 2>&1 & echo started; sleep 300"}}})
+		Commands: [][]string{{"sh", "-c", "setsid sleep 3602 > /dev/null 2>&1 & sleep 3602 > /dev/null 2>&1 & echo started; exec sleep 300"}}})
 	waitFor(t, "the build to start its processes", func() bool { return len(processesWith("sleep", "3602")) == 2 })
 	s := tg.waitResult("error", tip)
 	if !strings.Contains(s.Last.Error, "timeout") {
