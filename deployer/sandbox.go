@@ -72,6 +72,7 @@ func newSandbox(ctx context.Context, cfg Config, path, release string) (*sandbox
 // be bound writable, as home is.
 func bwrapArgs(path, release, home string, hide, writable []string) []string {
 	args := []string{"--ro-bind", "/", "/"}
+	var readOnly []string // hidden folders, made read-only once path is in place
 	for _, h := range hide {
 		fi, err := os.Stat(h)
 		if err != nil {
@@ -80,8 +81,12 @@ func bwrapArgs(path, release, home string, hide, writable []string) []string {
 		if real, err := filepath.EvalSymlinks(h); err == nil {
 			h = real
 		}
+		if within("/tmp", h) || within(path, h) {
+			continue // out of sight already, under the tmpfs below
+		}
 		if fi.IsDir() {
-			args = append(args, "--tmpfs", h, "--remount-ro", h)
+			args = append(args, "--tmpfs", h)
+			readOnly = append(readOnly, h)
 		} else {
 			args = append(args, "--ro-bind", "/dev/null", h)
 		}
@@ -98,8 +103,10 @@ func bwrapArgs(path, release, home string, hide, writable []string) []string {
 	for _, w := range writable {
 		args = append(args, "--bind", w, w)
 	}
+	for _, h := range append(readOnly, path) {
+		args = append(args, "--remount-ro", h)
+	}
 	return append(args,
-		"--remount-ro", path,
 		// Its own PID namespace: the command sees no other process, and
 		// when it ends, its PID 1 (bwrap's) ends and the kernel kills every
 		// process left in the namespace, setsid or not.
@@ -157,4 +164,10 @@ func (s *sandbox) env(cfg Config, commandEnv []string) []string {
 		env = append(env, "PATH="+defaultPath)
 	}
 	return append(env, "HOME="+s.home)
+}
+
+// within reports whether p is dir or inside it, both clean and absolute.
+func within(dir, p string) bool {
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
 }

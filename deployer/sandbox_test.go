@@ -56,7 +56,7 @@ func processesWith(args ...string) []int {
 // sandboxAttack is a build that tries, from inside the sandbox, each way
 // out that issue 9 found, and writes what it got into public/, then builds
 // the site. $0 is the hidden secret file, $1 a file beside it that is not
-// hidden, $2 a name for a file in /tmp. Every attempt may fail: the script
+// hidden, $2 a name for a file in /tmp, $3 a file in a hidden folder. Every attempt may fail: the script
 // goes on.
 const sandboxAttack = `
 out=public
@@ -83,6 +83,7 @@ ls -a $root $root/releases > $out/ls.txt 2>&1
 cat $root/state.json > $out/state.txt 2>&1
 cat "$0" > $out/secret.txt 2>&1
 cat "$1" > $out/beside.txt 2>&1
+cat "$3" > $out/hidden-dir.txt 2>&1
 
 # Processes that would outlive the build: one in a new session. The build
 # ends once both run sleep.
@@ -117,6 +118,10 @@ func TestSandboxContainsBuild(t *testing.T) {
 	os.MkdirAll(filepath.Dir(secretFile), 0o755)
 	os.WriteFile(secretFile, []byte("the-webhook-secret-0b5e"), 0o600)
 	os.WriteFile(besideFile, []byte("readable-beside"), 0o644)
+	hiddenDir := filepath.Join(base, "caddy-data")
+	keyFile := filepath.Join(hiddenDir, "certificates", "site.key")
+	os.MkdirAll(filepath.Dir(keyFile), 0o700)
+	os.WriteFile(keyFile, []byte("PRIVATE KEY 5c0e"), 0o600)
 	tmpName := fmt.Sprintf("sandbox-test-%d", time.Now().UnixNano())
 	t.Cleanup(func() { os.Remove(filepath.Join("/tmp", tmpName)) })
 
@@ -131,9 +136,9 @@ func TestSandboxContainsBuild(t *testing.T) {
 	tg.Update(Config{
 		Path: path, Remote: r.bare, Publish: "public", Notify: tg.events.notify,
 		Sandbox:  true,
-		Hide:     []string{secretFile},
+		Hide:     []string{secretFile, hiddenDir},
 		Env:      []string{"HUGO_ENV=production"},
-		Commands: [][]string{{"sh", "-c", sandboxAttack, secretFile, besideFile, tmpName}},
+		Commands: [][]string{{"sh", "-c", sandboxAttack, secretFile, besideFile, tmpName, keyFile}},
 	})
 	tg.Wake(ReasonManual)
 	s := tg.waitResult("ok", tip)
@@ -195,6 +200,9 @@ func TestSandboxContainsBuild(t *testing.T) {
 		}
 		if got := readCurrent(t, path, "secret.txt"); strings.Contains(got, "the-webhook-secret") {
 			t.Errorf("the build read the hidden secret: %q", got)
+		}
+		if got := readCurrent(t, path, "hidden-dir.txt"); strings.Contains(got, "PRIVATE KEY") {
+			t.Errorf("the build read a file of a hidden folder: %q", got)
 		}
 		// The folder is visible: it is the hiding that kept the secret out.
 		if got := readCurrent(t, path, "beside.txt"); got != "readable-beside" {
