@@ -66,7 +66,8 @@ func newSandbox(ctx context.Context, cfg Config, path, release string) (*sandbox
 // /dev, /proc and /tmp, path replaced by an empty read-only folder into
 // which only release and home (writable), the cache repository (read-only,
 // for builds that read the history) and the writable folders come back,
-// and a PID namespace that dies with the command or with the deploy.
+// no capabilities (not even when Caddy runs as root), and a PID namespace
+// that dies with the command or with the deploy.
 //
 // writable is where the folders of a later "cache" setting go: they would
 // be bound writable, as home is.
@@ -114,6 +115,9 @@ func bwrapArgs(path, release, home string, hide, writable []string) []string {
 		// When the deploy kills bwrap (timeout, Caddy stopping), the
 		// namespace's PID 1 gets SIGKILL.
 		"--die-with-parent",
+		// Run as root, bwrap would keep root's capabilities, with which a
+		// command undoes the mounts (umount, remount read-write).
+		"--cap-drop", "ALL",
 		// No --new-session: bwrap and the command stay in the process
 		// group that run made (in a session of its own, with no terminal),
 		// so that run's renice and kill reach them.
