@@ -35,6 +35,7 @@ func init() {
 //		token       <value>
 //		poll        <duration>
 //		max_body    <size>
+//		sandbox
 //	}
 //
 // repo, secret and path are required. secret, command and env may be
@@ -43,6 +44,7 @@ func init() {
 // when the configuration loads, so their values never appear in the adapted
 // JSON. A command runs as the argv it is written as, never through a shell.
 // depth 0 fetches the full history. max_body takes a size such as 25MiB.
+// sandbox runs the commands under bubblewrap (bwrap).
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	handler := new(Handler)
 	err := handler.UnmarshalCaddyfile(h.Dispenser)
@@ -156,6 +158,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			h.Submodules = true
+		case "sandbox":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.Sandbox = true
 		case "ssh_key":
 			if !d.AllArgs(&h.SSHKey) {
 				return d.ArgErr()

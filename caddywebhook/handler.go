@@ -125,6 +125,26 @@ type Handler struct {
 	// came (GitHub does not retry a failed delivery). Default: off.
 	Poll caddy.Duration `json:"poll,omitempty"`
 
+	// Run the commands in a bubblewrap sandbox (the bwrap program, package
+	// "bubblewrap" on Debian and Ubuntu), so that a build (code that the
+	// repository controls) cannot reach past its release. In it, the file
+	// system is read-only but for the new release, a home folder kept
+	// across deploys (<path>/home, the commands' HOME) and a private /tmp;
+	// path's state, other releases and build logs are not there and its
+	// cache repository is read-only; the files that the {file.*}
+	// placeholders of secret and token read, ssh_key, and Caddy's default
+	// data and configuration folders (certificates and their keys,
+	// autosave; not a storage configured elsewhere) are hidden; the commands see no other process, and every process they
+	// start dies when the command ends or the deploy is killed, even one
+	// that calls setsid; their environment is only PATH, LANG, LANGUAGE,
+	// LC_*, TZ, HOME, env and DEPLOY_* (none of Caddy's other variables). The
+	// network is the host's, so builds can download packages and can reach
+	// every service the host can, Caddy's admin endpoint included. A deploy
+	// fails with a clear error when bwrap is missing or cannot start.
+	// Default: off: the commands run as Caddy's user, with Caddy's
+	// environment less the variables secret and token read.
+	Sandbox bool `json:"sandbox,omitempty"`
+
 	// The largest delivery accepted, in bytes. A larger declared
 	// Content-Length is answered 413 before any of the body is read, and a
 	// body that turns out larger as it arrives is answered 413 then.
@@ -291,6 +311,8 @@ func (h *Handler) deployerConfig(token string) deployer.Config {
 		KnownHosts: h.KnownHosts,
 		Token:      token,
 		Poll:       time.Duration(h.Poll),
+		Sandbox:    h.Sandbox,
+		Hide:       sandboxHidden(append(slices.Clone(h.Secret), h.Token)...),
 	}
 	if cfg.Remote == "" && h.Repo != "" {
 		cfg.Remote = "https://github.com/" + h.Repo + ".git"
@@ -473,6 +495,31 @@ func envPlaceholders(values ...string) []string {
 		}
 	}
 	return names
+}
+
+// filePlaceholder matches a {file.PATH} placeholder.
+var filePlaceholder = regexp.MustCompile(`\{file\.([^{}]+)\}`)
+
+// sandboxHidden returns what a sandboxed build must not see: the files that
+// the {file.*} placeholders of values read, and Caddy's data and
+// configuration folders, which hold certificates, their private keys and
+// the autosaved configuration. Paths are absolute, taken from Caddy's
+// working directory as Caddy takes them.
+func sandboxHidden(values ...string) []string {
+	var paths []string
+	add := func(p string) {
+		if abs, err := filepath.Abs(p); err == nil && !slices.Contains(paths, abs) {
+			paths = append(paths, abs)
+		}
+	}
+	for _, v := range values {
+		for _, m := range filePlaceholder.FindAllStringSubmatch(v, -1) {
+			add(m[1])
+		}
+	}
+	add(caddy.AppDataDir())
+	add(caddy.AppConfigDir())
+	return paths
 }
 
 // resolve replaces the {env.*} and {file.*} placeholders in s. Its errors

@@ -96,6 +96,24 @@ type Config struct {
 	// sees it; an http:// Remote with a token is an error.
 	Token string
 
+	// Sandbox runs Commands under bubblewrap (bwrap): a read-only view of
+	// the file system in which only the new release, a per-site home
+	// (Path/home, the commands' HOME) and a private /tmp are writable;
+	// Path's state, other releases, its build logs and the files in Hide are
+	// absent; the cache repository is read-only; the commands get a PID
+	// namespace of their own, so they see no other process and every
+	// process they start dies when the command ends or the deploy is
+	// killed; and their environment is only PATH, LANG, LANGUAGE, LC_*, TZ,
+	// HOME, Env and DEPLOY_*. The network is the host's. A deploy fails
+	// when bwrap is not installed or cannot start.
+	Sandbox bool
+
+	// Hide names files and folders that sandboxed commands must not see,
+	// such as those the webhook secret, the token and SSHKey are read
+	// from. Each must be absolute; those that do not exist are skipped.
+	// SSHKey is hidden whether it is listed or not.
+	Hide []string
+
 	// Poll, when positive, also wakes the deployer on this interval, to catch
 	// deliveries that never came.
 	Poll time.Duration
@@ -164,6 +182,11 @@ func (c Config) Validate() error {
 	}
 	if c.Keep < 0 {
 		return fmt.Errorf("keep %d must be at least 1", c.Keep)
+	}
+	for _, p := range c.Hide {
+		if !filepath.IsAbs(p) {
+			return fmt.Errorf("hidden file %q must be absolute", p)
+		}
 	}
 	return nil
 }

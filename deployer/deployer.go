@@ -78,7 +78,12 @@ func New(cfg Config, logger *zap.Logger) (*Deployer, error) {
 	return d, nil
 }
 
-// Start creates the folder if needed, locks it against other processes and
+// nonDumpable makes the process non-dumpable once, when the first deployer
+// starts: see makeNonDumpable.
+var nonDumpable sync.Once
+
+// Start makes the process non-dumpable (so that builds of the same user
+// cannot read its environment or memory through /proc), creates the folder if needed, locks it against other processes and
 // starts the worker,
 // which recovers from whatever ended the last process and then deploys, in
 // the background: Start does no git work. Starting again is a no-op. It
@@ -92,6 +97,11 @@ func (d *Deployer) Start() error {
 	if d.started {
 		return nil
 	}
+	nonDumpable.Do(func() {
+		if err := makeNonDumpable(); err != nil {
+			d.log().Warn("cannot make the process non-dumpable: builds of the same user can read its environment", zap.Error(err))
+		}
+	})
 	if err := os.MkdirAll(filepath.Join(d.path, releasesName), 0o755); err != nil {
 		return fmt.Errorf("creating %s: %w", d.path, err)
 	}

@@ -84,9 +84,11 @@ func (o *outputSink) Write(p []byte) (int, error) {
 }
 
 // run runs argv in dir with env, its standard output to stdout and its
-// standard error to stderr, in a process group of its own. When ctx ends, or when the command exits, the whole group is killed,
-// so nothing it started outlives it. onStart, if set, is called with the
-// group's id once the process runs.
+// standard error to stderr, in a session and process group of its own (so
+// without a controlling terminal to push input into). When ctx ends, or
+// when the command exits, the whole group is killed, so nothing it started
+// outlives it unless it left the group (setsid): only a sandbox stops that.
+// onStart, if set, is called with the group's id once the process runs.
 func run(ctx context.Context, dir string, env []string, stdout, stderr io.Writer, onStart func(pgid int), argv ...string) error {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Dir = dir
@@ -95,7 +97,7 @@ func run(ctx context.Context, dir string, env []string, stdout, stderr io.Writer
 	cmd.Stdout = stdout
 	cmd.Stderr = stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Setpgid: true,
+		Setsid: true, // a new session is also a new process group
 		// If Caddy dies (even kill -9), the kernel kills the group leader.
 		// What it started is found from the state file at the next start.
 		Pdeathsig: syscall.SIGKILL,

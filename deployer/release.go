@@ -245,11 +245,23 @@ func (d *Deployer) build(ctx context.Context, g *git, cfg Config, branch, commit
 	}
 
 	env := commandEnv(cfg, branch, commit, dir)
+	var box *sandbox
+	if cfg.Sandbox && len(cfg.Commands) > 0 {
+		var err error
+		if box, err = newSandbox(ctx, cfg, d.path, dir); err != nil {
+			return sink.tail.String(), err
+		}
+		env = box.env(cfg, env)
+	}
 	for _, argv := range cfg.Commands {
 		fmt.Fprintf(sink, "$ %s\n", strings.Join(argv, " "))
+		full := argv
+		if box != nil {
+			full = box.argv(argv)
+		}
 		err := run(ctx, dir, env, sink, sink, func(pgid int) {
 			d.recordBuilding(&building{Release: name, Commit: commit, Publish: cfg.Publish, PGID: pgid})
-		}, argv...)
+		}, full...)
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
 				fmt.Fprintf(sink, "%v\n", err)

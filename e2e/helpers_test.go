@@ -209,9 +209,18 @@ func startCaddy(t *testing.T, s *site, caddyfile string, env []string) *caddyPro
 // runCaddy runs "caddy run --config config" with env; see startCaddy.
 func runCaddy(t *testing.T, s *site, config string, env []string) *caddyProc {
 	t.Helper()
+	return runCaddyWith(t, s, config, env, nil)
+}
+
+// runCaddyWith is runCaddy with attr for the process, such as the user it
+// runs as; its working folder is config's.
+func runCaddyWith(t *testing.T, s *site, config string, env []string, attr *syscall.SysProcAttr) *caddyProc {
+	t.Helper()
 	p := &caddyProc{t: t, site: s, out: new(syncBuffer), done: make(chan struct{}), config: config, env: env}
 	p.cmd = exec.Command(caddyBin, "run", "--config", config)
 	p.cmd.Env = env
+	p.cmd.Dir = filepath.Dir(config)
+	p.cmd.SysProcAttr = attr
 	p.cmd.Stdout = p.out
 	p.cmd.Stderr = p.out
 	if err := p.cmd.Start(); err != nil {

@@ -1,0 +1,294 @@
+package deployer
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// requireBwrap skips t on a host without bubblewrap.
+func requireBwrap(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("bwrap"); err != nil {
+		t.Skip("bwrap is not installed, so sandboxed builds cannot run; CI installs it: apt-get install bubblewrap")
+	}
+}
+
+// outsideTmp returns a fresh folder that is not under /tmp, removed when
+// the test ends. The sandbox gives commands a private /tmp: a target or a
+// secret under the host's /tmp would be out of sight whatever else the
+// sandbox does, and the test would prove nothing.
+func outsideTmp(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("/var/tmp", "deployer-sandbox-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// processesWith returns the processes whose command line holds all of args
+// in a row (a zombie counts as gone).
+func processesWith(args ...string) []int {
+	want := strings.Join(args, "\x00") + "\x00"
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil || !strings.Contains(string(b), want) || !alive(pid) {
+			continue
+		}
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+// sandboxAttack is a build that tries, from inside the sandbox, each way
+// out that issue 9 found, and writes what it got into public/, then builds
+// the site. $0 is the hidden secret file, $1 a file beside it that is not
+// hidden, $2 a name for a file in /tmp, $3 a file in a hidden folder. Every attempt may fail: the script
+// goes on.
+const sandboxAttack = `
+out=public
+mkdir -p $out
+root=$DEPLOY_RELEASE/../..
+
+# Root's way out (these tests run as root): undo the mounts that hide and
+# protect, then make the host's file system writable.
+for m in "$0" /tmp $root/cache.git $root; do umount -l "$m"; done > $out/umount.txt 2>&1
+mount -o remount,rw,bind / >> $out/umount.txt 2>&1
+
+# Caddy's environment and the other processes: every process it can see.
+for p in /proc/[0-9]*; do
+	echo "== $p"
+	tr '\0' ' ' < $p/cmdline
+	echo
+	tr '\0' '\n' < $p/environ
+done > $out/procs.txt 2>&1
+cat /proc/$PPID/environ > $out/ppid-environ.txt 2>&1
+
+# A hook in the cache repository, to run on every later fetch.
+printf '#!/bin/sh\ntouch /var/tmp/hooked\n' > $root/cache.git/hooks/post-checkout 2> $out/hook.txt
+echo "exit $?" >> $out/hook.txt
+echo planted >> $root/cache.git/config 2>> $out/hook.txt
+touch $root/cache.git/planted 2>> $out/hook.txt
+
+# The deployer's state, other releases and logs, the secret.
+ls -a $root $root/releases > $out/ls.txt 2>&1
+cat $root/state.json > $out/state.txt 2>&1
+cat "$0" > $out/secret.txt 2>&1
+cat "$1" > $out/beside.txt 2>&1
+cat "$3" > $out/hidden-dir.txt 2>&1
+
+# Processes that would outlive the build: one in a new session. The build
+# ends once both run sleep.
+setsid sleep 3601 > /dev/null 2>&1 &
+sleep 3601 > /dev/null 2>&1 &
+until [ "$(cat /proc/[0-9]*/comm 2>/dev/null | grep -c '^sleep$')" -ge 2 ]; do :; done
+
+# A file in /tmp, the home folder, git, the environment, the priority.
+echo from-the-sandbox > /tmp/$2
+cat /tmp/$2 > $out/tmp.txt 2>&1
+echo kept > $HOME/kept.txt
+git rev-parse HEAD > $out/head.txt 2>&1
+env | sort > $out/env.txt
+nice > $out/nice.txt
+
+echo '<h1>built in the sandbox</h1>' > $out/index.html
+`
+
+// TestSandboxContainsBuild deploys a build that attacks the deployer from
+// inside the sandbox. It sees no process of the host (not the test process,
+// which plays Caddy), cannot write the cache repository, reads neither the
+// state, nor other releases, nor the hidden secret, leaves nothing running
+// once the deploy ended, writes to a /tmp of its own, gets only the
+// documented environment, and still builds: its output goes live.
+func TestSandboxContainsBuild(t *testing.T) {
+	requireBwrap(t)
+	const caddySecret = "caddy-only-7d1f0c2e"
+	t.Setenv("SANDBOX_TEST_DNS_TOKEN", caddySecret) // such as a DNS provider's token for TLS
+	base := outsideTmp(t)
+	secretFile := filepath.Join(base, "etc", "webhook-secret")
+	besideFile := filepath.Join(base, "etc", "not-secret")
+	os.MkdirAll(filepath.Dir(secretFile), 0o755)
+	os.WriteFile(secretFile, []byte("the-webhook-secret-0b5e"), 0o600)
+	os.WriteFile(besideFile, []byte("readable-beside"), 0o644)
+	hiddenDir := filepath.Join(base, "caddy-data")
+	keyFile := filepath.Join(hiddenDir, "certificates", "site.key")
+	os.MkdirAll(filepath.Dir(keyFile), 0o700)
+	os.WriteFile(keyFile, []byte("PRIVATE KEY 5c0e"), 0o600)
+	tmpName := fmt.Sprintf("sandbox-test-%d", time.Now().UnixNano())
+	t.Cleanup(func() { os.Remove(filepath.Join("/tmp", tmpName)) })
+
+	r := newRemote(t)
+	first := r.commit(map[string]string{"public/index.html": "first"})
+	path := filepath.Join(base, "site")
+	tg := start(t, Config{Path: path, Remote: r.bare, Publish: "public"})
+	tg.waitLive(first)
+	firstRelease := tg.Status().Live.Release
+
+	tip := r.commit(map[string]string{"README.md": "second"})
+	tg.Update(Config{
+		Path: path, Remote: r.bare, Publish: "public", Notify: tg.events.notify,
+		Sandbox:  true,
+		Hide:     []string{secretFile, hiddenDir},
+		Env:      []string{"HUGO_ENV=production"},
+		Commands: [][]string{{"sh", "-c", sandboxAttack, secretFile, besideFile, tmpName, keyFile}},
+	})
+	tg.Wake(ReasonManual)
+	s := tg.waitResult("ok", tip)
+	release := filepath.Join(path, "releases", s.Live.Release)
+	if log, err := os.ReadFile(s.Last.Log); err == nil {
+		t.Logf("build log:\n%s", log)
+	}
+
+	t.Run("build goes live", func(t *testing.T) {
+		if got := readCurrent(t, path, "index.html"); !strings.Contains(got, "built in the sandbox") {
+			t.Errorf("live index.html = %q", got)
+		}
+		if got := strings.TrimSpace(readCurrent(t, path, "head.txt")); got != tip {
+			t.Errorf("git rev-parse HEAD in the sandbox = %q, want %s: builds can read the history", got, tip)
+		}
+		if got := strings.TrimSpace(readCurrent(t, path, "nice.txt")); got != "10" {
+			t.Errorf("the sandboxed build runs at nice %s, want 10", got)
+		}
+	})
+	t.Run("no process of the host", func(t *testing.T) {
+		procs := readCurrent(t, path, "procs.txt") + readCurrent(t, path, "ppid-environ.txt")
+		test, _ := os.Executable()
+		for _, leak := range []string{caddySecret, filepath.Base(test)} {
+			if strings.Contains(procs, leak) {
+				t.Errorf("the build saw %q of the test process:\n%s", leak, procs)
+			}
+		}
+		if n := strings.Count(procs, "== /proc/"); n == 0 || n > 6 {
+			t.Errorf("the build saw %d processes, want its own few:\n%s", n, procs)
+		}
+	})
+	t.Run("cache repository read-only", func(t *testing.T) {
+		cache := filepath.Join(path, "cache.git")
+		if _, err := os.Lstat(filepath.Join(cache, "hooks", "post-checkout")); err == nil {
+			t.Errorf("the build planted a hook in the cache repository")
+		}
+		if _, err := os.Lstat(filepath.Join(cache, "planted")); err == nil {
+			t.Errorf("the build wrote a file into the cache repository")
+		}
+		if cfg, _ := os.ReadFile(filepath.Join(cache, "config")); strings.Contains(string(cfg), "planted") {
+			t.Errorf("the build wrote into the cache repository's config:\n%s", cfg)
+		}
+		if got := readCurrent(t, path, "hook.txt"); !strings.Contains(got, "Read-only file system") {
+			t.Errorf("writing a hook: %q, want a read-only file system", got)
+		}
+	})
+	t.Run("state, other releases and the secret out of sight", func(t *testing.T) {
+		ls := readCurrent(t, path, "ls.txt")
+		for _, name := range []string{"state.json", ".lock", "current", firstRelease} {
+			if strings.Contains(ls, name) {
+				t.Errorf("the build saw %s in the target folder:\n%s", name, ls)
+			}
+		}
+		if !strings.Contains(ls, s.Live.Release) {
+			t.Errorf("the build did not see its own release:\n%s", ls)
+		}
+		if got := readCurrent(t, path, "state.txt"); strings.Contains(got, "{") {
+			t.Errorf("the build read state.json: %q", got)
+		}
+		if got := readCurrent(t, path, "secret.txt"); strings.Contains(got, "the-webhook-secret") {
+			t.Errorf("the build read the hidden secret: %q", got)
+		}
+		if got := readCurrent(t, path, "hidden-dir.txt"); strings.Contains(got, "PRIVATE KEY") {
+			t.Errorf("the build read a file of a hidden folder: %q", got)
+		}
+		// The folder is visible: it is the hiding that kept the secret out.
+		if got := readCurrent(t, path, "beside.txt"); got != "readable-beside" {
+			t.Errorf("the file beside the secret read %q, want its content", got)
+		}
+	})
+	t.Run("nothing left running", func(t *testing.T) {
+		// The deploy has ended (waitResult): what the build started is gone.
+		if pids := processesWith("sleep", "3601"); len(pids) > 0 {
+			t.Errorf("processes the build started outlived the deploy: %v", pids)
+		}
+	})
+	t.Run("private tmp, persistent home", func(t *testing.T) {
+		if _, err := os.Stat(filepath.Join("/tmp", tmpName)); err == nil {
+			t.Errorf("the build's /tmp/%s reached the host's /tmp", tmpName)
+		}
+		if got := readCurrent(t, path, "tmp.txt"); got != "from-the-sandbox\n" {
+			t.Errorf("the build could not use its /tmp: %q", got)
+		}
+		if b, err := os.ReadFile(filepath.Join(path, "home", "kept.txt")); err != nil || string(b) != "kept\n" {
+			t.Errorf("home/kept.txt = %q, %v: HOME must be <path>/home", b, err)
+		}
+	})
+	t.Run("only the documented environment", func(t *testing.T) {
+		env := readCurrent(t, path, "env.txt")
+		for _, line := range strings.Split(strings.TrimSpace(env), "\n") {
+			k, _, _ := strings.Cut(line, "=")
+			switch {
+			case k == "PATH", k == "HOME", k == "HUGO_ENV", k == "LANG", k == "LANGUAGE", k == "TZ",
+				strings.HasPrefix(k, "LC_"), strings.HasPrefix(k, "DEPLOY_"),
+				k == "PWD", k == "SHLVL", k == "_", k == "OLDPWD": // set by sh itself
+			default:
+				t.Errorf("the build got %s", line)
+			}
+		}
+		for _, want := range []string{"HOME=" + filepath.Join(path, "home"), "DEPLOY_RELEASE=" + release,
+			"DEPLOY_COMMIT=" + tip, "HUGO_ENV=production"} {
+			if !strings.Contains(env, want+"\n") {
+				t.Errorf("env lacks %s:\n%s", want, env)
+			}
+		}
+	})
+}
+
+// TestSandboxKilledDeployLeavesNothing: a sandboxed build that started a
+// process in a new session and then hangs is killed by the deploy timeout,
+// and the process it started dies with it.
+func TestSandboxKilledDeployLeavesNothing(t *testing.T) {
+	requireBwrap(t)
+	r := newRemote(t)
+	tip := r.commit(map[string]string{"index.html": "v1"})
+	tg := start(t, Config{Path: filepath.Join(outsideTmp(t), "site"), Remote: r.bare, Sandbox: true, Timeout: 3 * time.Second,
+		Commands: [][]string{{"sh", "-c", "setsid sleep 3602 > /dev/null 2>&1 & sleep 3602 > /dev/null 2>&1 & echo started; exec sleep 300"}}})
+	waitFor(t, "the build to start its processes", func() bool { return len(processesWith("sleep", "3602")) == 2 })
+	s := tg.waitResult("error", tip)
+	if !strings.Contains(s.Last.Error, "timeout") {
+		t.Errorf("error = %q, want the timeout", s.Last.Error)
+	}
+	waitFor(t, "the build's processes to die", func() bool { return len(processesWith("sleep", "3602")) == 0 })
+}
+
+// TestSandboxWithoutBwrap: with sandbox on and no bwrap on PATH, the deploy
+// fails with an error that says what to install, and the live site stays.
+func TestSandboxWithoutBwrap(t *testing.T) {
+	gitPath, err := exec.LookPath("git")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := t.TempDir()
+	if err := os.Symlink(gitPath, filepath.Join(bin, "git")); err != nil {
+		t.Fatal(err)
+	}
+	r := newRemote(t)
+	tip := r.commit(map[string]string{"index.html": "v1"})
+	t.Setenv("PATH", bin) // git, and nothing else
+	tg := start(t, Config{Remote: r.bare, Sandbox: true, Commands: [][]string{{"true"}}})
+	s := tg.waitResult("error", tip)
+	if want := "sandbox: bwrap not found: install bubblewrap (apt install bubblewrap)"; !strings.Contains(s.Last.Error, want) {
+		t.Errorf("error = %q, want %q", s.Last.Error, want)
+	}
+	if s.Live != nil {
+		t.Errorf("a deploy without its sandbox went live: %+v", s.Live)
+	}
+}
