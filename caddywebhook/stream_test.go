@@ -184,12 +184,15 @@ func rawDelivery(t *testing.T, addr, head string, body []byte) (net.Conn, *http.
 	return conn, resp, answer
 }
 
+// siteHost is the host and port of the tests' site, as a dial address.
+func siteHost() string { return strings.TrimPrefix(siteURL, "http://") }
+
 // deliveryHead returns the head of a push delivery to Caddy's handler with
 // more headers.
 func deliveryHead(more ...string) string {
 	return strings.Join(append([]string{
 		"POST /_github HTTP/1.1",
-		"Host: localhost:9080",
+		"Host: " + siteHost(),
 		"Content-Type: application/json",
 		"X-GitHub-Event: push",
 		"X-GitHub-Delivery: " + testDeliveryID,
@@ -216,7 +219,7 @@ func TestUnsignedAnsweredBeforeBody(t *testing.T) {
 		{"too short", "X-Hub-Signature-256: sha256=abcd", "signature mismatch"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			_, resp, body := rawDelivery(t, "localhost:9080", deliveryHead("Content-Length: 60000", c.header), nil)
+			_, resp, body := rawDelivery(t, siteHost(), deliveryHead("Content-Length: 60000", c.header), nil)
 			if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(body), c.says) {
 				t.Errorf("answer %d %s, want 401 saying %q", resp.StatusCode, body, c.says)
 			}
@@ -240,7 +243,7 @@ func TestIdleChunkedDoNotDelayDelivery(t *testing.T) {
 
 	var idle []net.Conn
 	for range 3 {
-		conn, err := net.Dial("tcp", "localhost:9080")
+		conn, err := net.Dial("tcp", siteHost())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -282,7 +285,7 @@ func TestSlowBodyTimesOut(t *testing.T) {
 	s.start(s.caddyfile(""))
 	s.waitLive(first)
 
-	_, resp, body := rawDelivery(t, "localhost:9080",
+	_, resp, body := rawDelivery(t, siteHost(),
 		deliveryHead("Content-Length: 1000", "X-Hub-Signature-256: "+forgedSignature), []byte(`{"zen":`))
 	if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(body), "reading body timed out") {
 		t.Errorf("answer %d %s, want 408 reading body timed out", resp.StatusCode, body)
