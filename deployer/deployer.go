@@ -48,6 +48,8 @@ type Deployer struct {
 	liveAt   time.Time
 	running  *Running
 	last     *Result
+	checked  *Checked
+	checks   uint64 // wakes handled
 	started  bool
 	closed   bool
 }
@@ -203,6 +205,10 @@ func (d *Deployer) Status() Status {
 	if d.last != nil {
 		l := *d.last
 		s.Last = &l
+	}
+	if d.checked != nil {
+		c := *d.checked
+		s.Checked = &c
 	}
 	for i := len(d.st.Releases) - 1; i >= 0; i-- {
 		s.Releases = append(s.Releases, d.st.Releases[i].Name)

@@ -753,3 +753,48 @@ func TestRecoveryAfterCrashAtTheSwitch(t *testing.T) {
 		t.Errorf("after rollback current -> %s", link)
 	}
 }
+
+// waitChecked waits until Status().Checked counts past after, and returns
+// it: the wake was handled, its deploy (if any) has ended.
+func (tg *target) waitChecked(after uint64) Checked {
+	tg.t.Helper()
+	var c *Checked
+	waitFor(tg.t, "a wake handled after check "+strconv.FormatUint(after, 10), func() bool {
+		c = tg.Status().Checked
+		return c != nil && c.Count > after
+	})
+	return *c
+}
+
+// Status().Checked advances once per handled wake and says what came of it:
+// a wake that deploys says "deployed", one that finds the tip live says
+// "live", and neither leaves a deploy running.
+func TestCheckedAdvances(t *testing.T) {
+	r := newRemote(t)
+	first := r.commit(map[string]string{"index.html": "v1"})
+	tg := start(t, Config{Remote: r.bare})
+
+	c := tg.waitChecked(0)
+	if c.Outcome != OutcomeDeployed || c.Commit != first || c.Reason != ReasonStartup || c.At.IsZero() {
+		t.Fatalf("startup wake: checked = %+v, want deployed %s", c, short(first))
+	}
+	if s := tg.Status(); s.Running != nil || s.Live == nil || s.Live.Commit != first {
+		t.Errorf("after a deployed check: running=%+v live=%+v", s.Running, s.Live)
+	}
+
+	tg.Wake(ReasonPoll)
+	live := tg.waitChecked(c.Count)
+	if live.Outcome != OutcomeLive || live.Commit != first || live.Reason != ReasonPoll || live.Count != c.Count+1 {
+		t.Errorf("wake on a live tip: checked = %+v, want live %s", live, short(first))
+	}
+
+	second := r.commit(map[string]string{"index.html": "v2"})
+	tg.Wake(ReasonDelivery)
+	dep := tg.waitChecked(live.Count)
+	if dep.Outcome != OutcomeDeployed || dep.Commit != second || dep.Reason != ReasonDelivery {
+		t.Errorf("wake on a new tip: checked = %+v, want deployed %s", dep, short(second))
+	}
+	if got := readCurrent(t, tg.path, "index.html"); got != "v2" {
+		t.Errorf("served index.html = %q, want v2", got)
+	}
+}

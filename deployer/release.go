@@ -14,9 +14,23 @@ import (
 	"go.uber.org/zap"
 )
 
-// deploy brings the site to the branch's tip once. It returns a *fetchError
-// when the remote could not be reached, so that the caller retries.
+// deploy brings the site to the branch's tip once and records what came of
+// it in Status.Checked. It returns a *fetchError when the remote could not be
+// reached, so that the caller retries.
 func (d *Deployer) deploy(reason Reason) error {
+	c, err := d.deployTip(reason)
+	c.Reason = reason
+	c.At = d.now()
+	d.mu.Lock()
+	d.checks++
+	c.Count = d.checks
+	d.checked = &c
+	d.mu.Unlock()
+	return err
+}
+
+// deployTip does the work of deploy and says what came of it.
+func (d *Deployer) deployTip(reason Reason) (Checked, error) {
 	cfg := d.config()
 	ctx, cancel := context.WithTimeout(d.ctx, cfg.Timeout)
 	defer cancel()
@@ -29,11 +43,11 @@ func (d *Deployer) deploy(reason Reason) error {
 	tip, branch, err := d.fetchTip(ctx, g, cfg)
 	if err != nil && d.ctx.Err() != nil {
 		d.log().Info("fetch interrupted: the deployer is stopping")
-		return nil
+		return Checked{Outcome: OutcomeInterrupted}, nil
 	}
 	if err != nil {
 		d.finish(reason, start, "", "", "", err)
-		return &fetchError{err}
+		return Checked{Outcome: OutcomeFetchFailed}, &fetchError{err}
 	}
 
 	d.mu.Lock()
@@ -42,18 +56,18 @@ func (d *Deployer) deploy(reason Reason) error {
 	live := liveRelease(d.path)
 	if r := st.find(live); r != nil && r.Commit == tip {
 		d.log().Debug("tip is live", zap.String("commit", tip), zap.String("reason", string(reason)))
-		return nil
+		return Checked{Commit: tip, Outcome: OutcomeLive}, nil
 	}
 	if !reason.explicit() {
 		switch tip {
 		case st.FailedCommit:
 			d.log().Info("tip's build failed before; waiting for a new commit, a delivery or a manual deploy",
 				zap.String("commit", tip), zap.String("reason", string(reason)))
-			return nil
+			return Checked{Commit: tip, Outcome: OutcomeWaiting, Detail: "failed before"}, nil
 		case st.PinnedFrom:
 			d.log().Info("tip was rolled back from; waiting for a new commit, a delivery or a manual deploy",
 				zap.String("commit", tip), zap.String("reason", string(reason)))
-			return nil
+			return Checked{Commit: tip, Outcome: OutcomeWaiting, Detail: "rolled back from"}, nil
 		}
 	}
 
@@ -90,13 +104,14 @@ func (d *Deployer) deploy(reason Reason) error {
 	if interrupted {
 		d.log().Info("deploy interrupted: the deployer is stopping; the next start deploys again",
 			zap.String("commit", tip), zap.String("release", name))
-		return nil
+		return Checked{Commit: tip, Outcome: OutcomeInterrupted}, nil
 	}
 	d.finish(reason, start, tip, name, tail, err)
-	if err == nil {
-		d.prune(cfg)
+	if err != nil {
+		return Checked{Commit: tip, Outcome: OutcomeFailed}, nil
 	}
-	return nil
+	d.prune(cfg)
+	return Checked{Commit: tip, Outcome: OutcomeDeployed}, nil
 }
 
 // fetchTip fetches the branch into the cache repository and returns its tip.

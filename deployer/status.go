@@ -109,7 +109,31 @@ type Status struct {
 	Live     *Live    `json:"live"`
 	Running  *Running `json:"running"`
 	Last     *Result  `json:"last"`
+	Checked  *Checked `json:"checked"`  // nil until the first wake is handled
 	Releases []string `json:"releases"` // on disk, newest first
+}
+
+// Outcomes of a wake, in Checked.Outcome.
+const (
+	OutcomeLive        = "live"         // the tip was live already: nothing to do
+	OutcomeDeployed    = "deployed"     // the tip was built and is live now
+	OutcomeFailed      = "failed"       // the tip's build or publish failed
+	OutcomeWaiting     = "waiting"      // the tip is left alone: see Detail
+	OutcomeFetchFailed = "fetch_failed" // the remote could not be fetched; retried with backoff
+	OutcomeInterrupted = "interrupted"  // the deployer stopped during the fetch or the build
+)
+
+// Checked is the worker's last look at the branch's tip, whatever came of
+// it: Count advances once per handled wake, after the wake's deploy (if any)
+// has finished, its result is in Last and its releases are pruned. Tests and
+// scripts wait on it to know that a wake was handled.
+type Checked struct {
+	Count   uint64    `json:"count"` // wakes handled since the deployer started
+	Reason  Reason    `json:"reason"`
+	Commit  string    `json:"commit,omitempty"` // the tip found; "" when the fetch failed
+	Outcome string    `json:"outcome"`          // one of the Outcome constants
+	Detail  string    `json:"detail,omitempty"` // for waiting: why
+	At      time.Time `json:"at"`
 }
 
 // EventKind names a deploy event.
