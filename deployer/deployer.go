@@ -344,12 +344,6 @@ func (d *Deployer) loop() {
 	}
 }
 
-// fetchError marks an error of the fetch step, which is retried with backoff.
-type fetchError struct{ err error }
-
-func (e *fetchError) Error() string { return e.err.Error() }
-func (e *fetchError) Unwrap() error { return e.err }
-
 func (d *Deployer) setRunning(r *Running) {
 	d.mu.Lock()
 	d.running = r
@@ -381,4 +375,13 @@ func liveRelease(path string) string {
 		return ""
 	}
 	return parts[1]
+}
+
+// short abbreviates a commit to the 12 hex digits that logs, errors and
+// release names show.
+func short(commit string) string {
+	if len(commit) > 12 {
+		return commit[:12]
+	}
+	return commit
 }

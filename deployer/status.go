@@ -2,56 +2,8 @@ package deployer
 
 import (
 	"encoding/json"
-	"errors"
-	"fmt"
 	"time"
 )
-
-// Reason says what woke the deployer.
-type Reason string
-
-// Reasons a deploy starts. Delivery and Manual are explicit requests: they
-// retry a tip whose build failed and deploy a commit that was rolled back from.
-// Startup and Poll leave both alone until the branch moves.
-const (
-	ReasonStartup  Reason = "startup"
-	ReasonDelivery Reason = "delivery"
-	ReasonManual   Reason = "manual"
-	ReasonPoll     Reason = "poll"
-	ReasonRetry    Reason = "retry"
-)
-
-// explicit reports whether r is a request that must not be ignored because of
-// a past failure or a rollback pin.
-func (r Reason) explicit() bool { return r == ReasonDelivery || r == ReasonManual }
-
-// Sentinel errors.
-var (
-	// ErrClosed is returned by calls on a Deployer after Close.
-	ErrClosed = errors.New("deployer: closed")
-	// ErrUnknownRelease is returned by Rollback for a release that is not on disk.
-	ErrUnknownRelease = errors.New("deployer: no such release")
-	// ErrNoOlderRelease is returned by Rollback when no kept release is older
-	// than the live one.
-	ErrNoOlderRelease = errors.New("deployer: no older release to roll back to")
-	// ErrBusy is returned by New when another process holds the folder.
-	ErrBusy = errors.New("deployer: path is in use by another process")
-)
-
-// BuildError is the error of a command that failed: it exited non-zero, was
-// killed by the timeout, or could not start.
-type BuildError struct {
-	Command  string // argv[0] and its arguments, for humans
-	ExitCode int    // -1 when it did not exit on its own
-	Tail     string // the last lines of its output
-	Err      error
-}
-
-func (e *BuildError) Error() string {
-	return fmt.Sprintf("running %s: %v", e.Command, e.Err)
-}
-
-func (e *BuildError) Unwrap() error { return e.Err }
 
 // Live is the release Path/current points to.
 type Live struct {
@@ -134,32 +86,4 @@ type Checked struct {
 	Outcome string    `json:"outcome"`          // one of the Outcome constants
 	Detail  string    `json:"detail,omitempty"` // for waiting: why
 	At      time.Time `json:"at"`
-}
-
-// EventKind names a deploy event.
-type EventKind string
-
-// Event kinds, in the order a deploy emits them.
-const (
-	EventStarted   EventKind = "deploy_started"
-	EventSucceeded EventKind = "deploy_succeeded"
-	EventFailed    EventKind = "deploy_failed"
-	// EventRolledBack follows a Rollback: Commit and Release are live now.
-	EventRolledBack EventKind = "rolled_back"
-	// EventRecovered follows the recovery at Start when a release is live:
-	// Commit and Release are live, At is when the last deploy succeeded
-	// (zero if unknown).
-	EventRecovered EventKind = "recovered"
-)
-
-// Event is passed to Config.Notify.
-type Event struct {
-	Kind     EventKind
-	Path     string
-	Commit   string
-	Release  string
-	Reason   Reason
-	Duration time.Duration // zero for EventStarted
-	Err      error         // set for EventFailed
-	At       time.Time
 }
