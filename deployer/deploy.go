@@ -15,11 +15,15 @@ import (
 // deploy brings the site to the branch's tip once and records what came of
 // it in Status.Checked. It returns a *fetchError when the remote could not be
 // reached, so that the caller retries.
+//
+// Running is cleared in the same step as Checked is set: a Status with no
+// Running shows the Checked, Last and releases of the wake handled last.
 func (d *Deployer) deploy(reason Reason) error {
 	c, err := d.deployTip(reason)
 	c.Reason = reason
 	c.At = d.now()
 	d.mu.Lock()
+	d.running = nil
 	d.checks++
 	c.Count = d.checks
 	d.checked = &c
@@ -34,8 +38,7 @@ func (d *Deployer) deployTip(reason Reason) (Checked, error) {
 	defer cancel()
 
 	start := d.now()
-	d.setRunning(&Running{Reason: reason, Since: start})
-	defer d.setRunning(nil)
+	d.setRunning(&Running{Reason: reason, Since: start}) // deploy clears it
 
 	g := d.git(cfg)
 	tip, branch, err := d.fetchTip(ctx, g, cfg)

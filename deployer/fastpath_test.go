@@ -28,7 +28,7 @@ func TestLinkedReleaseEqualsCheckout(t *testing.T) {
 	prev := tg.waitLive(first).Live.Release
 	prevDir := filepath.Join(tg.path, "releases", prev)
 
-	os.Chmod(filepath.Join(r.work, "bin/run.sh"), 0o644)
+	os.Chmod(filepath.Join(r.work, "bin/run.sh"), 0o755)
 	os.Remove(filepath.Join(r.work, "link.html"))
 	os.Symlink("docs/a.html", filepath.Join(r.work, "link.html"))
 	tip := r.commit(map[string]string{

@@ -76,9 +76,10 @@ const (
 )
 
 // Checked is the worker's last look at the branch's tip, whatever came of
-// it: Count advances once per handled wake, after the wake's deploy (if any)
-// has finished, its result is in Last and its releases are pruned. Tests and
-// scripts wait on it to know that a wake was handled.
+// it: Count advances once per handled wake (wakes that come during a deploy
+// coalesce into one), after the wake's deploy, if any, has ended, its result
+// is in Last and old releases are pruned; Running is cleared in the same
+// step. Tests and scripts wait on it to know that a wake was handled.
 type Checked struct {
 	Count   uint64    `json:"count"` // wakes handled since the deployer started
 	Reason  Reason    `json:"reason"`
