@@ -508,7 +508,7 @@ func TestNoGitInPublishedTree(t *testing.T) {
 // DEPLOY_* variables and env; they run as argv, never through a shell.
 func TestCommandsSeeCommitAndEnv(t *testing.T) {
 	t.Setenv("TEST_WEBHOOK_SECRET", "s3cret")
-	for _, depth := range []int{0, -1} {
+	for _, depth := range []int{DefaultDepth, 0} { // 0: the full history
 		t.Run("depth="+strconv.Itoa(depth), func(t *testing.T) {
 			r := newRemote(t)
 			r.commit(map[string]string{"a": "1"})
@@ -528,7 +528,7 @@ func TestCommandsSeeCommitAndEnv(t *testing.T) {
 				t.Errorf("git rev-parse HEAD in the release = %q, want %s", got, tip)
 			}
 			wantCount := "1"
-			if depth < 0 {
+			if depth == 0 {
 				wantCount = "3"
 			}
 			if got := strings.TrimSpace(readCurrent(t, tg.path, "count.txt")); got != wantCount {
@@ -631,7 +631,13 @@ func TestValidate(t *testing.T) {
 		{Config{Path: "/srv/x", Remote: "x", Publish: "/etc"}, "must be relative"},
 		{Config{Path: "/srv/x", Remote: "x", Commands: [][]string{{}}}, "command 1 is empty"},
 		{Config{Path: "/srv/x", Remote: "x", Env: []string{"NOEQUALS"}}, "not KEY=value"},
+		{Config{Path: "/srv/x", Remote: "x", Timeout: -time.Second}, "timeout -1s must be positive"},
+		{Config{Path: "/srv/x", Remote: "x", Poll: -time.Second}, "poll -1s must be positive"},
+		{Config{Path: "/srv/x", Remote: "x", Keep: -1}, "keep -1 must be at least 1"},
+		{Config{Path: "/srv/x", Remote: "x", Depth: -1}, "depth -1 must be 0 (full history) or more"},
 		{Config{Path: "/srv/x", Remote: "x", Publish: "public/../public"}, ""},
+		// Zero is the default for timeout and keep, the full history for depth.
+		{Config{Path: "/srv/x", Remote: "x", Timeout: 0, Keep: 0, Depth: 0}, ""},
 	}
 	for _, tc := range cases {
 		err := tc.cfg.Validate()

@@ -24,7 +24,7 @@ func TestLinkedReleaseEqualsCheckout(t *testing.T) {
 	})
 	os.Symlink("index.html", filepath.Join(r.work, "link.html"))
 	first = r.commit(nil)
-	tg := start(t, Config{Remote: r.bare})
+	tg := start(t, Config{Remote: r.bare, Depth: DefaultDepth}) // shallow, as the handler fetches
 	prev := tg.waitLive(first).Live.Release
 	prevDir := filepath.Join(tg.path, "releases", prev)
 

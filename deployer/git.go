@@ -302,7 +302,7 @@ func (g *git) defaultBranch(ctx context.Context) (string, error) {
 }
 
 // fetch brings branch's tip into the cache repository and returns its commit.
-// depth < 0 fetches the full history, with tags.
+// depth 0 fetches the full history, with tags.
 func (g *git) fetch(ctx context.Context, branch string, depth int) (string, error) {
 	ref := "refs/remotes/origin/" + branch
 	args := []string{"fetch", "--quiet", "--no-write-fetch-head", "--prune", "--force"}
