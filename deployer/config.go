@@ -128,9 +128,9 @@ type Config struct {
 	// deliveries that never came. Zero never polls; negative is an error.
 	Poll time.Duration
 
-	// Notify, when set, is called for deploy events (started, succeeded,
-	// failed) on the worker goroutine, and after a rollback on the caller of
-	// Rollback. It must not block.
+	// Notify, when set, is called for events (a deploy started, succeeded
+	// or failed; recovery found a live release) on the worker goroutine,
+	// and after a rollback on the caller of Rollback. It must not block.
 	Notify func(Event)
 }
 

@@ -85,11 +85,11 @@ func New(cfg Config, logger *zap.Logger) (*Deployer, error) {
 var nonDumpable sync.Once
 
 // Start makes the process non-dumpable (so that builds of the same user
-// cannot read its environment or memory through /proc), creates the folder if needed, locks it against other processes and
-// starts the worker,
-// which recovers from whatever ended the last process and then deploys, in
-// the background: Start does no git work. Starting again is a no-op. It
-// returns ErrBusy when another process holds the folder.
+// cannot read its environment or memory through /proc), creates the folder
+// if needed, locks it against other processes and starts the worker, which
+// recovers from whatever ended the last process and then deploys, in the
+// background: Start does no git work. Starting again is a no-op. It returns
+// ErrBusy when another process holds the folder.
 func (d *Deployer) Start() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -14,7 +14,8 @@ var (
 	// ErrNoOlderRelease is returned by Rollback when no kept release is older
 	// than the live one.
 	ErrNoOlderRelease = errors.New("deployer: no older release to roll back to")
-	// ErrBusy is returned by New when another process holds the folder.
+	// ErrBusy is returned by Start when another process holds the folder
+	// (New touches no disk).
 	ErrBusy = errors.New("deployer: path is in use by another process")
 )
 

@@ -23,7 +23,8 @@ func (r Reason) explicit() bool { return r == ReasonDelivery || r == ReasonManua
 // EventKind names a deploy event.
 type EventKind string
 
-// Event kinds, in the order a deploy emits them.
+// Event kinds: a deploy emits EventStarted, then EventSucceeded or EventFailed
+// (a failed fetch emits EventFailed alone).
 const (
 	EventStarted   EventKind = "deploy_started"
 	EventSucceeded EventKind = "deploy_succeeded"

@@ -20,7 +20,8 @@ type Running struct {
 	Since   time.Time `json:"since"`
 }
 
-// Result is the outcome of the last deploy that got past "nothing to do".
+// Result is the outcome of the last deploy that got past "nothing to do":
+// a fetch that failed, or a build that ended (Release is "" for the former).
 type Result struct {
 	Result     string    `json:"result"` // "ok" or "error"
 	Error      string    `json:"error,omitempty"`
