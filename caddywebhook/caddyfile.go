@@ -43,7 +43,8 @@ func init() {
 // the token as placeholders ({env.NAME} or {file./path}): they are resolved
 // when the configuration loads, so their values never appear in the adapted
 // JSON. A command runs as the argv it is written as, never through a shell.
-// depth 0 fetches the full history. max_body takes a size such as 25MiB.
+// depth 0 fetches the full history; keep 0 and timeout 0 mean the defaults
+// (3, 10m), as in JSON. max_body takes a size such as 25MiB.
 // sandbox runs the commands under bubblewrap (bwrap).
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	handler := new(Handler)
@@ -125,9 +126,6 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return d.Errf("parsing %s: %v", name, err)
 			}
-			if dur <= 0 {
-				return d.Errf("%s %s must be positive", name, s)
-			}
 			if name == "timeout" {
 				h.Timeout = caddy.Duration(dur)
 			} else {
@@ -142,15 +140,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return d.Errf("parsing %s: %q is not a whole number", name, s)
 			}
+			// Ranges are checked in one place, the deployer's Validate.
 			if name == "keep" {
-				if n < 1 {
-					return d.Errf("keep %d must be at least 1", n)
-				}
 				h.Keep = n
 			} else {
-				if n < 0 {
-					return d.Errf("depth %d must be 0 (full history) or more", n)
-				}
 				h.Depth = &n
 			}
 		case "submodules":

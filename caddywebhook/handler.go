@@ -94,11 +94,11 @@ type Handler struct {
 	Env map[string]string `json:"env,omitempty"`
 
 	// How long one deploy may take, fetch and build together; past it the
-	// build's whole process group is killed. Default: 10m.
+	// build's whole process group is killed. Default (unset or 0): 10m.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
 	// How many releases stay on disk for rollback, the live one included.
-	// Default: 3.
+	// Default (unset or 0): 3.
 	Keep int `json:"keep,omitempty"`
 
 	// The fetch depth: 0 fetches the full history, for builds that read it
@@ -274,15 +274,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.pooled = true
 	h.target = val.(*target)
 	h.owner = ctx.Done()
-	if err := h.target.hold(h.owner, h.cfg, loaded); err != nil {
+	if err := h.target.hold(h.owner, h.cfg, h.logger, loaded); err != nil {
 		return err
 	}
 	h.holding = true
 	h.wake = h.target.d.Wake
 	h.branch = h.target.d.Branch
-	if loaded {
-		h.target.d.SetLogger(h.logger)
-	}
 	m.restore(h.key, h.target.d.Status())
 
 	// The deployer starts when Caddy runs this configuration, not when it
@@ -317,11 +314,9 @@ func (h *Handler) deployerConfig(token string) deployer.Config {
 	if cfg.Remote == "" && h.Repo != "" {
 		cfg.Remote = "https://github.com/" + h.Repo + ".git"
 	}
+	cfg.Depth = deployer.DefaultDepth
 	if h.Depth != nil {
-		cfg.Depth = *h.Depth
-		if cfg.Depth == 0 {
-			cfg.Depth = -1 // full history
-		}
+		cfg.Depth = *h.Depth // 0 is the full history, here as in the deployer
 	}
 	keys := make([]string, 0, len(h.Env))
 	for k := range h.Env {
@@ -353,23 +348,13 @@ func (h *Handler) Validate() error {
 	if h.MaxBody < 0 {
 		return fmt.Errorf("max_body %d must be positive", h.MaxBody)
 	}
-	if h.Timeout < 0 {
-		return fmt.Errorf("timeout %s must be positive", time.Duration(h.Timeout))
-	}
-	if h.Poll < 0 {
-		return fmt.Errorf("poll %s must be positive", time.Duration(h.Poll))
-	}
-	if h.Keep < 0 {
-		return fmt.Errorf("keep %d must be at least 1", h.Keep)
-	}
-	if h.Depth != nil && *h.Depth < 0 {
-		return fmt.Errorf("depth %d must be 0 (full history) or more", *h.Depth)
-	}
 	for k := range h.Env {
 		if k == "" || strings.ContainsAny(k, "=\x00") {
 			return fmt.Errorf("env name %q is not valid", k)
 		}
 	}
+	// The deployer's settings (timeout, poll, keep, depth, publish, ...)
+	// have one validation: the deployer's.
 	if err := h.cfg.Validate(); err != nil {
 		return err
 	}
@@ -381,7 +366,7 @@ func (h *Handler) Validate() error {
 // that failed half-way.
 func (h *Handler) Cleanup() error {
 	if h.holding {
-		h.target.release(h.owner, h.logger)
+		h.target.release(h.owner)
 		h.holding = false
 	}
 	if h.pooled {
@@ -427,15 +412,17 @@ type target struct {
 
 // holder is one handler attached to a target.
 type holder struct {
-	owner <-chan struct{} // the Done channel of its configuration's context
-	cfg   deployer.Config
+	owner  <-chan struct{} // the Done channel of its configuration's context
+	cfg    deployer.Config
+	logger *zap.Logger // its configuration's logging
 }
 
 // hold attaches a handler of the configuration owner to t. It fails when a
 // handler of the same configuration holds t already: two handlers in one
 // configuration must not share a path. When loaded, the deployer existed
-// before, and cfg replaces its settings from the next deploy on.
-func (t *target) hold(owner <-chan struct{}, cfg deployer.Config, loaded bool) error {
+// before, and cfg and logger replace its settings and logging from the next
+// deploy on.
+func (t *target) hold(owner <-chan struct{}, cfg deployer.Config, logger *zap.Logger, loaded bool) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, h := range t.holders {
@@ -447,15 +434,17 @@ func (t *target) hold(owner <-chan struct{}, cfg deployer.Config, loaded bool) e
 		if err := t.d.Update(cfg); err != nil {
 			return fmt.Errorf("updating the deployer of %s: %w", cfg.Path, err)
 		}
+		t.d.SetLogger(logger)
 	}
-	t.holders = append(t.holders, holder{owner: owner, cfg: cfg})
+	t.holders = append(t.holders, holder{owner: owner, cfg: cfg, logger: logger})
 	return nil
 }
 
 // release detaches the handler of owner. If it was the newest, as when a
 // new configuration fails to load after its handler was provisioned, the
-// settings of the newest remaining one are put back.
-func (t *target) release(owner <-chan struct{}, logger *zap.Logger) {
+// settings and the logger of the newest remaining one are put back: the
+// failed configuration's logs may be closed.
+func (t *target) release(owner <-chan struct{}) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	i := slices.IndexFunc(t.holders, func(h holder) bool { return h.owner == owner })
@@ -465,9 +454,10 @@ func (t *target) release(owner <-chan struct{}, logger *zap.Logger) {
 	newest := i == len(t.holders)-1
 	t.holders = slices.Delete(t.holders, i, i+1)
 	if newest && len(t.holders) > 0 {
-		cfg := t.holders[len(t.holders)-1].cfg
-		if err := t.d.Update(cfg); err != nil {
-			logger.Error("restoring deployer settings", zap.String("path", cfg.Path), zap.Error(err))
+		back := t.holders[len(t.holders)-1]
+		t.d.SetLogger(back.logger)
+		if err := t.d.Update(back.cfg); err != nil {
+			back.logger.Error("restoring deployer settings", zap.String("path", back.cfg.Path), zap.Error(err))
 		}
 	}
 }

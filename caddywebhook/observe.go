@@ -132,8 +132,10 @@ func (o *observer) notify(e deployer.Event) {
 		"release": e.Release,
 		"reason":  string(e.Reason),
 	}
-	name := EventDeployStarted
+	var name string
 	switch e.Kind {
+	case deployer.EventStarted:
+		name = EventDeployStarted
 	case deployer.EventSucceeded:
 		name = EventDeploySucceeded
 		data["duration"] = e.Duration.Seconds()
@@ -158,6 +160,8 @@ func (o *observer) notify(e deployer.Event) {
 		}
 		o.metrics.deploys.WithLabelValues(o.path, "error").Inc()
 		o.metrics.duration.WithLabelValues(o.path).Observe(e.Duration.Seconds())
+	default:
+		return // a kind this observer does not know is not a deploy that started
 	}
 	if o.events != nil {
 		o.events.Emit(o.ctx, name, data)

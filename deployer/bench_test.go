@@ -77,7 +77,7 @@ func BenchmarkDeployVsClone(b *testing.B) {
 					done <- e
 				}
 			}
-			d, err := New(Config{Path: filepath.Join(b.TempDir(), "site"), Remote: "file://" + r.bare, Notify: notify}, nil)
+			d, err := New(Config{Path: filepath.Join(b.TempDir(), "site"), Remote: "file://" + r.bare, Depth: DefaultDepth, Notify: notify}, nil)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -26,15 +26,21 @@ import (
 	"time"
 )
 
-// Defaults for the zero values of Config.
+// Defaults of Config's settings.
 const (
+	// DefaultTimeout is the Timeout of a zero Config.Timeout.
 	DefaultTimeout = 10 * time.Minute
-	DefaultKeep    = 3
-	DefaultDepth   = 1
+	// DefaultKeep is the Keep of a zero Config.Keep.
+	DefaultKeep = 3
+	// DefaultDepth is the depth to configure when none is asked for: a
+	// zero Config.Depth means the full history, so a caller applies this
+	// default itself (the Caddy handler does for an unset depth).
+	DefaultDepth = 1
 )
 
-// Config describes one deploy target. The zero value of every optional field
-// means its documented default.
+// Config describes one deploy target. Validate is the one place that checks
+// its settings. The zero value of every optional field but Depth means its
+// documented default.
 type Config struct {
 	// Path is the folder the deployer owns. The live site is Path/current.
 	// Required; must be absolute.
@@ -70,15 +76,19 @@ type Config struct {
 	Unset []string
 
 	// Timeout bounds one deploy, fetch and build together. Past it the build's
-	// whole process group is killed. Zero means DefaultTimeout.
+	// whole process group is killed. Zero means DefaultTimeout; negative is
+	// an error.
 	Timeout time.Duration
 
 	// Keep is how many releases stay on disk, the live one included. Zero
-	// means DefaultKeep.
+	// means DefaultKeep; negative is an error.
 	Keep int
 
-	// Depth is the fetch depth. Zero means DefaultDepth; a negative value
-	// fetches the full history (the Caddyfile's "depth 0").
+	// Depth is the fetch depth, as git fetch --depth takes it, also for
+	// submodules. Zero fetches the full history (for builds that read it,
+	// such as "last modified" dates); negative is an error. It means what
+	// the Caddyfile's and the JSON's depth mean; the handler passes
+	// DefaultDepth when none is set.
 	Depth int
 
 	// Submodules also checks out submodules, recursively.
@@ -115,25 +125,22 @@ type Config struct {
 	Hide []string
 
 	// Poll, when positive, also wakes the deployer on this interval, to catch
-	// deliveries that never came.
+	// deliveries that never came. Zero never polls; negative is an error.
 	Poll time.Duration
 
-	// Notify, when set, is called for deploy events (started, succeeded,
-	// failed) on the worker goroutine, and after a rollback on the caller of
-	// Rollback. It must not block.
+	// Notify, when set, is called for events (a deploy started, succeeded
+	// or failed; recovery found a live release) on the worker goroutine,
+	// and after a rollback on the caller of Rollback. It must not block.
 	Notify func(Event)
 }
 
 // withDefaults returns c with its zero values replaced by defaults.
 func (c Config) withDefaults() Config {
-	if c.Timeout <= 0 {
+	if c.Timeout == 0 {
 		c.Timeout = DefaultTimeout
 	}
-	if c.Keep <= 0 {
+	if c.Keep == 0 {
 		c.Keep = DefaultKeep
-	}
-	if c.Depth == 0 {
-		c.Depth = DefaultDepth
 	}
 	c.Path = filepath.Clean(c.Path)
 	return c
@@ -180,8 +187,17 @@ func (c Config) Validate() error {
 			return fmt.Errorf("env %q is not KEY=value", kv)
 		}
 	}
+	if c.Timeout < 0 {
+		return fmt.Errorf("timeout %s must be positive", c.Timeout)
+	}
+	if c.Poll < 0 {
+		return fmt.Errorf("poll %s must be positive", c.Poll)
+	}
 	if c.Keep < 0 {
 		return fmt.Errorf("keep %d must be at least 1", c.Keep)
+	}
+	if c.Depth < 0 {
+		return fmt.Errorf("depth %d must be 0 (full history) or more", c.Depth)
 	}
 	for _, p := range c.Hide {
 		if !filepath.IsAbs(p) {

@@ -48,6 +48,8 @@ type Deployer struct {
 	liveAt   time.Time
 	running  *Running
 	last     *Result
+	checked  *Checked
+	checks   uint64 // wakes handled
 	started  bool
 	closed   bool
 }
@@ -83,11 +85,11 @@ func New(cfg Config, logger *zap.Logger) (*Deployer, error) {
 var nonDumpable sync.Once
 
 // Start makes the process non-dumpable (so that builds of the same user
-// cannot read its environment or memory through /proc), creates the folder if needed, locks it against other processes and
-// starts the worker,
-// which recovers from whatever ended the last process and then deploys, in
-// the background: Start does no git work. Starting again is a no-op. It
-// returns ErrBusy when another process holds the folder.
+// cannot read its environment or memory through /proc), creates the folder
+// if needed, locks it against other processes and starts the worker, which
+// recovers from whatever ended the last process and then deploys, in the
+// background: Start does no git work. Starting again is a no-op. It returns
+// ErrBusy when another process holds the folder.
 func (d *Deployer) Start() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -203,6 +205,10 @@ func (d *Deployer) Status() Status {
 	if d.last != nil {
 		l := *d.last
 		s.Last = &l
+	}
+	if d.checked != nil {
+		c := *d.checked
+		s.Checked = &c
 	}
 	for i := len(d.st.Releases) - 1; i >= 0; i-- {
 		s.Releases = append(s.Releases, d.st.Releases[i].Name)
@@ -338,12 +344,6 @@ func (d *Deployer) loop() {
 	}
 }
 
-// fetchError marks an error of the fetch step, which is retried with backoff.
-type fetchError struct{ err error }
-
-func (e *fetchError) Error() string { return e.err.Error() }
-func (e *fetchError) Unwrap() error { return e.err }
-
 func (d *Deployer) setRunning(r *Running) {
 	d.mu.Lock()
 	d.running = r
@@ -375,4 +375,13 @@ func liveRelease(path string) string {
 		return ""
 	}
 	return parts[1]
+}
+
+// short abbreviates a commit to the 12 hex digits that logs, errors and
+// release names show.
+func short(commit string) string {
+	if len(commit) > 12 {
+		return commit[:12]
+	}
+	return commit
 }

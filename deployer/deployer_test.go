@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // 1. A first deploy into an empty path makes current a relative symlink into
@@ -89,19 +91,11 @@ func TestNextDeployReusesCache(t *testing.T) {
 
 	// Already live: no deploy, no new release, no new result.
 	last := tg.Status().Last
-	seen := len(tg.logs.FilterMessage("tip is live").All())
 	for i := 0; i < 3; i++ {
-		tg.Wake(ReasonDelivery)
+		if c := tg.wake(ReasonDelivery); c.Outcome != OutcomeLive || c.Commit != second {
+			t.Errorf("wake %d on a live tip: checked = %+v, want live %s", i+1, c, short(second))
+		}
 	}
-	// The worker says so for a wake that finds the tip live.
-	waitFor(t, "a wake to find the tip live", func() bool {
-		return len(tg.logs.FilterMessage("tip is live").All()) > seen
-	})
-	waitFor(t, "the wakes to be handled", func() bool {
-		tg.mu.Lock()
-		defer tg.mu.Unlock()
-		return tg.pending == "" && tg.running == nil && len(tg.wakeC) == 0
-	})
 	s := tg.Status()
 	if s.Last.At != last.At || len(s.Releases) != 2 || tg.events.count(EventStarted) != 2 {
 		t.Errorf("a live tip was deployed again: last=%+v releases=%v started=%d", s.Last, s.Releases, tg.events.count(EventStarted))
@@ -127,7 +121,11 @@ func TestWakesCoalesce(t *testing.T) {
 		t.Fatal(err)
 	}
 	tg.waitLive(tip)
-	time.Sleep(500 * time.Millisecond) // a third deploy would have started by now
+	// Wakes are handled in turn: once one more wake is handled, every wake
+	// sent before it has been too, and none started a third deploy.
+	if c := tg.wake(ReasonDelivery); c.Outcome != OutcomeLive || c.Commit != tip {
+		t.Errorf("a wake after the deploys: checked = %+v, want the tip live", c)
+	}
 	if n := tg.events.count(EventStarted); n > 2 {
 		t.Errorf("%d deploys for 26 commits and 26 wakes; want at most 2", n)
 	}
@@ -211,16 +209,18 @@ func TestFailedBuildKeepsLiveSite(t *testing.T) {
 
 			// Poll leaves a tip whose build failed alone; a delivery retries it.
 			started := tg.events.count(EventStarted)
-			tg.Wake(ReasonPoll)
-			waitFor(t, "the poll to leave the failed tip alone", func() bool {
-				return len(tg.logs.FilterMessageSnippet("build failed before").All()) > 0
-			})
-			waitFor(t, "idle", func() bool { return tg.Status().Running == nil })
+			if c := tg.wake(ReasonPoll); c.Outcome != OutcomeWaiting || c.Detail != "failed before" || c.Commit != bad {
+				t.Errorf("poll on a tip whose build failed: checked = %+v, want waiting (failed before)", c)
+			}
 			if n := tg.events.count(EventStarted); n != started {
 				t.Errorf("poll rebuilt a failed tip")
 			}
-			tg.Wake(ReasonDelivery)
-			waitFor(t, "a retry", func() bool { return tg.events.count(EventStarted) == started+1 })
+			if c := tg.wake(ReasonDelivery); c.Outcome != OutcomeFailed || c.Commit != bad {
+				t.Errorf("delivery on a tip whose build failed: checked = %+v, want it built again (and failed)", c)
+			}
+			if n := tg.events.count(EventStarted); n != started+1 {
+				t.Errorf("%d deploys started after a delivery, want %d", n, started+1)
+			}
 		})
 	}
 }
@@ -295,15 +295,22 @@ func TestDeadRemoteRetriesWithBackoff(t *testing.T) {
 	if got := readCurrent(t, path, "index.html"); got != "good" {
 		t.Errorf("served %q", got)
 	}
-	// Back off to a long wait, then Close must not wait for it.
+	// Back off to a long wait (retryMax, as retryBase is an hour), then
+	// Close must not wait for it: it must return before a deadline far
+	// shorter than the backoff.
 	tg.mu.Lock()
 	tg.retryBase = time.Hour
 	tg.mu.Unlock()
-	waitFor(t, "another retry", func() bool { return tg.Status().Running == nil })
-	begin := time.Now()
-	tg.close()
-	if d := time.Since(begin); d > 5*time.Second {
-		t.Errorf("Close took %v during backoff", d)
+	// A failure recorded after this count computes its backoff from an hour.
+	seen := tg.Status().Checked.Count
+	waitFor(t, "a fetch failure after the backoff grew", func() bool {
+		c := tg.Status().Checked
+		return c.Count > seen && c.Outcome == OutcomeFetchFailed
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := tg.Close(ctx); err != nil {
+		t.Errorf("Close during a %v backoff: %v", retryMax, err)
 	}
 }
 
@@ -501,7 +508,7 @@ func TestNoGitInPublishedTree(t *testing.T) {
 // DEPLOY_* variables and env; they run as argv, never through a shell.
 func TestCommandsSeeCommitAndEnv(t *testing.T) {
 	t.Setenv("TEST_WEBHOOK_SECRET", "s3cret")
-	for _, depth := range []int{0, -1} {
+	for _, depth := range []int{DefaultDepth, 0} { // 0: the full history
 		t.Run("depth="+strconv.Itoa(depth), func(t *testing.T) {
 			r := newRemote(t)
 			r.commit(map[string]string{"a": "1"})
@@ -521,7 +528,7 @@ func TestCommandsSeeCommitAndEnv(t *testing.T) {
 				t.Errorf("git rev-parse HEAD in the release = %q, want %s", got, tip)
 			}
 			wantCount := "1"
-			if depth < 0 {
+			if depth == 0 {
 				wantCount = "3"
 			}
 			if got := strings.TrimSpace(readCurrent(t, tg.path, "count.txt")); got != wantCount {
@@ -565,10 +572,11 @@ func TestCloseKillsBuild(t *testing.T) {
 		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
 		return err == nil && pid > 0
 	})
-	begin := time.Now()
-	tg.close()
-	if d := time.Since(begin); d > 10*time.Second {
-		t.Errorf("Close took %v", d)
+	// The build sleeps for 300s: Close must end it, not wait for it.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := tg.Close(ctx); err != nil {
+		t.Errorf("Close during a build: %v", err)
 	}
 	if alive(pid) {
 		t.Errorf("build child %d outlived Close", pid)
@@ -623,7 +631,13 @@ func TestValidate(t *testing.T) {
 		{Config{Path: "/srv/x", Remote: "x", Publish: "/etc"}, "must be relative"},
 		{Config{Path: "/srv/x", Remote: "x", Commands: [][]string{{}}}, "command 1 is empty"},
 		{Config{Path: "/srv/x", Remote: "x", Env: []string{"NOEQUALS"}}, "not KEY=value"},
+		{Config{Path: "/srv/x", Remote: "x", Timeout: -time.Second}, "timeout -1s must be positive"},
+		{Config{Path: "/srv/x", Remote: "x", Poll: -time.Second}, "poll -1s must be positive"},
+		{Config{Path: "/srv/x", Remote: "x", Keep: -1}, "keep -1 must be at least 1"},
+		{Config{Path: "/srv/x", Remote: "x", Depth: -1}, "depth -1 must be 0 (full history) or more"},
 		{Config{Path: "/srv/x", Remote: "x", Publish: "public/../public"}, ""},
+		// Zero is the default for timeout and keep, the full history for depth.
+		{Config{Path: "/srv/x", Remote: "x", Timeout: 0, Keep: 0, Depth: 0}, ""},
 	}
 	for _, tc := range cases {
 		err := tc.cfg.Validate()
@@ -663,14 +677,12 @@ func TestRollbackPinSurvivesRestart(t *testing.T) {
 	tg.close()
 
 	tg2 := start(t, Config{Path: path, Remote: r.bare})
-	waitFor(t, "the start-up check", func() bool {
-		return len(tg2.logs.FilterMessageSnippet("rolled back from").All()) > 0
-	})
-	tg2.Wake(ReasonPoll)
-	waitFor(t, "the poll to leave the pinned tip alone", func() bool {
-		return len(tg2.logs.FilterMessageSnippet("rolled back from").All()) > 1
-	})
-	waitFor(t, "idle", func() bool { return tg2.Status().Running == nil })
+	if c := tg2.waitChecked(0); c.Outcome != OutcomeWaiting || c.Detail != "rolled back from" || c.Commit != c2 {
+		t.Errorf("start-up on a pinned tip: checked = %+v, want waiting (rolled back from) %s", c, short(c2))
+	}
+	if c := tg2.wake(ReasonPoll); c.Outcome != OutcomeWaiting || c.Detail != "rolled back from" || c.Commit != c2 {
+		t.Errorf("poll on a pinned tip: checked = %+v, want waiting (rolled back from) %s", c, short(c2))
+	}
 	if s := tg2.Status(); s.Live.Commit != c1 || tg2.events.count(EventStarted) != 0 {
 		t.Fatalf("start-up or poll undid the rollback: live %s, %d deploys", s.Live.Commit, tg2.events.count(EventStarted))
 	}
@@ -687,12 +699,17 @@ func TestNewDoesNothingUntilStart(t *testing.T) {
 	r := newRemote(t)
 	tip := r.commit(map[string]string{"index.html": "v1"})
 	path := filepath.Join(t.TempDir(), "site")
+	others := goleak.IgnoreCurrent()
 	d, err := New(Config{Path: path, Remote: r.bare}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	d.Wake(ReasonDelivery)
-	time.Sleep(300 * time.Millisecond)
+	// No goroutine of the deployer exists, so nothing can act on the wake
+	// until Start: what the test sees now stays so.
+	if err := goleak.Find(others); err != nil {
+		t.Fatalf("New or Wake started a goroutine: %v", err)
+	}
 	if _, err := os.Lstat(path); err == nil {
 		t.Errorf("%s exists before Start", path)
 	}
@@ -702,6 +719,10 @@ func TestNewDoesNothingUntilStart(t *testing.T) {
 	tg := &target{Deployer: d, t: t, events: &events{}}
 	t.Cleanup(tg.close)
 	tg.waitLive(tip)
+	// The wake sent before Start was kept: the deploy counts as a delivery.
+	if c := tg.Status().Checked; c == nil || c.Reason != ReasonDelivery || c.Outcome != OutcomeDeployed {
+		t.Errorf("first check = %+v, want a delivery that deployed", c)
+	}
 }
 
 // A crash between the switch and the state write leaves the live release
@@ -725,10 +746,9 @@ func TestRecoveryAfterCrashAtTheSwitch(t *testing.T) {
 	os.WriteFile(filepath.Join(locked, "locked"), []byte("initializing"), 0o644)
 
 	tg2 := start(t, Config{Path: path, Remote: r.bare, Publish: "public"})
-	waitFor(t, "recovery", func() bool {
-		s := tg2.Status()
-		return s.Live != nil && s.Live.Commit == c1 && s.Running == nil && len(tg2.logs.FilterMessage("tip is live").All()) > 0
-	})
+	if c := tg2.waitChecked(0); c.Outcome != OutcomeLive || c.Commit != c1 {
+		t.Errorf("start-up after recovery: checked = %+v, want %s live", c, short(c1))
+	}
 	if got := readCurrent(t, path, "index.html"); got != "v1" {
 		t.Errorf("served %q", got)
 	}
@@ -751,5 +771,38 @@ func TestRecoveryAfterCrashAtTheSwitch(t *testing.T) {
 	}
 	if link, _ := os.Readlink(filepath.Join(path, "current")); link != filepath.Join("releases", live, "public") {
 		t.Errorf("after rollback current -> %s", link)
+	}
+}
+
+// Status().Checked advances once per handled wake and says what came of it:
+// a wake that deploys says "deployed", one that finds the tip live says
+// "live", and neither leaves a deploy running.
+func TestCheckedAdvances(t *testing.T) {
+	r := newRemote(t)
+	first := r.commit(map[string]string{"index.html": "v1"})
+	tg := start(t, Config{Remote: r.bare})
+
+	c := tg.waitChecked(0)
+	if c.Outcome != OutcomeDeployed || c.Commit != first || c.Reason != ReasonStartup || c.At.IsZero() {
+		t.Fatalf("startup wake: checked = %+v, want deployed %s", c, short(first))
+	}
+	if s := tg.Status(); s.Running != nil || s.Live == nil || s.Live.Commit != first {
+		t.Errorf("after a deployed check: running=%+v live=%+v", s.Running, s.Live)
+	}
+
+	tg.Wake(ReasonPoll)
+	live := tg.waitChecked(c.Count)
+	if live.Outcome != OutcomeLive || live.Commit != first || live.Reason != ReasonPoll || live.Count != c.Count+1 {
+		t.Errorf("wake on a live tip: checked = %+v, want live %s", live, short(first))
+	}
+
+	second := r.commit(map[string]string{"index.html": "v2"})
+	tg.Wake(ReasonDelivery)
+	dep := tg.waitChecked(live.Count)
+	if dep.Outcome != OutcomeDeployed || dep.Commit != second || dep.Reason != ReasonDelivery {
+		t.Errorf("wake on a new tip: checked = %+v, want deployed %s", dep, short(second))
+	}
+	if got := readCurrent(t, tg.path, "index.html"); got != "v2" {
+		t.Errorf("served index.html = %q, want v2", got)
 	}
 }

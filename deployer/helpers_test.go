@@ -2,15 +2,18 @@ package deployer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/caddy-webhooks/caddy-github-webhook/internal/testkit"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -43,44 +46,32 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// remote is a bare repository in a temporary folder, and a work tree that
-// pushes to it.
+// remote is testkit's bare remote with a working clone, under the names the
+// tests use: bare is the remote a deployer fetches from, work the clone.
 type remote struct {
-	t    testing.TB
+	*testkit.Remote
 	bare string
 	work string
 }
 
 func newRemote(t testing.TB) *remote {
 	t.Helper()
-	dir := t.TempDir()
-	r := &remote{t: t, bare: filepath.Join(dir, "site.git"), work: filepath.Join(dir, "work")}
-	mustGit(t, dir, "init", "--quiet", "--bare", "--initial-branch=main", r.bare)
-	mustGit(t, dir, "init", "--quiet", "--initial-branch=main", r.work)
-	mustGit(t, r.work, "remote", "add", "origin", r.bare)
-	return r
+	r := testkit.NewRemote(t)
+	return &remote{Remote: r, bare: r.Bare, work: r.Work}
 }
 
-// commit writes files (a nil value deletes), commits and pushes to main.
+// commit writes files (a value of "\x00delete" deletes the file), commits
+// everything in the working clone, pushes to main and returns the commit.
 func (r *remote) commit(files map[string]string) string {
-	r.t.Helper()
+	write := map[string]string{}
 	for name, content := range files {
-		p := filepath.Join(r.work, name)
 		if content == "\x00delete" {
-			os.Remove(p)
+			os.Remove(filepath.Join(r.work, name))
 			continue
 		}
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			r.t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o755); err != nil {
-			r.t.Fatal(err)
-		}
+		write[name] = content
 	}
-	mustGit(r.t, r.work, "add", "-A")
-	mustGit(r.t, r.work, "commit", "--quiet", "--allow-empty", "-m", "change")
-	mustGit(r.t, r.work, "push", "--quiet", "origin", "HEAD:main")
-	return strings.TrimSpace(mustGit(r.t, r.work, "rev-parse", "HEAD"))
+	return r.Commit("change", write)
 }
 
 func mustGit(t testing.TB, dir string, args ...string) string {
@@ -170,13 +161,12 @@ func (tg *target) close() {
 // waitFor polls cond until it holds, failing the test after 60 seconds.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	testkit.WaitFor(t, 60*time.Second, what, func() error {
+		if !cond() {
+			return errors.New("not yet")
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // waitLive waits until commit is live and no deploy runs.
@@ -200,6 +190,34 @@ func (tg *target) waitResult(result, commit string) Status {
 		return s.Running == nil && s.Last != nil && s.Last.Result == result && (commit == "" || s.Last.Commit == commit)
 	})
 	return s
+}
+
+// waitChecked waits until Status().Checked counts past after, and returns
+// it: a wake was handled, its deploy (if any) has ended.
+func (tg *target) waitChecked(after uint64) Checked {
+	tg.t.Helper()
+	var c *Checked
+	waitFor(tg.t, "a wake handled after check "+strconv.FormatUint(after, 10), func() bool {
+		c = tg.Status().Checked
+		return c != nil && c.Count > after
+	})
+	return *c
+}
+
+// wake wakes an idle worker (no deploy running, none pending) with r and
+// returns what the worker found: exactly one more wake is handled.
+func (tg *target) wake(r Reason) Checked {
+	tg.t.Helper()
+	s := tg.Status()
+	if s.Running != nil {
+		tg.t.Fatalf("wake(%s) while a deploy runs: %+v", r, s.Running)
+	}
+	var before uint64
+	if s.Checked != nil {
+		before = s.Checked.Count
+	}
+	tg.Wake(r)
+	return tg.waitChecked(before)
 }
 
 func readCurrent(t testing.TB, path, name string) string {

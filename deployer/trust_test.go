@@ -302,8 +302,8 @@ func TestDotDotTreeEntryWritesNothingOutside(t *testing.T) {
 		seeded bool   // the bad objects are in the cache before the fetch
 		want   string // in the error
 	}{
-		{"refused at fetch", 0, false, "hasDotdot"},
-		{"already in the cache", -1, true, "invalid path"},
+		{"refused at fetch", DefaultDepth, false, "hasDotdot"},
+		{"already in the cache", 0, true, "invalid path"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -24,11 +24,11 @@ func TestLinkedReleaseEqualsCheckout(t *testing.T) {
 	})
 	os.Symlink("index.html", filepath.Join(r.work, "link.html"))
 	first = r.commit(nil)
-	tg := start(t, Config{Remote: r.bare})
+	tg := start(t, Config{Remote: r.bare, Depth: DefaultDepth}) // shallow, as the handler fetches
 	prev := tg.waitLive(first).Live.Release
 	prevDir := filepath.Join(tg.path, "releases", prev)
 
-	os.Chmod(filepath.Join(r.work, "bin/run.sh"), 0o644)
+	os.Chmod(filepath.Join(r.work, "bin/run.sh"), 0o755)
 	os.Remove(filepath.Join(r.work, "link.html"))
 	os.Symlink("docs/a.html", filepath.Join(r.work, "link.html"))
 	tip := r.commit(map[string]string{

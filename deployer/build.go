@@ -1,0 +1,132 @@
+package deployer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"go.uber.org/zap"
+)
+
+// build materialises commit into releases/name and runs the commands there.
+// It returns the tail of the commands' output.
+func (d *Deployer) build(ctx context.Context, g *git, cfg Config, branch, commit, name string) (string, error) {
+	dir := filepath.Join(d.path, releasesName, name)
+	sink := &outputSink{}
+	if f, err := os.Create(dir + ".log"); err != nil {
+		d.log().Warn("cannot write the build log; keeping its tail in memory only", zap.Error(err))
+	} else {
+		defer f.Close()
+		sink.log.w = f
+	}
+
+	// Record the build before its folder exists, so that a crash from here
+	// on leaves a record that the next start cleans up after.
+	if err := d.recordBuilding(&building{Release: name, Commit: commit, Publish: cfg.Publish}); err != nil {
+		return "", err
+	}
+
+	if prev, ok := d.linkable(cfg); ok {
+		err := linkRelease(ctx, g, filepath.Join(d.path, releasesName, prev.Name), prev.Commit, dir, commit)
+		if err == nil {
+			fmt.Fprintf(sink, "linked unchanged files from %s, wrote the changed ones\n", prev.Name)
+			return sink.tail.String(), nil
+		}
+		d.log().Debug("linking from the live release failed; checking out in full", zap.Error(err))
+		if err := os.RemoveAll(dir); err != nil {
+			return "", fmt.Errorf("removing a partial release: %w", err)
+		}
+	}
+
+	if _, err := g.run(ctx, g.cacheDir, "worktree", "prune"); err != nil {
+		return "", fmt.Errorf("pruning worktrees: %w", err)
+	}
+	if _, err := g.run(ctx, g.cacheDir, "worktree", "add", "--quiet", "--detach", "--force", "--", dir, commit); err != nil {
+		return sink.tail.String(), fmt.Errorf("checking out %s: %w", short(commit), err)
+	}
+	if cfg.Submodules {
+		// Submodules with local paths could check out any repository
+		// Caddy's user can read into the public release: the file protocol
+		// is allowed only when the site itself comes from a local remote.
+		var args []string
+		if isLocalRemote(cfg.Remote) {
+			args = append(args, "-c", "protocol.file.allow=always")
+		}
+		args = append(args, "submodule", "update", "--quiet", "--init", "--recursive")
+		if cfg.Depth > 0 {
+			args = append(args, fmt.Sprintf("--depth=%d", cfg.Depth))
+		}
+		if _, err := g.run(ctx, dir, args...); err != nil {
+			return sink.tail.String(), fmt.Errorf("checking out submodules: %w", err)
+		}
+	}
+
+	env := commandEnv(cfg, branch, commit, dir)
+	var box *sandbox
+	if cfg.Sandbox && len(cfg.Commands) > 0 {
+		var err error
+		if box, err = newSandbox(ctx, cfg, d.path, dir); err != nil {
+			return sink.tail.String(), err
+		}
+		env = box.env(cfg, env)
+	}
+	for _, argv := range cfg.Commands {
+		fmt.Fprintf(sink, "$ %s\n", strings.Join(argv, " "))
+		full := argv
+		if box != nil {
+			full = box.argv(argv)
+		}
+		err := run(ctx, dir, env, sink, sink, func(pgid int) {
+			d.recordBuilding(&building{Release: name, Commit: commit, Publish: cfg.Publish, PGID: pgid})
+		}, full...)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
+				fmt.Fprintf(sink, "%v\n", err)
+			}
+			tail := sink.tail.String()
+			return tail, &BuildError{Command: strings.Join(argv, " "), ExitCode: exitCode(err), Tail: tail, Err: err}
+		}
+	}
+	if sink.log.failed != nil {
+		d.log().Warn("build log is incomplete", zap.String("release", name), zap.Error(sink.log.failed))
+	}
+	return sink.tail.String(), nil
+}
+
+// commandEnv is the environment of build commands: Caddy's own, minus git
+// variables that would point git elsewhere, plus Config.Env and DEPLOY_*.
+func commandEnv(cfg Config, branch, commit, dir string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch {
+		case k == "GIT_DIR", k == "GIT_WORK_TREE", k == "GIT_INDEX_FILE", k == tokenEnv:
+			continue
+		case slices.Contains(cfg.Unset, k):
+			continue
+		}
+		env = append(env, kv)
+	}
+	env = append(env, cfg.Env...)
+	return append(env,
+		"DEPLOY_COMMIT="+commit,
+		"DEPLOY_BRANCH="+branch,
+		"DEPLOY_REPO="+cfg.Repo,
+		"DEPLOY_RELEASE="+dir,
+	)
+}
+
+func (d *Deployer) recordBuilding(b *building) error {
+	d.diskMu.Lock()
+	defer d.diskMu.Unlock()
+	d.mu.Lock()
+	d.st.Building = b
+	st := d.st
+	d.mu.Unlock()
+	return st.save(d.path)
+}

@@ -1,0 +1,204 @@
+package deployer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// deploy brings the site to the branch's tip once and records what came of
+// it in Status.Checked. It returns a *fetchError when the remote could not be
+// reached, so that the caller retries.
+//
+// Running is cleared in the same step as Checked is set: a Status with no
+// Running shows the Checked, Last and releases of the wake handled last.
+func (d *Deployer) deploy(reason Reason) error {
+	c, err := d.deployTip(reason)
+	c.Reason = reason
+	c.At = d.now()
+	d.mu.Lock()
+	d.running = nil
+	d.checks++
+	c.Count = d.checks
+	d.checked = &c
+	d.mu.Unlock()
+	return err
+}
+
+// deployTip does the work of deploy and says what came of it.
+func (d *Deployer) deployTip(reason Reason) (Checked, error) {
+	cfg := d.config()
+	ctx, cancel := context.WithTimeout(d.ctx, cfg.Timeout)
+	defer cancel()
+
+	start := d.now()
+	d.setRunning(&Running{Reason: reason, Since: start}) // deploy clears it
+
+	g := d.git(cfg)
+	tip, branch, err := d.fetchTip(ctx, g, cfg)
+	if err != nil && d.ctx.Err() != nil {
+		d.log().Info("fetch interrupted: the deployer is stopping")
+		return Checked{Outcome: OutcomeInterrupted}, nil
+	}
+	if err != nil {
+		d.finish(reason, start, "", "", "", err)
+		return Checked{Outcome: OutcomeFetchFailed}, &fetchError{err}
+	}
+
+	d.mu.Lock()
+	st := d.st
+	d.mu.Unlock()
+	live := liveRelease(d.path)
+	if r := st.find(live); r != nil && r.Commit == tip {
+		d.log().Debug("tip is live", zap.String("commit", tip), zap.String("reason", string(reason)))
+		return Checked{Commit: tip, Outcome: OutcomeLive}, nil
+	}
+	if !reason.explicit() {
+		switch tip {
+		case st.FailedCommit:
+			d.log().Info("tip's build failed before; waiting for a new commit, a delivery or a manual deploy",
+				zap.String("commit", tip), zap.String("reason", string(reason)))
+			return Checked{Commit: tip, Outcome: OutcomeWaiting, Detail: "failed before"}, nil
+		case st.PinnedFrom:
+			d.log().Info("tip was rolled back from; waiting for a new commit, a delivery or a manual deploy",
+				zap.String("commit", tip), zap.String("reason", string(reason)))
+			return Checked{Commit: tip, Outcome: OutcomeWaiting, Detail: "rolled back from"}, nil
+		}
+	}
+
+	name := d.releaseName(start, tip)
+	d.setRunning(&Running{Reason: reason, Commit: tip, Release: name, Since: start})
+	d.notify(Event{Kind: EventStarted, Commit: tip, Release: name, Reason: reason})
+	d.log().Info("deploying", zap.String("commit", tip), zap.String("branch", branch),
+		zap.String("release", name), zap.String("reason", string(reason)))
+
+	tail, err := d.build(ctx, g, cfg, branch, tip, name)
+	if err == nil {
+		err = d.publish(cfg, tip, name)
+	}
+	// Stopping (Caddy shutting down, the handler removed) is not the
+	// build's fault: the tip is not marked failed, so the next start builds
+	// it again. A timeout is the build's fault.
+	interrupted := err != nil && d.ctx.Err() != nil
+	if err != nil {
+		os.RemoveAll(filepath.Join(d.path, releasesName, name))
+		g.run(context.WithoutCancel(ctx), g.cacheDir, "worktree", "prune")
+		d.diskMu.Lock()
+		d.mu.Lock()
+		d.st.Building = nil
+		if !interrupted {
+			d.st.FailedCommit = tip
+		}
+		st := d.st
+		d.mu.Unlock()
+		if serr := st.save(d.path); serr != nil {
+			d.log().Error("saving state", zap.Error(serr))
+		}
+		d.diskMu.Unlock()
+	}
+	if interrupted {
+		d.log().Info("deploy interrupted: the deployer is stopping; the next start deploys again",
+			zap.String("commit", tip), zap.String("release", name))
+		return Checked{Commit: tip, Outcome: OutcomeInterrupted}, nil
+	}
+	d.finish(reason, start, tip, name, tail, err)
+	if err != nil {
+		return Checked{Commit: tip, Outcome: OutcomeFailed}, nil
+	}
+	d.prune(cfg)
+	return Checked{Commit: tip, Outcome: OutcomeDeployed}, nil
+}
+
+// fetchTip fetches the branch into the cache repository and returns its tip.
+func (d *Deployer) fetchTip(ctx context.Context, g *git, cfg Config) (tip, branch string, err error) {
+	if err := g.initCache(ctx); err != nil {
+		return "", "", err
+	}
+	branch = cfg.Branch
+	if branch == "" {
+		d.mu.Lock()
+		branch = d.resolved
+		d.mu.Unlock()
+		if branch == "" {
+			if branch, err = g.defaultBranch(ctx); err != nil {
+				return "", "", err
+			}
+			d.mu.Lock()
+			if d.cfg.Remote == cfg.Remote && d.cfg.Branch == "" {
+				d.resolved = branch
+			}
+			d.mu.Unlock()
+		}
+	}
+	tip, err = g.fetch(ctx, branch, cfg.Depth)
+	return tip, branch, err
+}
+
+// finish records the outcome of a deploy that got past "nothing to do", logs
+// it and emits its event.
+func (d *Deployer) finish(reason Reason, start time.Time, tip, name, tail string, err error) {
+	now := d.now()
+	took := now.Sub(start)
+	res := &Result{Result: "ok", Duration: Seconds(took), Reason: reason, Commit: tip, Release: name, At: now}
+	if name != "" {
+		res.Log = filepath.Join(d.path, releasesName, name+".log")
+	}
+	if err != nil {
+		res.Result = "error"
+		res.Error = err.Error()
+		res.OutputTail = tail
+	}
+	d.mu.Lock()
+	prev := d.last
+	d.last = res
+	d.mu.Unlock()
+
+	fields := []zap.Field{
+		zap.String("commit", tip), zap.String("release", name),
+		zap.Duration("duration", took), zap.String("reason", string(reason)),
+	}
+	if err == nil {
+		d.log().Info("deploy succeeded", fields...)
+		d.notify(Event{Kind: EventSucceeded, Commit: tip, Release: name, Reason: reason, Duration: took, At: now})
+		return
+	}
+	fields = append(fields, zap.String("error", res.Error))
+	if tail != "" {
+		fields = append(fields, zap.String("output_tail", tail))
+	}
+	d.log().Error("deploy failed", fields...)
+	// A remote that stays down fails on every retry; tell subscribers once.
+	if name == "" && prev != nil && prev.Result == "error" && prev.Release == "" && prev.Error == res.Error {
+		return
+	}
+	d.notify(Event{Kind: EventFailed, Commit: tip, Release: name, Reason: reason, Duration: took, Err: err, At: now})
+}
+
+func (d *Deployer) git(cfg Config) *git {
+	return &git{
+		cacheDir:   filepath.Join(d.path, cacheName),
+		remote:     cfg.Remote,
+		token:      cfg.Token,
+		sshKey:     cfg.SSHKey,
+		knownHosts: cfg.KnownHosts,
+	}
+}
+
+// releaseName names a release so that a person can tell when and which
+// commit: 20261127T052300Z-1a2b3c4d5e6f.
+func (d *Deployer) releaseName(at time.Time, commit string) string {
+	base := at.UTC().Format("20060102T150405Z") + "-" + short(commit)
+	name := base
+	for i := 2; ; i++ {
+		if _, err := os.Lstat(filepath.Join(d.path, releasesName, name)); errors.Is(err, fs.ErrNotExist) {
+			return name
+		}
+		name = fmt.Sprintf("%s-%d", base, i)
+	}
+}
