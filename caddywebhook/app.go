@@ -5,6 +5,8 @@ import (
 	"sync"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-webhooks/caddy-github-webhook/githubapi"
 )
 
 func init() {
@@ -20,8 +22,9 @@ func init() {
 // admin API's checks): such a run must not lock a folder that a running
 // Caddy deploys into, nor start a deploy.
 type App struct {
-	mu      sync.Mutex
-	targets []*target
+	mu        sync.Mutex
+	targets   []*target
+	reporters []*githubapi.Reporter
 }
 
 // CaddyModule returns the Caddy module information.
@@ -32,19 +35,27 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// add registers a target to start with the configuration.
-func (a *App) add(t *target) {
+// add registers a target, and the reporter of its handler's deployments
+// (nil if none), to start with the configuration.
+func (a *App) add(t *target, r *githubapi.Reporter) {
 	a.mu.Lock()
 	a.targets = append(a.targets, t)
+	if r != nil {
+		a.reporters = append(a.reporters, r)
+	}
 	a.mu.Unlock()
 }
 
-// Start starts the deployer of every target. A deployer that runs already,
-// kept from the configuration before a reload, goes on as it is. It fails,
-// and with it the configuration, when another process deploys into a path.
+// Start starts the deployment reporters of the configuration's handlers,
+// then the deployer of every target. A deployer that runs already, kept
+// from the configuration before a reload, goes on as it is. It fails, and
+// with it the configuration, when another process deploys into a path.
 func (a *App) Start() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	for _, r := range a.reporters {
+		r.Start()
+	}
 	for _, t := range a.targets {
 		if err := t.d.Start(); err != nil {
 			return fmt.Errorf("starting the deployer of %s: %w", t.d.Status().Path, err)

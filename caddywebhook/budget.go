@@ -68,5 +68,5 @@ type bodyState struct {
 }
 
 var bodyStates = sync.Pool{New: func() any {
-	return &bodyState{json: newJSONScanner(payloadSchema)}
+	return &bodyState{json: newJSONScanner(payloadSchema, allSchemas()...)}
 }}

@@ -36,6 +36,9 @@ func init() {
 //		poll        <duration>
 //		max_body    <size>
 //		sandbox
+//		deployments <environment> [<url>]
+//		require_checks [<name>...]
+//		api_url     <url>
 //	}
 //
 // repo, secret and path are required. secret, command and env may be
@@ -45,7 +48,12 @@ func init() {
 // JSON. A command runs as the argv it is written as, never through a shell.
 // depth 0 fetches the full history; keep 0 and timeout 0 mean the defaults
 // (3, 10m), as in JSON. max_body takes a size such as 25MiB.
-// sandbox runs the commands under bubblewrap (bwrap).
+// sandbox runs the commands under bubblewrap (bwrap). deployments reports
+// deploys to GitHub as deployments in environment, url being the site's
+// address; it needs token. require_checks deploys a tip only once the
+// named checks (check runs, workflows or status contexts), or all of its
+// checks, passed. api_url is the REST API's base, for GitHub Enterprise
+// Server.
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	handler := new(Handler)
 	err := handler.UnmarshalCaddyfile(h.Dispenser)
@@ -166,6 +174,21 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "token":
 			if !d.AllArgs(&h.Token) {
+				return d.ArgErr()
+			}
+		case "deployments":
+			args := d.RemainingArgs()
+			if len(args) < 1 || len(args) > 2 {
+				return d.ArgErr()
+			}
+			h.Deployments = &Deployments{Environment: args[0]}
+			if len(args) == 2 {
+				h.Deployments.URL = args[1]
+			}
+		case "require_checks":
+			h.RequireChecks = &RequireChecks{Names: d.RemainingArgs()}
+		case "api_url":
+			if !d.AllArgs(&h.APIURL) {
 				return d.ArgErr()
 			}
 		case "max_body":

@@ -112,6 +112,21 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "max_body not a size", input: "github_webhook {\n max_body lots\n}", err: "parsing max_body"},
 		{name: "max_body zero", input: "github_webhook {\n max_body 0\n}", err: "between 1 byte and 1 TiB"},
 		{name: "max_body without value", input: "github_webhook {\n max_body\n}", err: "wrong argument count"},
+		{name: "deployments", input: "github_webhook {\n deployments production https://blog.example.com\n}",
+			want: Handler{Deployments: &Deployments{Environment: "production", URL: "https://blog.example.com"}}},
+		{name: "deployments without url", input: "github_webhook {\n deployments staging\n}",
+			want: Handler{Deployments: &Deployments{Environment: "staging"}}},
+		{name: "deployments without environment", input: "github_webhook {\n deployments\n}", err: "wrong argument count"},
+		{name: "deployments with three values", input: "github_webhook {\n deployments a b c\n}", err: "wrong argument count"},
+		{name: "deployments twice", input: "github_webhook {\n deployments a\n deployments b\n}", err: "deployments may be given only once"},
+		{name: "require_checks of all", input: "github_webhook {\n require_checks\n}",
+			want: Handler{RequireChecks: &RequireChecks{}}},
+		{name: "require_checks named", input: "github_webhook {\n require_checks CI \"Link check\"\n}",
+			want: Handler{RequireChecks: &RequireChecks{Names: []string{"CI", "Link check"}}}},
+		{name: "require_checks twice", input: "github_webhook {\n require_checks\n require_checks CI\n}", err: "require_checks may be given only once"},
+		{name: "api_url", input: "github_webhook {\n api_url https://ghe.example.com/api/v3\n}",
+			want: Handler{APIURL: "https://ghe.example.com/api/v3"}},
+		{name: "api_url without value", input: "github_webhook {\n api_url\n}", err: "wrong argument count"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got Handler

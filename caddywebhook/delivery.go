@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -173,7 +174,9 @@ func (h *Handler) check(w http.ResponseWriter, r *http.Request) (a answer, done 
 	defer bodies.release()
 	st := bodyStates.Get().(*bodyState)
 	defer bodyStates.Put(st)
-	st.json.reset()
+	// The event header picks the fields kept; it is trusted only once the
+	// signature verified, and decides then with the same header.
+	st.json.resetFor(schemaFor(event))
 	st.form.reset(st.json)
 	st.macs = h.verifier.begin(st.macs)
 
@@ -270,11 +273,15 @@ func (h *Handler) decideBody(event, mediaType string, format int, st *bodyState)
 	if err := st.json.Finish(); err != nil {
 		return failure(http.StatusBadRequest, "invalid payload: "+err.Error())
 	}
-	if event != "push" && event != "ping" {
+	_, isCheck := checkEvents[event]
+	if event != "push" && event != "ping" && !(isCheck && h.checks) {
 		return skipped("event " + quote(event) + " not handled")
 	}
 	if err := st.json.TypeErr(); err != nil {
 		return failure(http.StatusBadRequest, "invalid payload: "+err.Error())
+	}
+	if isCheck {
+		return h.decideCheck(event, st.json)
 	}
 	var p payload
 	p.Ref = st.json.String(fieldRef)
@@ -284,9 +291,10 @@ func (h *Handler) decideBody(event, mediaType string, format int, st *bodyState)
 	return h.decide(event, p)
 }
 
-// payloadSchema names the fields of a delivery that decisions read, by
-// their index (fieldRef...). To read more (such as check_run.head_sha),
-// add them here and a constant below, in the same order.
+// payloadSchema names the fields of a push or ping delivery (and of any
+// event not handled) that decisions read, by their index (fieldRef...). To
+// read more, add them here and a constant below, in the same order. No
+// schema may have more than four fields: budget.go counts on it.
 var payloadSchema = newJSONSchema(
 	jsonField{"ref", kindString},
 	jsonField{"deleted", kindBool},
@@ -300,6 +308,53 @@ const (
 	fieldFullName
 	fieldDefaultBranch
 )
+
+// checkEvents are the events that say a check changed, read with
+// require_checks, each with its schema: the fields of every one are in the
+// same order (fieldCheckState...). The status event names the branches
+// holding its commit (at most 10) in an array.
+var checkEvents = map[string]struct {
+	what   string // what the event is about, for answers
+	schema *jsonSchema
+}{
+	"check_run":    {"check run", checkSchema("action", "check_run.check_suite.head_branch")},
+	"check_suite":  {"check suite", checkSchema("action", "check_suite.head_branch")},
+	"workflow_run": {"workflow run", checkSchema("action", "workflow_run.head_branch")},
+	"status":       {"status", checkSchema("state", "branches[].name")},
+}
+
+func checkSchema(state, branch string) *jsonSchema {
+	return newJSONSchema(
+		jsonField{state, kindString},
+		jsonField{"repository.full_name", kindString},
+		jsonField{"repository.default_branch", kindString},
+		jsonField{branch, kindString},
+	)
+}
+
+const (
+	fieldCheckState = iota // action, or a status's state
+	fieldCheckRepo
+	fieldCheckDefaultBranch
+	fieldCheckBranch // the branch the check ran on; a status's branches
+)
+
+// schemaFor returns the schema of event's deliveries.
+func schemaFor(event string) *jsonSchema {
+	if c, ok := checkEvents[event]; ok {
+		return c.schema
+	}
+	return payloadSchema
+}
+
+// allSchemas are the schemas a body may be read with.
+func allSchemas() []*jsonSchema {
+	list := []*jsonSchema{payloadSchema}
+	for _, c := range checkEvents {
+		list = append(list, c.schema)
+	}
+	return list
+}
 
 // payload is what the handler reads of a push or ping delivery (the fields
 // of payloadSchema); the rest of the JSON is checked for validity and
@@ -348,6 +403,44 @@ func (h *Handler) decide(event string, p payload) answer {
 	}
 	h.wake(deployer.ReasonDelivery)
 	return answer{Result: resultQueued, Repo: h.Repo, Branch: pushed, status: http.StatusAccepted}
+}
+
+// decideCheck answers a verified delivery of a check event (checkEvents),
+// with require_checks on: a check of the deployed branch that completed
+// wakes the deployer to look at its tip's checks again. Only a completed
+// check can let a waiting tip go live, so one just requested or still
+// running is skipped: waking on those would only spend API requests.
+func (h *Handler) decideCheck(event string, p *jsonScanner) answer {
+	what := checkEvents[event].what
+	repo := p.String(fieldCheckRepo)
+	if !strings.EqualFold(repo, h.Repo) {
+		return skipped(what + " in repository " + quote(repo) + "; this endpoint deploys " + quote(h.Repo))
+	}
+	branch := h.branch()
+	if branch == "" {
+		branch = p.String(fieldCheckDefaultBranch)
+	}
+	state := p.String(fieldCheckState)
+	if event == "status" {
+		if state == "pending" {
+			return skipped("status " + quote(state) + "; only a finished check can let a tip go live")
+		}
+		branches, complete := p.Strings(fieldCheckBranch)
+		// With too many branches to keep, the deployer looks: a wake only
+		// makes it look again.
+		if complete && !slices.Contains(branches, branch) {
+			return skipped("status of a commit not on branch " + quote(branch))
+		}
+	} else {
+		if state != "completed" {
+			return skipped(what + " " + quote(state) + "; only a completed check can let a tip go live")
+		}
+		if on := p.String(fieldCheckBranch); on != branch {
+			return skipped(what + " on branch " + quote(on) + "; this endpoint deploys " + quote(branch))
+		}
+	}
+	h.wake(deployer.ReasonChecks)
+	return answer{Result: resultQueued, Repo: h.Repo, Branch: branch, status: http.StatusAccepted}
 }
 
 // quote returns s in double quotes, with anything unprintable escaped.

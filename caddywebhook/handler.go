@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
+	"github.com/caddy-webhooks/caddy-github-webhook/githubapi"
 )
 
 func init() {
@@ -125,6 +126,47 @@ type Handler struct {
 	// came (GitHub does not retry a failed delivery). Default: off.
 	Poll caddy.Duration `json:"poll,omitempty"`
 
+	// Report deploys to GitHub as deployments in an environment, so that
+	// the repository's page shows what is live, its link and its history.
+	// Each deploy that builds a commit creates a deployment of that commit,
+	// in_progress while it builds, then success (with the environment's
+	// URL, sent only once the release is live) or failure (a one-line
+	// reason, never the build's output). A rollback through the admin API
+	// creates a deployment of the commit rolled back to, with success; a
+	// deploy cut short by Caddy stopping reports error. Reports never
+	// delay or fail a deploy: they are queued, retried with backoff
+	// (honouring GitHub's rate limits) and given up after ten attempts or
+	// an hour. Needs token, with the Deployments permission (read and
+	// write). Default: off.
+	Deployments *Deployments `json:"deployments,omitempty"`
+
+	// Deploy a tip only once its checks passed on GitHub: check runs (the
+	// jobs of GitHub Actions and other CI apps), workflow runs and commit
+	// statuses. With names, each must be the name of a check run, a
+	// workflow or a status context of the commit, and have succeeded;
+	// without, every check of the commit must have succeeded, and at least
+	// one must exist. success, neutral and skipped pass. While one is
+	// pending, the tip waits (the admin API's status says which check):
+	// the deployer looks again on each check_run, check_suite,
+	// workflow_run or status delivery for the deployed branch, on poll,
+	// and on its own backoff (15 s doubling to 5 min, for at most 2 hours).
+	// A tip whose check failed is not deployed; a new commit, a delivery
+	// of a check that completed, a redelivery of the push or a manual
+	// deploy looks again. Only the tip is ever deployed. When GitHub's API
+	// cannot be read, the tip waits too: nothing goes live unchecked. A
+	// private repository needs token, with the Checks (or, for a
+	// fine-grained token, which cannot have it, name the workflows or
+	// status contexts), Actions and Commit statuses permissions (read).
+	// Default: off.
+	RequireChecks *RequireChecks `json:"require_checks,omitempty"`
+
+	// The base URL of GitHub's REST API, for deployments and
+	// require_checks. GitHub Enterprise Server serves it at
+	// https://HOST/api/v3. It must not carry credentials, and must be
+	// https when token is set (http only to a loopback address).
+	// Default: https://api.github.com.
+	APIURL string `json:"api_url,omitempty"`
+
 	// Run the commands in a bubblewrap sandbox (the bwrap program, package
 	// "bubblewrap" on Debian and Ubuntu), so that a build (code that the
 	// repository controls) cannot reach past its release. In it, the file
@@ -174,6 +216,10 @@ type Handler struct {
 	holding bool            // this handler is registered in target.holders
 
 	metrics *metrics // this configuration's collectors; nil in unit tests
+
+	github   *githubapi.Client   // nil without deployments and require_checks
+	reporter *githubapi.Reporter // nil without deployments
+	checks   bool                // require_checks is on: check deliveries wake
 
 	wake   func(deployer.Reason) // the deployer's Wake; tests swap it
 	branch func() string         // the deployer's Branch; tests swap it
@@ -260,6 +306,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		obs.events = events
 	}
 	h.cfg.Notify = obs.notify
+	if err := h.provisionGitHub(token, obs); err != nil {
+		return fmt.Errorf("github api: %w", err)
+	}
+	h.checks = h.RequireChecks != nil
 
 	val, loaded, err := targets.LoadOrNew(h.key, func() (caddy.Destructor, error) {
 		d, err := deployer.New(h.cfg, h.logger)
@@ -288,7 +338,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("loading the github_webhook app: %w", err)
 	}
-	app.(*App).add(h.target)
+	app.(*App).add(h.target, h.reporter)
 	return nil
 }
 
@@ -353,6 +403,9 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("env name %q is not valid", k)
 		}
 	}
+	if err := h.validateGitHub(); err != nil {
+		return err
+	}
 	// The deployer's settings (timeout, poll, keep, depth, publish, ...)
 	// have one validation: the deployer's.
 	if err := h.cfg.Validate(); err != nil {
@@ -362,20 +415,24 @@ func (h *Handler) Validate() error {
 }
 
 // Cleanup detaches the handler from its deployer. The deployer stops when
-// no loaded configuration names its path any more. It tolerates a Provision
-// that failed half-way.
+// no loaded configuration names its path any more. Then the deployment
+// reports of this configuration still queued (such as the error status of
+// a deploy that stopping the deployer cut short) are sent, for a few
+// seconds at most. It tolerates a Provision that failed half-way.
 func (h *Handler) Cleanup() error {
 	if h.holding {
 		h.target.release(h.owner)
 		h.holding = false
 	}
+	var err error
 	if h.pooled {
 		h.pooled = false
-		if _, err := targets.Delete(h.key); err != nil {
-			return fmt.Errorf("stopping the deployer of %s: %w", h.key, err)
+		if _, derr := targets.Delete(h.key); derr != nil {
+			err = fmt.Errorf("stopping the deployer of %s: %w", h.key, derr)
 		}
 	}
-	return nil
+	h.closeGitHub()
+	return err
 }
 
 // ServeHTTP answers a delivery. It never calls next.

@@ -15,6 +15,7 @@ const (
 	kindObject jsonKind = iota // an object, whose fields the schema may name
 	kindString
 	kindBool
+	kindArray // an array of objects, whose fields the schema may name
 )
 
 func (k jsonKind) String() string {
@@ -23,52 +24,84 @@ func (k jsonKind) String() string {
 		return "a string"
 	case kindBool:
 		return "a boolean"
+	case kindArray:
+		return "an array"
 	}
 	return "an object"
 }
 
 // A jsonSchema names the fields that a jsonScanner keeps: dotted paths
 // through objects, such as "repository.full_name", each with the kind it
-// must hold. Everything else of the document is only checked to be JSON.
+// must hold. A name ending in "[]" is an array of objects, as in
+// "branches[].name": a string field inside one is repeated, and the
+// scanner keeps the value of each element (Strings). Everything else of the
+// document is only checked to be JSON.
 type jsonSchema struct {
-	nodes []schemaNode // nodes[0] is the document itself, an object
-	paths []string     // the leaves' paths, by leaf index
+	nodes    []schemaNode // nodes[0] is the document itself, an object
+	paths    []string     // the leaves' paths, by leaf index
+	repeated []bool       // by leaf: the field is inside an array
 }
 
 type schemaNode struct {
 	name     string
 	path     string
 	kind     jsonKind
-	leaf     int   // the index of a string or boolean field; -1 for objects
-	children []int // indexes in nodes
+	leaf     int   // the index of a string or boolean field; -1 for objects and arrays
+	children []int // indexes in nodes; an array's one child is its elements' object
 }
 
 // newJSONSchema returns the schema of fields, each a dotted path and the
-// kind its value must have. The objects on the way are implied.
+// kind its value must have. The objects and arrays on the way are implied.
 func newJSONSchema(fields ...jsonField) *jsonSchema {
 	s := &jsonSchema{nodes: []schemaNode{{kind: kindObject, leaf: -1}}}
+	add := func(parent int, n schemaNode) int {
+		s.nodes = append(s.nodes, n)
+		child := len(s.nodes) - 1
+		s.nodes[parent].children = append(s.nodes[parent].children, child)
+		return child
+	}
 	for _, f := range fields {
 		parent := 0
+		repeated := false
 		names := strings.Split(f.Path, ".")
-		for i, name := range names {
+		for i, seg := range names {
+			name, isArray := strings.CutSuffix(seg, "[]")
+			path := strings.Join(names[:i], ".")
+			if path != "" {
+				path += "."
+			}
+			path += name
+			last := i == len(names)-1
+			if last && isArray || f.Kind == kindObject || f.Kind == kindArray {
+				panic("jsonschema: field " + f.Path + " must be a string or a boolean")
+			}
 			child := -1
 			for _, c := range s.nodes[parent].children {
 				if s.nodes[c].name == name {
 					child = c
 				}
 			}
-			last := i == len(names)-1
+			kind := kindObject
+			if isArray {
+				kind = kindArray
+			}
 			if child < 0 {
-				n := schemaNode{name: name, path: strings.Join(names[:i+1], "."), kind: kindObject, leaf: -1}
+				n := schemaNode{name: name, path: path, kind: kind, leaf: -1}
 				if last {
 					n.kind, n.leaf = f.Kind, len(s.paths)
 					s.paths = append(s.paths, f.Path)
+					s.repeated = append(s.repeated, repeated)
 				}
-				s.nodes = append(s.nodes, n)
-				child = len(s.nodes) - 1
-				s.nodes[parent].children = append(s.nodes[parent].children, child)
-			} else if last || s.nodes[child].kind != kindObject {
+				child = add(parent, n)
+				if isArray {
+					add(child, schemaNode{path: path + "[]", kind: kindObject, leaf: -1})
+				}
+			} else if last || s.nodes[child].kind != kind {
 				panic("jsonschema: field " + f.Path + " named twice or inside a leaf")
+			}
+			if isArray {
+				repeated = true
+				child = s.nodes[child].children[0]
 			}
 			parent = child
 		}
@@ -123,7 +156,8 @@ const (
 // one JSON document, as encoding/json.Valid would, and keeps the fields of
 // its schema (the last occurrence of each, as encoding/json.Unmarshal does).
 // It holds no more than its fixed state and maxFieldLen bytes per string
-// field, however long the document. Keys are compared exactly (GitHub
+// field (per repeated field: for all its values together), however long
+// the document. Keys are compared exactly (GitHub
 // writes them in lower case), not case-insensitively as encoding/json does.
 //
 // A null where a field is expected leaves it as it was, as in encoding/json;
@@ -167,9 +201,13 @@ const (
 	dstKey  = -2
 )
 
-// newJSONScanner returns a scanner keeping the fields of schema.
-func newJSONScanner(schema *jsonSchema) *jsonScanner {
+// newJSONScanner returns a scanner keeping the fields of schema, with room
+// for those of the other schemas it may be reset for.
+func newJSONScanner(schema *jsonSchema, others ...*jsonSchema) *jsonScanner {
 	n := len(schema.paths)
+	for _, o := range others {
+		n = max(n, len(o.paths))
+	}
 	s := &jsonScanner{
 		schema:  schema,
 		values:  make([][]byte, n),
@@ -183,6 +221,16 @@ func newJSONScanner(schema *jsonSchema) *jsonScanner {
 	}
 	s.reset()
 	return s
+}
+
+// resetFor makes s ready for another document, whose fields of schema it
+// keeps. schema must have no more fields than s has room for.
+func (s *jsonScanner) resetFor(schema *jsonSchema) {
+	if len(schema.paths) > len(s.values) {
+		panic("jsonscanner: schema has more fields than the scanner has room for")
+	}
+	s.schema = schema
+	s.reset()
 }
 
 // reset makes s ready for another document, keeping its buffers.
@@ -420,7 +468,10 @@ func (s *jsonScanner) TypeErr() error {
 	if s.typeErr != nil {
 		return s.typeErr
 	}
-	for i, long := range s.tooLong {
+	for i, long := range s.tooLong[:len(s.schema.paths)] {
+		if s.schema.repeated[i] {
+			continue // cut short, not wrong: see Strings
+		}
 		// Bytes that are not UTF-8 count as the U+FFFD that replaces them.
 		if long || !utf8.Valid(s.values[i]) && len(s.String(i)) > maxFieldLen {
 			return fmt.Errorf("%s is longer than %d bytes", s.schema.paths[i], maxFieldLen)
@@ -448,6 +499,24 @@ func (s *jsonScanner) String(leaf int) string {
 	return b.String()
 }
 
+// Strings returns the values of the repeated string field leaf, in order.
+// complete is false when they took more than maxFieldLen bytes together:
+// then only those that fit whole are returned.
+func (s *jsonScanner) Strings(leaf int) (values []string, complete bool) {
+	if !s.present[leaf] {
+		return nil, true
+	}
+	values = strings.Split(s.String(leaf), repeatSep)
+	if s.tooLong[leaf] {
+		return values[:len(values)-1], false
+	}
+	return values, true
+}
+
+// repeatSep separates the values of a repeated field: git refuses it in a
+// branch name.
+const repeatSep = "\x00"
+
 // Bool returns the boolean field leaf, false when it was absent or null.
 func (s *jsonScanner) Bool(leaf int) bool { return s.present[leaf] && s.bools[leaf] }
 
@@ -461,12 +530,17 @@ func (s *jsonScanner) beginValue(c byte) {
 		node = 0
 	case s.depth == s.tracked && s.isObject(s.depth):
 		node = s.match
+	case s.depth == s.tracked:
+		// An element of an array of the schema.
+		node = s.schema.nodes[s.nodes[s.depth]].children[0]
 	}
 	s.match = -1
 	var kind jsonKind
 	switch {
 	case c == '{':
 		kind = kindObject
+	case c == '[':
+		kind = kindArray
 	case c == '"':
 		kind = kindString
 	case c == 't' || c == 'f':
@@ -478,11 +552,20 @@ func (s *jsonScanner) beginValue(c byte) {
 	if node >= 0 {
 		n := &s.schema.nodes[node]
 		switch {
-		case c == '[' || c == '-' || '0' <= c && c <= '9':
+		case c == '-' || '0' <= c && c <= '9':
 			s.wrongKind(n, c)
 		case kind != n.kind:
 			s.wrongKind(n, c)
 			node = -1
+		case kind == kindString && s.schema.repeated[n.leaf]:
+			switch {
+			case s.tooLong[n.leaf]:
+				node = -1 // full: the values that fit are kept whole
+			case s.present[n.leaf]:
+				s.dst = n.leaf
+				s.emit(repeatSep[0])
+			}
+			s.present[n.leaf] = true
 		case kind == kindString:
 			s.values[n.leaf] = s.values[n.leaf][:0]
 			s.present[n.leaf], s.tooLong[n.leaf] = true, false
@@ -500,6 +583,10 @@ func (s *jsonScanner) beginValue(c byte) {
 		s.state = stKeyFirst
 	case c == '[':
 		s.push(false)
+		if node >= 0 && s.depth == s.tracked+1 && s.tracked+1 < len(s.nodes) {
+			s.tracked++
+			s.nodes[s.tracked] = node
+		}
 		s.state = stArrayFirst
 	case c == '"':
 		s.state, s.inString, s.dst = stString, false, dstNone
@@ -635,6 +722,7 @@ func (s *jsonScanner) emit(b ...byte) {
 			return
 		}
 		s.key = append(s.key, b...)
+	case s.tooLong[s.dst]:
 	default:
 		v := s.values[s.dst]
 		if len(v)+len(b) > maxFieldLen {

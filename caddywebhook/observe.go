@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
+	"github.com/caddy-webhooks/caddy-github-webhook/githubapi"
 )
 
 // Names of the Caddy events a deploy emits, for `events { on <name> ... }`.
@@ -27,6 +28,7 @@ type metrics struct {
 	duration    *prometheus.HistogramVec // path
 	lastSuccess *prometheus.GaugeVec     // path
 	liveInfo    *prometheus.GaugeVec     // path, commit, release
+	apiRequests *prometheus.CounterVec   // path, endpoint (the API's path template), result
 }
 
 // newMetrics registers the collectors in reg, or takes those a handler of the
@@ -55,6 +57,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: ns, Subsystem: sub, Name: "live_info",
 			Help: "The live release and its commit (value 1).",
 		}, []string{"path", "commit", "release"}),
+		apiRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "github_api_requests_total",
+			Help: "Requests to GitHub's REST API (deployments, checks), by endpoint (its path template) and result: " +
+				"ok, retry (failed, tried again), error (failed for good) or dropped (a report given up).",
+		}, []string{"path", "endpoint", "result"}),
 	}
 	var err error
 	m.deliveries, err = register(reg, m.deliveries)
@@ -69,6 +76,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	if err == nil {
 		m.liveInfo, err = register(reg, m.liveInfo)
+	}
+	if err == nil {
+		m.apiRequests, err = register(reg, m.apiRequests)
 	}
 	return m, err
 }
@@ -105,6 +115,17 @@ func (m *metrics) restore(path string, s deployer.Status) {
 	}
 }
 
+// apiCounter returns what counts the requests to GitHub's API made for the
+// target at path, by endpoint (the API's path template, such as
+// githubapi.PathDeployments) and result. It is safe on a nil m.
+func (m *metrics) apiCounter(path string) func(endpoint, result string) {
+	return func(endpoint, result string) {
+		if m != nil {
+			m.apiRequests.WithLabelValues(path, endpoint, result).Inc()
+		}
+	}
+}
+
 // delivery counts an answered delivery. Its event label is "unverified"
 // until the signature is verified: before, the header is anybody's, and
 // counting by it would let anybody add series.
@@ -123,9 +144,15 @@ type observer struct {
 	path    string
 	metrics *metrics
 	events  *caddyevents.App // nil if the events app could not load
+
+	// reporter reports deploys to GitHub as deployments (nil without
+	// deployments), with siteURL as the environment's link.
+	reporter *githubapi.Reporter
+	siteURL  string
 }
 
 func (o *observer) notify(e deployer.Event) {
+	o.report(e)
 	data := map[string]any{
 		"path":    e.Path,
 		"commit":  e.Commit,
@@ -152,6 +179,8 @@ func (o *observer) notify(e deployer.Event) {
 	case deployer.EventRolledBack:
 		o.metrics.setLive(o.path, &deployer.Live{Commit: e.Commit, Release: e.Release})
 		return
+	case deployer.EventInterrupted:
+		return
 	case deployer.EventFailed:
 		name = EventDeployFailed
 		data["duration"] = e.Duration.Seconds()
@@ -165,5 +194,29 @@ func (o *observer) notify(e deployer.Event) {
 	}
 	if o.events != nil {
 		o.events.Emit(o.ctx, name, data)
+	}
+}
+
+// report passes e to GitHub as a deployment or its status. The reporter
+// queues it: this never blocks the deployer.
+func (o *observer) report(e deployer.Event) {
+	r := o.reporter
+	if r == nil || e.Commit == "" {
+		// A fetch that failed has no commit to report on, nor a live
+		// release the state does not know the commit of.
+		return
+	}
+	switch e.Kind {
+	case deployer.EventStarted:
+		r.Started(e.Commit, string(e.Reason))
+	case deployer.EventSucceeded:
+		// The deployer emits it once current points at the release.
+		r.Succeeded(e.Commit, o.siteURL)
+	case deployer.EventFailed:
+		r.Failed(e.Commit, failureSummary(e.Err))
+	case deployer.EventInterrupted:
+		r.Interrupted(e.Commit)
+	case deployer.EventRolledBack:
+		r.RolledBack(e.Commit, o.siteURL)
 	}
 }

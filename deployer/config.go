@@ -128,10 +128,22 @@ type Config struct {
 	// deliveries that never came. Zero never polls; negative is an error.
 	Poll time.Duration
 
-	// Notify, when set, is called for events (a deploy started, succeeded
-	// or failed; recovery found a live release) on the worker goroutine,
-	// and after a rollback on the caller of Rollback. It must not block.
+	// Notify, when set, is called for events (a deploy started, succeeded,
+	// failed or was interrupted; recovery found a live release) on the
+	// worker goroutine, and after a rollback on the caller of Rollback. It
+	// must not block.
 	Notify func(Event)
+
+	// Gate, when set, is asked whether the tip may go live before it is
+	// built, each time a wake finds a tip that is not live (a build that
+	// failed, or a rollback pin, is left alone first, as without a gate).
+	// While it waits, or errs (it cannot tell), the tip is not deployed:
+	// the worker asks again on every wake and on its own, 15 s after, then
+	// doubling up to 5 min, for at most 2 h per tip. When it fails, the
+	// tip is not deployed until a new commit, or a wake for ReasonChecks,
+	// ReasonDelivery or ReasonManual asks again. Only the tip is ever
+	// asked about, and deployed. Status.Checked says what it answered.
+	Gate Gate
 }
 
 // withDefaults returns c with its zero values replaced by defaults.

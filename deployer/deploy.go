@@ -71,6 +71,11 @@ func (d *Deployer) deployTip(reason Reason) (Checked, error) {
 			return Checked{Commit: tip, Outcome: OutcomeWaiting, Detail: "rolled back from"}, nil
 		}
 	}
+	if cfg.Gate != nil {
+		if c, pass, err := d.gate(ctx, cfg, reason, tip); !pass {
+			return c, err
+		}
+	}
 
 	name := d.releaseName(start, tip)
 	d.setRunning(&Running{Reason: reason, Commit: tip, Release: name, Since: start})
@@ -105,6 +110,7 @@ func (d *Deployer) deployTip(reason Reason) (Checked, error) {
 	if interrupted {
 		d.log().Info("deploy interrupted: the deployer is stopping; the next start deploys again",
 			zap.String("commit", tip), zap.String("release", name))
+		d.notify(Event{Kind: EventInterrupted, Commit: tip, Release: name, Reason: reason, Duration: d.now().Sub(start)})
 		return Checked{Commit: tip, Outcome: OutcomeInterrupted}, nil
 	}
 	d.finish(reason, start, tip, name, tail, err)

@@ -37,6 +37,9 @@ type Deployer struct {
 	// Tests shorten these.
 	now       func() time.Time
 	retryBase time.Duration
+	gateBase  time.Duration
+	gateMax   time.Duration
+	gateFor   time.Duration
 
 	diskMu sync.Mutex // serialises switches of current and writes of state
 
@@ -50,8 +53,11 @@ type Deployer struct {
 	last     *Result
 	checked  *Checked
 	checks   uint64 // wakes handled
-	started  bool
-	closed   bool
+	// gateFailed is the tip Config.Gate failed last; asked again only for
+	// a reason that rechecks.
+	gateFailed gateFailure
+	started    bool
+	closed     bool
 }
 
 // New returns the worker of cfg.Path, not started: it touches neither the
@@ -74,6 +80,9 @@ func New(cfg Config, logger *zap.Logger) (*Deployer, error) {
 		reconf:    make(chan struct{}, 1),
 		now:       time.Now,
 		retryBase: retryBase,
+		gateBase:  gateBase,
+		gateMax:   gateMax,
+		gateFor:   gateFor,
 		cfg:       cfg,
 	}
 	d.SetLogger(logger)
@@ -133,7 +142,7 @@ func (d *Deployer) log() *zap.Logger { return d.logp.Load() }
 // more deploy follows it, and it deploys the tip as it is then.
 func (d *Deployer) Wake(r Reason) {
 	d.mu.Lock()
-	if d.pending == "" || (r.explicit() && !d.pending.explicit()) {
+	if d.pending == "" || r.strength() > d.pending.strength() {
 		d.pending = r
 	}
 	d.mu.Unlock()
@@ -267,6 +276,7 @@ func (d *Deployer) loop() {
 		poll        *time.Ticker
 		pollC       <-chan time.Time
 		pollEvery   time.Duration
+		gate        gateBackoff // looks at a tip the gate holds back
 	)
 	stopRetry := func() {
 		if retry != nil {
@@ -291,6 +301,7 @@ func (d *Deployer) loop() {
 	}
 	defer func() {
 		stopRetry()
+		gate.stop()
 		if poll != nil {
 			poll.Stop()
 		}
@@ -311,6 +322,10 @@ func (d *Deployer) loop() {
 			retry, retryC = nil, nil
 			d.Wake(retryReason)
 			continue
+		case <-gate.C:
+			gate.stop()
+			d.Wake(ReasonRetry)
+			continue
 		case <-d.wakeC:
 		}
 		reason := d.take()
@@ -318,6 +333,21 @@ func (d *Deployer) loop() {
 			continue
 		}
 		err := d.deploy(reason)
+		var gw *gateWait
+		if errors.As(err, &gw) && d.ctx.Err() == nil {
+			stopRetry()
+			d.mu.Lock()
+			base, maxWait, limit := d.gateBase, d.gateMax, d.gateFor
+			d.mu.Unlock()
+			if wait, ok := gate.next(gw.commit, d.now(), base, maxWait, limit); ok {
+				d.log().Info("looking at the tip's checks again", zap.String("commit", gw.commit), zap.Duration("in", wait))
+			} else {
+				d.log().Warn("stopped looking at the tip's checks on a timer: it waited too long; a check that completes, poll or a manual deploy looks again",
+					zap.String("commit", gw.commit), zap.Duration("waited", limit))
+			}
+			continue
+		}
+		gate.stop()
 		var fe *fetchError
 		if errors.As(err, &fe) && d.ctx.Err() == nil {
 			failures++
@@ -332,7 +362,7 @@ func (d *Deployer) loop() {
 			}
 			retry = time.NewTimer(wait)
 			retryC = retry.C
-			if reason == ReasonRetry || !reason.explicit() {
+			if reason.strength() == 0 {
 				retryReason = ReasonRetry
 			} else {
 				retryReason = reason // a delivery's fetch, retried, still counts as a delivery

@@ -14,11 +14,30 @@ const (
 	ReasonManual   Reason = "manual"
 	ReasonPoll     Reason = "poll"
 	ReasonRetry    Reason = "retry"
+	// ReasonChecks: a check of the branch completed (Config.Gate may
+	// answer otherwise now). It asks the gate again about a tip it failed,
+	// but leaves a failed build and a rollback pin alone.
+	ReasonChecks Reason = "checks"
 )
 
 // explicit reports whether r is a request that must not be ignored because of
 // a past failure or a rollback pin.
 func (r Reason) explicit() bool { return r == ReasonDelivery || r == ReasonManual }
+
+// rechecks reports whether r asks the gate again about a tip it failed.
+func (r Reason) rechecks() bool { return r.explicit() || r == ReasonChecks }
+
+// strength orders reasons for coalescing wakes: the strongest since the
+// last deploy began is the one the next deploy runs for.
+func (r Reason) strength() int {
+	switch {
+	case r.explicit():
+		return 2
+	case r == ReasonChecks:
+		return 1
+	}
+	return 0
+}
 
 // EventKind names a deploy event.
 type EventKind string
@@ -35,6 +54,10 @@ const (
 	// Commit and Release are live, At is when the last deploy succeeded
 	// (zero if unknown).
 	EventRecovered EventKind = "recovered"
+	// EventInterrupted follows EventStarted when the deployer stopped
+	// (Close) before the deploy ended: Commit was not deployed, and is
+	// deployed again on the next start.
+	EventInterrupted EventKind = "deploy_interrupted"
 )
 
 // Event is passed to Config.Notify.

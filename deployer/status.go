@@ -74,6 +74,9 @@ const (
 	OutcomeWaiting     = "waiting"      // the tip is left alone: see Detail
 	OutcomeFetchFailed = "fetch_failed" // the remote could not be fetched; retried with backoff
 	OutcomeInterrupted = "interrupted"  // the deployer stopped during the fetch or the build
+	// OutcomeChecksFailed: Config.Gate failed the tip, which is not
+	// deployed; Detail says why (which check failed).
+	OutcomeChecksFailed = "checks_failed"
 )
 
 // Checked is the worker's last look at the branch's tip, whatever came of
