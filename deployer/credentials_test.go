@@ -207,6 +207,23 @@ func TestRedactURL(t *testing.T) {
 	}
 }
 
+// remoteWithSubmoduleAt returns a remote whose tip, also returned, has a
+// submodule "theme" at url: an entry written by hand, so that url need not
+// answer when the commit is made.
+func remoteWithSubmoduleAt(t *testing.T, url string) (*remote, string) {
+	t.Helper()
+	r := newRemote(t)
+	r.commit(map[string]string{"index.html": "x"})
+	if err := os.WriteFile(filepath.Join(r.work, ".gitmodules"), []byte("[submodule \"theme\"]\n\tpath = theme\n\turl = "+url+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustGit(t, r.work, "add", ".gitmodules")
+	mustGit(t, r.work, "update-index", "--add", "--cacheinfo", "160000,"+strings.TrimSpace(mustGit(t, r.work, "rev-parse", "HEAD"))+",theme")
+	mustGit(t, r.work, "commit", "--quiet", "-m", "add a submodule on another host")
+	mustGit(t, r.work, "push", "--quiet", "origin", "HEAD:main")
+	return r, strings.TrimSpace(mustGit(t, r.work, "rev-parse", "HEAD"))
+}
+
 // The token goes to the remote's host only: a submodule on another host
 // that asks for credentials gets none.
 func TestTokenGoesToTheRemoteOnly(t *testing.T) {
@@ -223,15 +240,7 @@ func TestTokenGoesToTheRemoteOnly(t *testing.T) {
 	}))
 	defer other.Close()
 
-	r := newRemote(t)
-	r.commit(map[string]string{"index.html": "x"})
-	// A submodule entry pointing at the other host, written by hand.
-	os.WriteFile(filepath.Join(r.work, ".gitmodules"), []byte("[submodule \"theme\"]\n\tpath = theme\n\turl = "+other.URL+"/theme.git\n"), 0o644)
-	mustGit(t, r.work, "add", ".gitmodules")
-	mustGit(t, r.work, "update-index", "--add", "--cacheinfo", "160000,"+strings.TrimSpace(mustGit(t, r.work, "rev-parse", "HEAD"))+",theme")
-	mustGit(t, r.work, "commit", "--quiet", "-m", "add a submodule on another host")
-	mustGit(t, r.work, "push", "--quiet", "origin", "HEAD:main")
-	tip := strings.TrimSpace(mustGit(t, r.work, "rev-parse", "HEAD"))
+	r, tip := remoteWithSubmoduleAt(t, other.URL+"/theme.git")
 	srv := gitHTTPServer(t, filepath.Dir(r.bare))
 
 	tg := start(t, Config{Remote: srv.URL + "/" + filepath.Base(r.bare), Token: testToken, Submodules: true})

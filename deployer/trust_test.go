@@ -444,14 +444,7 @@ func TestTokenNotForNonHTTPSRemotes(t *testing.T) {
 	}))
 	defer other.Close()
 
-	r := newRemote(t)
-	r.commit(map[string]string{"index.html": "x"})
-	os.WriteFile(filepath.Join(r.work, ".gitmodules"), []byte("[submodule \"theme\"]\n\tpath = theme\n\turl = "+other.URL+"/theme.git\n"), 0o644)
-	mustGit(t, r.work, "add", ".gitmodules")
-	mustGit(t, r.work, "update-index", "--add", "--cacheinfo", "160000,"+strings.TrimSpace(mustGit(t, r.work, "rev-parse", "HEAD"))+",theme")
-	mustGit(t, r.work, "commit", "--quiet", "-m", "add a submodule on another host")
-	mustGit(t, r.work, "push", "--quiet", "origin", "HEAD:main")
-	tip := strings.TrimSpace(mustGit(t, r.work, "rev-parse", "HEAD"))
+	r, tip := remoteWithSubmoduleAt(t, other.URL+"/theme.git")
 
 	tg := start(t, Config{Remote: r.bare, Token: testToken, Submodules: true})
 	s := tg.waitRefused(tip)
