@@ -117,7 +117,9 @@ func (m *metrics) delivery(path string, a answer) {
 }
 
 // observer turns the deployer's events of one target into metrics, Caddy
-// events and nothing else; it runs on the deployer's goroutine.
+// events and nothing else; it runs on the deployer's goroutine. Each kind of
+// event it knows is mapped by name; one it does not know (a deployer newer
+// than the observer) is left out of both, rather than reported as another.
 type observer struct {
 	ctx     caddy.Context
 	path    string
@@ -132,8 +134,10 @@ func (o *observer) notify(e deployer.Event) {
 		"release": e.Release,
 		"reason":  string(e.Reason),
 	}
-	name := EventDeployStarted
+	var name string
 	switch e.Kind {
+	case deployer.EventStarted:
+		name = EventDeployStarted
 	case deployer.EventSucceeded:
 		name = EventDeploySucceeded
 		data["duration"] = e.Duration.Seconds()
@@ -158,6 +162,8 @@ func (o *observer) notify(e deployer.Event) {
 		}
 		o.metrics.deploys.WithLabelValues(o.path, "error").Inc()
 		o.metrics.duration.WithLabelValues(o.path).Observe(e.Duration.Seconds())
+	default:
+		return
 	}
 	if o.events != nil {
 		o.events.Emit(o.ctx, name, data)
