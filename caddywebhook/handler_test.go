@@ -301,6 +301,18 @@ func send(t *testing.T, c deliveryCase) (int, http.Header, []byte) {
 	return resp.StatusCode, resp.Header, body
 }
 
+// pushDelivery sends GitHub's push to the deployed branch, signed with
+// secret, and checks that it is answered 202 queued.
+func pushDelivery(t *testing.T, secret string) {
+	t.Helper()
+	c := pushCase()
+	c.body = fixture(t, "push-branch.json")
+	c.signWith = secret
+	status, header, body := send(t, c)
+	c.check(t, status, header, body)
+}
+
+// pushCase is the request table's push to the deployed branch.
 func pushCase() deliveryCase {
 	return deliveryCase{name: "push", event: "push", signWith: testSecret, status: 202, result: "queued", wakes: 1}
 }
@@ -371,8 +383,7 @@ func TestReloadMidBuild(t *testing.T) {
 	s.waitLive(c1)
 
 	c2 := s.repo.Commit("test commit", map[string]string{"index.html": "two"})
-	status, header, body := send(t, deliveryCase{event: "push", body: fixture(t, "push-branch.json"), signWith: testSecret})
-	pushCase().check(t, status, header, body)
+	pushDelivery(t, testSecret)
 	// The answer came before the build ended: the old commit is still live.
 	if st := s.status(); st.Live.Commit != c1 {
 		t.Fatalf("answered after the deploy of %s", st.Live.Commit)
@@ -403,8 +414,7 @@ func TestReloadMidBuild(t *testing.T) {
 	}
 
 	c3 := s.repo.Commit("test commit", map[string]string{"index.html": "three"})
-	status, header, body = send(t, deliveryCase{event: "push", body: fixture(t, "push-branch.json"), signWith: testSecret})
-	pushCase().check(t, status, header, body)
+	pushDelivery(t, testSecret)
 	s.waitLive(c3)
 	if got := get(t, siteURL+"/built.txt"); got != "B\n" {
 		t.Errorf("built.txt = %q after the reload, want the new settings' build", got)
@@ -461,8 +471,7 @@ func TestSamePathTwice(t *testing.T) {
 
 	// The running configuration's settings are in force again.
 	c2 := s.repo.Commit("test commit", map[string]string{"index.html": "two"})
-	status, header, body := send(t, deliveryCase{event: "push", body: fixture(t, "push-branch.json"), signWith: testSecret})
-	pushCase().check(t, status, header, body)
+	pushDelivery(t, testSecret)
 	s.waitLive(c2)
 	if got := get(t, siteURL+"/built.txt"); got != "A\n" {
 		t.Errorf("built.txt = %q, want the running configuration's build", got)

@@ -321,8 +321,7 @@ func TestSecretsTrimmedAndWarned(t *testing.T) {
 
 	second := s.repo.Commit("test commit", map[string]string{"index.html": "second"})
 	for _, secret := range []string{testSecret, short} {
-		status, header, body := send(t, deliveryCase{event: "push", body: fixture(t, "push-branch.json"), signWith: secret})
-		pushCase().check(t, status, header, body)
+		pushDelivery(t, secret)
 	}
 	s.waitLive(second)
 
