@@ -338,9 +338,7 @@ func TestOperations(t *testing.T) {
 // TestPoll: with poll, a commit pushed without any delivery goes live.
 func TestPoll(t *testing.T) {
 	s := newTestSite(t)
-	c1 := s.repo.Commit("test commit", map[string]string{"index.html": "one"})
-	s.start(s.caddyfile("poll 100ms"))
-	s.waitLive(c1)
+	s.startLive(s.caddyfile("poll 100ms"))
 	c2 := s.repo.Commit("test commit", map[string]string{"index.html": "two"})
 	testkit.WaitFor(t, time.Minute, "a deploy of the second commit", func() error {
 		if last := s.status().Last; last == nil || last.Commit != c2 {

@@ -219,6 +219,16 @@ func deployerOf(path string) *deployer.Deployer {
 	return d
 }
 
+// startLive commits a first version of the site, loads config and waits
+// until that commit is live; it returns the commit.
+func (s *testSite) startLive(config string) string {
+	s.t.Helper()
+	first := s.repo.Commit("first version", map[string]string{"index.html": "first"})
+	s.start(config)
+	s.waitLive(first)
+	return first
+}
+
 // status returns the status of the site's deployer.
 func (s *testSite) status() deployer.Status {
 	s.t.Helper()
@@ -377,10 +387,8 @@ func TestReloadMidBuild(t *testing.T) {
 		return fmt.Sprintf("command sh -c `sleep %s && echo %s:$DEPLOY_COMMIT >> %s && echo %s > built.txt`",
 			sleep, name, builds, name)
 	}
-	c1 := s.repo.Commit("test commit", map[string]string{"index.html": "one"})
-	s.start(s.caddyfile(command("A", "3")))
+	c1 := s.startLive(s.caddyfile(command("A", "3")))
 	d := deployerOf(s.path)
-	s.waitLive(c1)
 
 	c2 := s.repo.Commit("test commit", map[string]string{"index.html": "two"})
 	pushDelivery(t, testSecret)
@@ -446,10 +454,8 @@ func releasesOf(st deployer.Status, commit string) int {
 // its settings.
 func TestSamePathTwice(t *testing.T) {
 	s := newTestSite(t)
-	c1 := s.repo.Commit("test commit", map[string]string{"index.html": "one"})
-	s.start(s.caddyfile("command sh -c `echo A > built.txt`"))
+	s.startLive(s.caddyfile("command sh -c `echo A > built.txt`"))
 	d := deployerOf(s.path)
-	s.waitLive(c1)
 
 	twice := strings.Replace(s.caddyfile("command sh -c `echo B > built.txt`"), siteURL+" {", fmt.Sprintf(siteURL+` {
 	github_webhook /other {
@@ -482,9 +488,7 @@ func TestSamePathTwice(t *testing.T) {
 // its deployer is closed and the folder's lock is free.
 func TestRemovingTheHandlerStopsTheDeployer(t *testing.T) {
 	s := newTestSite(t)
-	c1 := s.repo.Commit("test commit", map[string]string{"index.html": "one"})
-	s.start(s.caddyfile(""))
-	s.waitLive(c1)
+	s.startLive(s.caddyfile(""))
 
 	if err := loadConfig(emptyConfig); err != nil {
 		t.Fatal(err)
@@ -511,9 +515,7 @@ func TestRemovingTheHandlerStopsTheDeployer(t *testing.T) {
 // with the secret.
 func TestSecretsStayOut(t *testing.T) {
 	s := newTestSite(t)
-	c1 := s.repo.Commit("test commit", map[string]string{"index.html": "one"})
-	s.start(s.caddyfile(`command sh -c "env > env.txt"`))
-	s.waitLive(c1)
+	s.startLive(s.caddyfile(`command sh -c "env > env.txt"`))
 	// Nor does a build see them, or the variables they come from.
 	env, err := os.ReadFile(filepath.Join(s.path, "current", "env.txt"))
 	if err != nil {

@@ -216,9 +216,7 @@ func deliveryHead(more ...string) string {
 // gave up on the body a minute later (and then 400, not 401).
 func TestUnsignedAnsweredBeforeBody(t *testing.T) {
 	s := newTestSite(t)
-	first := s.repo.Commit("test commit", map[string]string{"index.html": "first"})
-	s.start(s.caddyfile(""))
-	s.waitLive(first)
+	s.startLive(s.caddyfile(""))
 
 	for _, c := range []struct {
 		name, header, says string
@@ -247,9 +245,7 @@ func TestUnsignedAnsweredBeforeBody(t *testing.T) {
 // genuine delivery waited behind them until they timed out.
 func TestIdleChunkedDoNotDelayDelivery(t *testing.T) {
 	s := newTestSite(t)
-	first := s.repo.Commit("test commit", map[string]string{"index.html": "first"})
-	s.start(strings.Replace(s.caddyfile(""), "max_body 64KiB", "max_body 25MiB", 1))
-	s.waitLive(first)
+	s.startLive(strings.Replace(s.caddyfile(""), "max_body 64KiB", "max_body 25MiB", 1))
 
 	var idle []net.Conn
 	for range 3 {
@@ -289,9 +285,7 @@ func TestSlowBodyTimesOut(t *testing.T) {
 	bodyTimeout = time.Second
 	t.Cleanup(func() { bodyTimeout = old })
 	s := newTestSite(t)
-	first := s.repo.Commit("test commit", map[string]string{"index.html": "first"})
-	s.start(s.caddyfile(""))
-	s.waitLive(first)
+	s.startLive(s.caddyfile(""))
 
 	_, resp, body := rawDelivery(t, siteAddr(),
 		deliveryHead("Content-Length: 1000", "X-Hub-Signature-256: "+forgedSignature), []byte(`{"zen":`))
