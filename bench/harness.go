@@ -183,8 +183,11 @@ type caddyProc struct {
 
 // startCaddy writes s's Caddyfile into dir and runs Caddy on it. It returns
 // once the site's port accepts connections, without sending it a request:
-// callers check the first response themselves.
+// callers check the first response themselves. Connections that the
+// harness kept open to an earlier Caddy are closed first: one to the same
+// port (a restart, or a port the kernel picked again) would meet a reset.
 func (r *run) startCaddy(dir string, s *site) (*caddyProc, error) {
+	getClient.CloseIdleConnections()
 	ports, err := testkit.FreePorts(1)
 	if err != nil {
 		return nil, err
@@ -228,13 +231,10 @@ func (r *run) startCaddy(dir string, s *site) (*caddyProc, error) {
 
 func (p *caddyProc) pid() int { return p.cmd.Process.Pid }
 
-// kill sends SIGKILL and waits for the process to be gone. The
-// connections kept open to it go too: a request on one of them after a
-// restart on the same port would meet a reset.
+// kill sends SIGKILL and waits for the process to be gone.
 func (p *caddyProc) kill() {
 	p.cmd.Process.Signal(syscall.SIGKILL)
 	<-p.done
-	getClient.CloseIdleConnections()
 }
 
 // stop asks Caddy to shut down gracefully, killing it after 15 s.
