@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -107,11 +108,13 @@ func metric(t *testing.T, re string) string {
 
 // TestOperations drives one target through Caddy's own interfaces: the admin
 // API's status, manual deploy and rollback (and their errors), the metrics
-// on /metrics, and deploy events received by a subscriber.
+// on /metrics, and deploy events received by a subscriber. Nothing wakes the
+// deployer but what the test does (poll is an hour): a poll is a wake with
+// the reason poll, which the test gives as the poll's ticker would.
 func TestOperations(t *testing.T) {
 	s := newTestSite(t)
-	c1 := s.repo.commit(map[string]string{"index.html": "v1"})
-	config := strings.Replace(s.caddyfile(`poll 200ms
+	c1 := s.repo.Commit("test commit", map[string]string{"index.html": "v1"})
+	config := strings.Replace(s.caddyfile(`poll 1h
 		command sh -c "if test -e broken; then echo the build broke on purpose >&2; exit 1; fi"`),
 		"grace_period 1s", `grace_period 1s
 	events {
@@ -120,9 +123,9 @@ func TestOperations(t *testing.T) {
 		on github_webhook.deploy_failed github_webhook_test_recorder
 	}`, 1)
 	s.start(config)
-	s.waitLive(c1)
-	waitFor(t, "the first deploy to end", func() bool { return s.status().Running == nil }, func() string { return "" })
+	look := s.waitLook(0, deployer.ReasonStartup, deployer.OutcomeDeployed).Count
 	p := regexp.QuoteMeta(s.path)
+	poll := func() { deployerOf(s.path).Wake(deployer.ReasonPoll) }
 
 	t.Run("status", func(t *testing.T) {
 		var list []deployer.Status
@@ -133,14 +136,17 @@ func TestOperations(t *testing.T) {
 			t.Fatalf("%d targets, want 1: %+v", len(list), list)
 		}
 		st := list[0]
-		if st.Path != s.path || st.Repo != testRepo || st.Branch != testBranch || st.Remote != s.repo.remote {
+		if st.Path != s.path || st.Repo != testRepo || st.Branch != testBranch || st.Remote != s.repo.Bare {
 			t.Errorf("target = %+v", st)
 		}
 		if st.Live == nil || st.Live.Commit != c1 || st.Live.Release == "" || st.Live.At.IsZero() {
 			t.Errorf("live = %+v", st.Live)
 		}
-		if (st.Running != nil && st.Running.Reason != deployer.ReasonPoll) || st.Last == nil || st.Last.Result != "ok" || st.Last.Reason != deployer.ReasonStartup {
+		if st.Running != nil || st.Last == nil || st.Last.Result != "ok" || st.Last.Reason != deployer.ReasonStartup {
 			t.Errorf("running = %+v, last = %+v", st.Running, st.Last)
+		}
+		if c := st.Checked; c == nil || c.Count != look || c.Commit != c1 || c.Outcome != deployer.OutcomeDeployed {
+			t.Errorf("checked = %+v", c)
 		}
 		if _, err := os.Stat(st.Last.Log); err != nil || filepath.Dir(st.Last.Log) != filepath.Join(s.path, "releases") {
 			t.Errorf("build log %q: %v", st.Last.Log, err)
@@ -150,8 +156,8 @@ func TestOperations(t *testing.T) {
 		}
 		// "running" is always present, null when idle.
 		_, body := adminDo(t, http.MethodGet, "/github_webhook/deploys", "", nil)
-		if !strings.Contains(body, `"running": `) {
-			t.Errorf("no running field in %s", body)
+		if !strings.Contains(body, `"running": null`) {
+			t.Errorf("no running field, null, in %s", body)
 		}
 	})
 
@@ -193,35 +199,26 @@ func TestOperations(t *testing.T) {
 			t.Errorf("deliveries_total unverified error = %q", v)
 		}
 		// The push found the tip live: that is not a deploy.
-		waitFor(t, "the push's wake to find the tip live", func() bool {
-			b, _ := os.ReadFile(s.log)
-			return regexp.MustCompile(`"msg":"tip is live".*"reason":"delivery"`).Match(b)
-		}, func() string { return "" })
+		look = s.waitLook(look, deployer.ReasonDelivery, deployer.OutcomeLive).Count
 		if v := metric(t, `caddy_github_webhook_deploys_total\{path="`+p+`",result="ok"\}`); v != "1" {
 			t.Errorf("deploys_total ok = %q after a wake with the tip live, want 1", v)
 		}
 	})
 
-	c2 := s.repo.commit(map[string]string{"index.html": "v2"})
+	c2 := s.repo.Commit("test commit", map[string]string{"index.html": "v2"})
 	t.Run("manual deploy", func(t *testing.T) {
 		var answer map[string]string
 		code, body := adminDo(t, http.MethodPost, "/github_webhook/deploy", `{"path": "`+s.path+`"}`, &answer)
 		if code != http.StatusAccepted || answer["status"] != "queued" {
 			t.Fatalf("POST deploy: %d %s", code, body)
 		}
-		s.waitLive(c2)
-		if get(t, siteURL+"/index.html") != "v2" {
-			t.Error("v2 not served")
+		look = s.waitLook(look, deployer.ReasonManual, deployer.OutcomeDeployed).Count
+		if st := s.status(); st.Live.Commit != c2 || st.Last.Reason != deployer.ReasonManual {
+			t.Errorf("after the manual deploy: live %+v, last %+v", st.Live, st.Last)
 		}
-		// A poll may have deployed c2 first; wait until the manual wake is
-		// handled too, so that it cannot come after the rollback below.
-		waitFor(t, "the manual wake to be handled", func() bool {
-			if st := s.status(); st.Last.Reason == deployer.ReasonManual && st.Running == nil {
-				return true
-			}
-			b, _ := os.ReadFile(s.log)
-			return regexp.MustCompile(`"msg":"tip is live".*"reason":"manual"`).Match(b)
-		}, func() string { return fmt.Sprintf("%+v", s.status().Last) })
+		if got := get(t, siteURL+"/index.html"); got != "v2" {
+			t.Errorf("after the manual deploy the site serves %q", got)
+		}
 	})
 
 	t.Run("rollback", func(t *testing.T) {
@@ -243,13 +240,15 @@ func TestOperations(t *testing.T) {
 		if v := metric(t, `caddy_github_webhook_live_info\{commit="`+c2+`",path="`+p+`",release="[^"]+"\}`); v != "" {
 			t.Errorf("live_info still shows %s after the rollback", c2)
 		}
-		// Polls (every 200ms) do not undo it: they log that they leave it.
-		waitFor(t, "a poll to decline the rolled-back-from commit", func() bool {
-			b, _ := os.ReadFile(s.log)
-			return strings.Contains(string(b), "rolled back from")
-		}, func() string { return fmt.Sprintf("c1=%s c2=%s status=%+v", c1, c2, s.status()) })
-		if st := s.status(); st.Live.Commit != c1 {
-			t.Fatalf("poll undid the rollback: live %s", st.Live.Commit)
+		// A poll does not undo it: it leaves the rolled-back-from tip alone.
+		poll()
+		c := s.waitLook(look, deployer.ReasonPoll, deployer.OutcomeWaiting)
+		look = c.Count
+		if c.Commit != c2 || c.Detail != "rolled back from" {
+			t.Errorf("the poll's look: %+v, want %s left alone as rolled back from", c, c2)
+		}
+		if got := get(t, siteURL+"/index.html"); got != "v1" {
+			t.Errorf("after a poll the rolled-back site serves %q", got)
 		}
 
 		// Errors.
@@ -278,22 +277,22 @@ func TestOperations(t *testing.T) {
 	})
 
 	t.Run("new commit after rollback", func(t *testing.T) {
-		c3 := s.repo.commit(map[string]string{"index.html": "v3"})
-		s.waitLive(c3) // by poll, without a delivery
-		if got := get(t, siteURL+"/index.html"); got != "v3" {
-			t.Errorf("serves %q", got)
+		c3 := s.repo.Commit("test commit", map[string]string{"index.html": "v3"})
+		poll() // without a delivery
+		look = s.waitLook(look, deployer.ReasonPoll, deployer.OutcomeDeployed).Count
+		if got := get(t, siteURL+"/index.html"); got != "v3" || s.status().Live.Commit != c3 {
+			t.Errorf("serves %q, live %+v; want v3 of %s", got, s.status().Live, c3)
 		}
 	})
 
 	t.Run("failed deploy", func(t *testing.T) {
-		bad := s.repo.commit(map[string]string{"broken": "yes"})
-		var st deployer.Status
-		waitFor(t, "the failed deploy", func() bool {
-			st = s.status()
-			return st.Last != nil && st.Last.Commit == bad && st.Last.Result == "error"
-		}, func() string { return fmt.Sprintf("%+v", st.Last) })
-		if !strings.Contains(st.Last.OutputTail, "the build broke on purpose") {
-			t.Errorf("output tail = %q", st.Last.OutputTail)
+		bad := s.repo.Commit("test commit", map[string]string{"broken": "yes"})
+		poll()
+		look = s.waitLook(look, deployer.ReasonPoll, deployer.OutcomeFailed).Count
+		st := s.status()
+		if st.Last == nil || st.Last.Commit != bad || st.Last.Result != "error" ||
+			!strings.Contains(st.Last.OutputTail, "the build broke on purpose") {
+			t.Errorf("last = %+v, want the failed build of %s with its output", st.Last, bad)
 		}
 		failed := recordedWith(EventDeployFailed, bad)
 		if len(failed) != 1 || !strings.Contains(fmt.Sprint(failed[0].data["error"]), "exit status 1") {
@@ -304,6 +303,11 @@ func TestOperations(t *testing.T) {
 		}
 		if got := get(t, siteURL+"/index.html"); got != "v3" {
 			t.Errorf("a failed build changed the site: %q", got)
+		}
+		// The next poll leaves the failed tip alone.
+		poll()
+		if c := s.waitLook(look, deployer.ReasonPoll, deployer.OutcomeWaiting); c.Commit != bad || c.Detail != "failed before" {
+			t.Errorf("the next poll's look: %+v, want %s left alone as failed before", c, bad)
 		}
 	})
 
@@ -319,12 +323,35 @@ func TestOperations(t *testing.T) {
 			t.Fatal(err)
 		}
 		re := `caddy_github_webhook_live_info\{commit="` + live.Commit + `",path="` + p + `",release="` + live.Release + `"\}`
-		waitFor(t, "live_info after the restart", func() bool { return metric(t, re) == "1" },
-			func() string { return metric(t, `caddy_github_webhook_live_info\{[^}]*\}`) })
+		testkit.WaitFor(t, time.Minute, "live_info after the restart", func() error {
+			if metric(t, re) != "1" {
+				return fmt.Errorf("live_info: %s", metric(t, `caddy_github_webhook_live_info\{[^}]*\}`))
+			}
+			return nil
+		})
 		if v := metric(t, `caddy_github_webhook_last_success_timestamp_seconds\{path="`+p+`"\}`); v == "" || v == "0" {
 			t.Errorf("last_success_timestamp_seconds after the restart = %q", v)
 		}
 	})
+}
+
+// TestPoll: with poll, a commit pushed without any delivery goes live.
+func TestPoll(t *testing.T) {
+	s := newTestSite(t)
+	s.startLive(s.caddyfile("poll 100ms"))
+	c2 := s.repo.Commit("test commit", map[string]string{"index.html": "two"})
+	testkit.WaitFor(t, time.Minute, "a deploy of the second commit", func() error {
+		if last := s.status().Last; last == nil || last.Commit != c2 {
+			return fmt.Errorf("last %+v", last)
+		}
+		return nil
+	})
+	if last := s.status().Last; last.Result != "ok" || last.Reason != deployer.ReasonPoll {
+		t.Errorf("last = %+v, want a deploy woken by poll", last)
+	}
+	if got := get(t, siteURL+"/index.html"); got != "two" {
+		t.Errorf("serves %q", got)
+	}
 }
 
 // TestValidateStartsNothing: Caddy provisions a configuration it only
@@ -333,7 +360,7 @@ func TestOperations(t *testing.T) {
 // the github_webhook app, which only a running configuration starts.
 func TestValidateStartsNothing(t *testing.T) {
 	s := newTestSite(t)
-	c1 := s.repo.commit(map[string]string{"index.html": "v1"})
+	c1 := s.repo.Commit("test commit", map[string]string{"index.html": "v1"})
 	config := s.caddyfile("")
 	s.start(config)
 	s.waitLive(c1)

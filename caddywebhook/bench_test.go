@@ -10,6 +10,8 @@ import (
 
 	"github.com/google/go-github/v74/github"
 	"go.uber.org/zap"
+
+	"github.com/caddy-webhooks/caddy-github-webhook/internal/testkit"
 )
 
 // discardWriter is a ResponseWriter that keeps only the status, so that the
@@ -39,7 +41,7 @@ func BenchmarkDelivery(b *testing.B) {
 		r.Header.Set("Content-Type", "application/json")
 		r.Header.Set("X-GitHub-Event", "push")
 		r.Header.Set("X-GitHub-Delivery", testDeliveryID)
-		r.Header.Set("X-Hub-Signature-256", sign(testSecret, body))
+		r.Header.Set("X-Hub-Signature-256", testkit.Sign(testSecret, body))
 		return r, br
 	}
 

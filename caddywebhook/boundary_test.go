@@ -4,44 +4,30 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/caddy-webhooks/caddy-github-webhook/internal/testkit"
 )
-
-const module = "github.com/caddy-webhooks/caddy-github-webhook"
-
-// goList runs go list with args in this package's folder.
-func goList(t *testing.T, args ...string) []string {
-	t.Helper()
-	out, err := exec.Command("go", append([]string{"list"}, args...)...).Output()
-	if err != nil {
-		if ee, ok := err.(*exec.ExitError); ok {
-			t.Fatalf("go list %s: %v\n%s", strings.Join(args, " "), err, ee.Stderr)
-		}
-		t.Fatalf("go list %s: %v", strings.Join(args, " "), err)
-	}
-	return strings.Split(strings.TrimSpace(string(out)), "\n")
-}
 
 // TestDeployerKnowsNoHTTP: package deployer depends on no Caddy package at
 // all, and neither it nor any package of this module it uses imports
 // net/http. (Its dependency zap imports net/http for a handler of its own,
 // so the second check is on this module's packages only.)
 func TestDeployerKnowsNoHTTP(t *testing.T) {
-	deps := goList(t, "-deps", "-f", "{{.ImportPath}}|{{join .Imports \",\"}}", module+"/deployer")
+	deps := testkit.GoList(t, "-deps", "-f", "{{.ImportPath}}|{{join .Imports \",\"}}", testkit.Module+"/deployer")
 	seen := false
 	for _, line := range deps {
 		pkg, imports, _ := strings.Cut(line, "|")
 		if strings.HasPrefix(pkg, "github.com/caddyserver/") {
 			t.Errorf("deployer depends on %s", pkg)
 		}
-		if !strings.HasPrefix(pkg, module+"/") {
+		if !strings.HasPrefix(pkg, testkit.Module+"/") {
 			continue
 		}
-		seen = seen || pkg == module+"/deployer"
+		seen = seen || pkg == testkit.Module+"/deployer"
 		for _, imp := range strings.Split(imports, ",") {
 			if imp == "net/http" || strings.HasPrefix(imp, "net/http/") || strings.HasPrefix(imp, "github.com/google/go-github") {
 				t.Errorf("%s imports %s", pkg, imp)
@@ -56,7 +42,7 @@ func TestDeployerKnowsNoHTTP(t *testing.T) {
 // TestHandlerRunsNothing: package caddywebhook starts no process, git or
 // other; that is the deployer's job.
 func TestHandlerRunsNothing(t *testing.T) {
-	imports := goList(t, "-f", "{{join .Imports \"\\n\"}}", ".")
+	imports := testkit.GoList(t, "-f", "{{join .Imports \"\\n\"}}", ".")
 	if len(imports) < 3 {
 		t.Fatalf("go list found only %v", imports)
 	}

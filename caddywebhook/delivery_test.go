@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -18,6 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
+	"github.com/caddy-webhooks/caddy-github-webhook/internal/testkit"
 )
 
 // What the test handlers are configured with. The repository is written in
@@ -31,10 +30,10 @@ const (
 	testDeliveryID = "72d3162e-cc78-11e3-81ab-4c9367dc0958"
 )
 
-// fixture returns a payload of ../testdata/github.
+// fixture returns a payload of testdata/github, as GitHub sent it.
 func fixture(t testing.TB, name string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "testdata", "github", name))
+	b, err := testkit.Fixture(name, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +85,7 @@ func deliveryCases(t testing.TB) []deliveryCase {
 		{name: "malformed signature", event: "push", body: push, signature: "sha256=xyz",
 			status: 401, result: "error", contains: "signature mismatch"},
 		{name: "signature of the payload, not of the form", event: "push", contentType: "application/x-www-form-urlencoded",
-			body: form, signature: sign(testSecret, push),
+			body: form, signature: testkit.Sign(testSecret, push),
 			status: 401, result: "error", contains: "signature mismatch"},
 		{name: "no event header", body: push, signWith: testSecret,
 			status: 400, result: "error", contains: "missing X-GitHub-Event header"},
@@ -168,7 +167,7 @@ func (c deliveryCase) request(t testing.TB, target string) *http.Request {
 	case c.signature != "":
 		r.Header.Set("X-Hub-Signature-256", c.signature)
 	case c.signWith != "":
-		r.Header.Set("X-Hub-Signature-256", sign(c.signWith, c.body))
+		r.Header.Set("X-Hub-Signature-256", testkit.Sign(c.signWith, c.body))
 	}
 	if c.sha1 {
 		r.Header.Set("X-Hub-Signature", "sha1=0000000000000000000000000000000000000000")
@@ -378,7 +377,7 @@ func FuzzServeHTTP(f *testing.F) {
 		f.Add("POST", "application/json", "push", "", "", uint8(fuzzSignedWithSecret), body)
 		f.Add("POST", "application/x-www-form-urlencoded", "push", "", "", uint8(fuzzSignedWithOld|4),
 			[]byte("payload="+url.QueryEscape(string(body))))
-		f.Add("POST", "application/json", "push", sign(testSecret, body[1:]), "", uint8(fuzzSignatureAsIs), body)
+		f.Add("POST", "application/json", "push", testkit.Sign(testSecret, body[1:]), "", uint8(fuzzSignatureAsIs), body)
 	}
 	f.Add("POST", "application/json", "push", "", "", uint8(fuzzSignedWithSecret),
 		[]byte(`{"ref":"refs/heads/master","repository":{"full_name":"CODERTOCAT/Hello-World"}}`))
@@ -386,11 +385,11 @@ func FuzzServeHTTP(f *testing.F) {
 	f.Fuzz(func(t *testing.T, method, contentType, event, signature, delivery string, mode uint8, body []byte) {
 		switch mode % 4 {
 		case fuzzSignedWithSecret:
-			signature = sign(testSecret, body)
+			signature = testkit.Sign(testSecret, body)
 		case fuzzSignedWithOld:
-			signature = sign(testOldSecret, body)
+			signature = testkit.Sign(testOldSecret, body)
 		case fuzzSignedWrongSecret:
-			signature = sign("not "+testSecret, body)
+			signature = testkit.Sign("not "+testSecret, body)
 		}
 		h, wakes := newTestHandler(testBranch, zap.NewNop())
 		r := httptest.NewRequest(http.MethodPost, "/_github", bytes.NewReader(body))
@@ -415,7 +414,7 @@ func FuzzServeHTTP(f *testing.F) {
 		if wakes.Load() > 1 {
 			t.Errorf("%d wakes for one delivery", wakes.Load())
 		}
-		valid := strings.EqualFold(signature, sign(testSecret, body)) || strings.EqualFold(signature, sign(testOldSecret, body))
+		valid := strings.EqualFold(signature, testkit.Sign(testSecret, body)) || strings.EqualFold(signature, testkit.Sign(testOldSecret, body))
 		if !valid {
 			if wakes.Load() != 0 {
 				t.Fatalf("woken by a delivery without a valid signature: %q", signature)

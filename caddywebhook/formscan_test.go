@@ -13,15 +13,7 @@ func scanForm(body string, step int) (string, bool, error) {
 	var out bytes.Buffer
 	var f formScanner
 	f.reset(&out)
-	b := []byte(body) // Write decodes in place
-	if step == 0 {
-		step = len(b) + 1
-	}
-	for len(b) > 0 {
-		n := min(step, len(b))
-		f.Write(b[:n])
-		b = b[n:]
-	}
+	writeInSteps(&f, []byte(body), step) // a copy: Write decodes in place
 	found, err := f.Finish()
 	return out.String(), found, err
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
 	"github.com/caddy-webhooks/caddy-github-webhook/githubapi"
 	"github.com/caddy-webhooks/caddy-github-webhook/internal/githubtest"
+	"github.com/caddy-webhooks/caddy-github-webhook/internal/testkit"
 )
 
 const siteAddress = "https://blog.example.com"
@@ -101,7 +102,7 @@ func (s *testSite) checkNoToken() {
 func TestDeploymentsThroughCaddy(t *testing.T) {
 	srv := startGitHub(t)
 	s := newTestSite(t)
-	first := s.repo.commit(map[string]string{"index.html": "first"})
+	first := s.repo.Commit("test commit", map[string]string{"index.html": "first"})
 	s.start(s.caddyfile("deployments production " + siteAddress + "\n api_url " + srv.URL()))
 
 	live := s.waitLive(first)
@@ -116,7 +117,7 @@ func TestDeploymentsThroughCaddy(t *testing.T) {
 		t.Errorf("success reached GitHub at %v, before current switched at %v", got, live.Live.At)
 	}
 
-	second := s.repo.commit(map[string]string{"index.html": "second"})
+	second := s.repo.Commit("test commit", map[string]string{"index.html": "second"})
 	status, header, body := send(t, pushCase().withBody(fixture(t, "push-branch.json")))
 	pushCase().check(t, status, header, body)
 	s.waitLive(second)
@@ -154,7 +155,7 @@ func (c deliveryCase) withBody(body []byte) deliveryCase {
 func TestDeploymentFailure(t *testing.T) {
 	srv := startGitHub(t)
 	s := newTestSite(t)
-	first := s.repo.commit(map[string]string{"index.html": "first"})
+	first := s.repo.Commit("test commit", map[string]string{"index.html": "first"})
 	s.start(s.caddyfile("deployments production " + siteAddress + "\n api_url " + srv.URL() +
 		"\n command sh -c `echo OUTPUT-" + testToken[:8] + "-ghp_printed_by_the_build; exit 3`"))
 
@@ -177,7 +178,7 @@ func TestDeploymentFailure(t *testing.T) {
 func TestDeploymentInterrupted(t *testing.T) {
 	srv := startGitHub(t)
 	s := newTestSite(t)
-	first := s.repo.commit(map[string]string{"index.html": "first"})
+	first := s.repo.Commit("test commit", map[string]string{"index.html": "first"})
 	s.start(s.caddyfile("deployments production " + siteAddress + "\n api_url " + srv.URL() + "\n command sleep 60"))
 	waitStates(t, srv, first, "in_progress")
 
@@ -199,7 +200,7 @@ func TestDeploymentsWhileAPIDown(t *testing.T) {
 	srv.FailNext(1, githubtest.ServerError)
 	srv.FailNext(1, githubtest.RateLimited(time.Now().Add(3*time.Second)))
 	s := newTestSite(t)
-	first := s.repo.commit(map[string]string{"index.html": "first"})
+	first := s.repo.Commit("test commit", map[string]string{"index.html": "first"})
 	s.start(s.caddyfile("deployments production " + siteAddress + "\n api_url " + srv.URL()))
 
 	live := s.waitLive(first)
@@ -243,10 +244,12 @@ func checkDelivery(t *testing.T, event, fixtureName string) deliveryCase {
 func (s *testSite) waitChecked(count uint64) deployer.Checked {
 	s.t.Helper()
 	var c *deployer.Checked
-	waitFor(s.t, fmt.Sprintf("a wake handled after %d", count), func() bool {
-		c = s.status().Checked
-		return c != nil && c.Count > count
-	}, func() string { return fmt.Sprintf("%+v", c) })
+	testkit.WaitFor(s.t, time.Minute, fmt.Sprintf("a wake handled after %d", count), func() error {
+		if c = s.status().Checked; c == nil || c.Count <= count {
+			return fmt.Errorf("last look: %+v", c)
+		}
+		return nil
+	})
 	return *c
 }
 
@@ -258,7 +261,7 @@ func (s *testSite) waitChecked(count uint64) deployer.Checked {
 func TestRequireChecksThroughCaddy(t *testing.T) {
 	srv := startGitHub(t)
 	s := newTestSite(t)
-	first := s.repo.commit(map[string]string{"index.html": "first"})
+	first := s.repo.Commit("test commit", map[string]string{"index.html": "first"})
 	srv.SetCheckRuns(first, githubtest.CheckRun{Name: "build", Status: "completed", Conclusion: "success"})
 	srv.SetWorkflowRuns(first, githubtest.WorkflowRun{Name: "CI", Status: "completed", Conclusion: "success"})
 	s.start(s.caddyfile("require_checks\n api_url " + srv.URL()))
@@ -266,7 +269,7 @@ func TestRequireChecksThroughCaddy(t *testing.T) {
 	c := s.waitChecked(0)
 
 	// Pending: the push is answered, the tip waits.
-	second := s.repo.commit(map[string]string{"index.html": "second"})
+	second := s.repo.Commit("test commit", map[string]string{"index.html": "second"})
 	srv.SetCheckRuns(second, githubtest.CheckRun{Name: "build", Status: "in_progress"})
 	srv.SetWorkflowRuns(second, githubtest.WorkflowRun{Name: "CI", Status: "in_progress"})
 	status, header, body := send(t, pushCase().withBody(fixture(t, "push-branch.json")))
@@ -304,7 +307,7 @@ func TestRequireChecksThroughCaddy(t *testing.T) {
 	}
 
 	// Failed: never deployed, the status names the check and the commit.
-	third := s.repo.commit(map[string]string{"index.html": "third"})
+	third := s.repo.Commit("test commit", map[string]string{"index.html": "third"})
 	srv.SetCheckRuns(third, githubtest.CheckRun{Name: "build", Status: "completed", Conclusion: "success"})
 	srv.SetWorkflowRuns(third, githubtest.WorkflowRun{Name: "CI", Status: "completed", Conclusion: "failure"})
 	status, _, _ = send(t, checkDelivery(t, "check_suite", "check_suite-completed.json"))
@@ -333,7 +336,7 @@ func TestRequireChecksThroughCaddy(t *testing.T) {
 func TestRequireNamedChecks(t *testing.T) {
 	srv := startGitHub(t)
 	s := newTestSite(t)
-	first := s.repo.commit(map[string]string{"index.html": "first"})
+	first := s.repo.Commit("test commit", map[string]string{"index.html": "first"})
 	srv.SetCheckRuns(first, githubtest.CheckRun{Name: "lint", Status: "completed", Conclusion: "failure"})
 	srv.SetStatuses(first, githubtest.CommitStatus{Context: "Link check", State: "pending"})
 	srv.SetWorkflowRuns(first, githubtest.WorkflowRun{Name: "CI", Status: "completed", Conclusion: "success"})
@@ -357,14 +360,14 @@ func TestRequireNamedChecks(t *testing.T) {
 func TestGitHubLatency(t *testing.T) {
 	srv := startGitHub(t)
 	s := newTestSite(t)
-	first := s.repo.commit(map[string]string{"index.html": "0"})
+	first := s.repo.Commit("test commit", map[string]string{"index.html": "0"})
 	s.start(s.caddyfile("deployments production " + siteAddress + "\n api_url " + srv.URL()))
 	s.waitLive(first)
 	waitStates(t, srv, first, "in_progress", "success")
 
 	var lat []time.Duration
 	for i := 1; i <= 7; i++ {
-		commit := s.repo.commit(map[string]string{"index.html": fmt.Sprint(i)})
+		commit := s.repo.Commit("test commit", map[string]string{"index.html": fmt.Sprint(i)})
 		send(t, pushCase().withBody(fixture(t, "push-branch.json")))
 		st := s.waitLive(commit)
 		d := waitStates(t, srv, commit, "in_progress", "success")

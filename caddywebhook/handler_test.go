@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -54,6 +53,9 @@ func pickPorts() error {
 	return nil
 }
 
+// siteAddr is the host and port of the tests' site, for raw connections.
+func siteAddr() string { return fmt.Sprintf("localhost:%d", httpPort) }
+
 // TestMain keeps Caddy and git away from the user's configuration: Caddy's
 // autosave and data go to a temporary folder, and git reads no global or
 // system config. Caddy reads XDG_CONFIG_HOME when its package initialises,
@@ -98,54 +100,13 @@ func TestMain(m *testing.M) {
 	os.Exit(1)
 }
 
-// siteRepo is a site's git repository: a bare remote, and a work tree that
-// commits and pushes to it.
-type siteRepo struct {
-	t      *testing.T
-	remote string
-	work   string
-}
-
-func newSiteRepo(t *testing.T, dir string) *siteRepo {
-	r := &siteRepo{t: t, remote: filepath.Join(dir, "remote.git"), work: filepath.Join(dir, "work")}
-	r.git(dir, "init", "--quiet", "--bare", "--initial-branch=master", r.remote)
-	r.git(dir, "init", "--quiet", "--initial-branch=master", r.work)
-	r.git(r.work, "remote", "add", "origin", r.remote)
-	return r
-}
-
-func (r *siteRepo) git(dir string, args ...string) string {
-	r.t.Helper()
-	cmd := exec.Command("git", args...)
-	cmd.Dir = dir
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		r.t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return strings.TrimSpace(string(out))
-}
-
-// commit writes files, commits them to master, pushes, and returns the commit.
-func (r *siteRepo) commit(files map[string]string) string {
-	r.t.Helper()
-	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(r.work, name), []byte(content), 0o644); err != nil {
-			r.t.Fatal(err)
-		}
-	}
-	r.git(r.work, "add", "--all")
-	r.git(r.work, "commit", "--quiet", "--allow-empty", "-m", "test commit")
-	r.git(r.work, "push", "--quiet", "origin", "HEAD:master")
-	return r.git(r.work, "rev-parse", "HEAD")
-}
-
 // testSite is what one integration test runs: a folder, a site repository,
 // and the Caddyfile that deploys it.
 type testSite struct {
 	t    *testing.T
 	dir  string
 	path string // the deployer's folder
-	repo *siteRepo
+	repo *testkit.Remote
 	log  string // Caddy's log file
 }
 
@@ -154,7 +115,7 @@ func newTestSite(t *testing.T) *testSite {
 	t.Setenv("CWH_TEST_SECRET", testSecret)
 	t.Setenv("CWH_TEST_OLD_SECRET", testOldSecret)
 	t.Setenv("CWH_TEST_TOKEN", testToken)
-	return &testSite{t: t, dir: dir, path: filepath.Join(dir, "site"), repo: newSiteRepo(t, dir), log: filepath.Join(dir, "caddy.log")}
+	return &testSite{t: t, dir: dir, path: filepath.Join(dir, "site"), repo: testkit.NewRemoteOn(t, testBranch), log: filepath.Join(dir, "caddy.log")}
 }
 
 const testToken = "ghp_testtokenthatmustneverleak0123456789"
@@ -190,7 +151,7 @@ func (s *testSite) caddyfile(extra string) string {
 		%s
 	}
 }
-`, adminAddr, httpPort, httpsPort, s.log, siteURL, s.path, testRepo, s.path, s.repo.remote, testBranch, extra)
+`, adminAddr, httpPort, httpsPort, s.log, siteURL, s.path, testRepo, s.path, s.repo.Bare, testBranch, extra)
 }
 
 // start loads config into the in-process Caddy (starting it if needed) and
@@ -258,6 +219,16 @@ func deployerOf(path string) *deployer.Deployer {
 	return d
 }
 
+// startLive commits a first version of the site, loads config and waits
+// until that commit is live; it returns the commit.
+func (s *testSite) startLive(config string) string {
+	s.t.Helper()
+	first := s.repo.Commit("first version", map[string]string{"index.html": "first"})
+	s.start(config)
+	s.waitLive(first)
+	return first
+}
+
 // status returns the status of the site's deployer.
 func (s *testSite) status() deployer.Status {
 	s.t.Helper()
@@ -274,24 +245,42 @@ func (s *testSite) status() deployer.Status {
 func (s *testSite) waitLive(commit string) deployer.Status {
 	s.t.Helper()
 	var st deployer.Status
-	waitFor(s.t, "commit "+commit+" to go live", func() bool {
-		st = s.status()
-		return st.Live != nil && st.Live.Commit == commit
-	}, func() string { return fmt.Sprintf("%+v last=%+v", st, st.Last) })
+	testkit.WaitFor(s.t, time.Minute, "commit "+commit+" to go live", func() error {
+		if st = s.status(); st.Live == nil || st.Live.Commit != commit {
+			return fmt.Errorf("live %+v, last %+v", st.Live, st.Last)
+		}
+		return nil
+	})
 	return st
 }
 
-// waitFor polls cond until it holds, and fails the test if it has not after
-// a minute, which is long enough for a slow machine not to matter.
-func waitFor(t *testing.T, what string, cond func() bool, state func() string) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited a minute for %s; state: %s", what, state())
-		}
-		time.Sleep(20 * time.Millisecond)
+// looks returns how many wakes the site's deployer has handled.
+func (s *testSite) looks() uint64 {
+	s.t.Helper()
+	if c := s.status().Checked; c != nil {
+		return c.Count
 	}
+	return 0
+}
+
+// waitLook waits until the deployer has handled a wake after its look
+// numbered after, and returns the wake's look, which must be the next one,
+// for reason and with outcome: a test that wakes the deployer knows what
+// else can (no poll, no other request).
+func (s *testSite) waitLook(after uint64, reason deployer.Reason, outcome string) deployer.Checked {
+	s.t.Helper()
+	var c deployer.Checked
+	testkit.WaitFor(s.t, time.Minute, fmt.Sprintf("a %s wake to be handled", reason), func() error {
+		if st := s.status(); st.Checked != nil && st.Checked.Count > after {
+			c = *st.Checked
+			return nil
+		}
+		return fmt.Errorf("the deployer handled %d wakes", after)
+	})
+	if c.Count != after+1 || c.Reason != reason || c.Outcome != outcome {
+		s.t.Fatalf("look %d after %d: %s, %s (%s), want look %d: %s, %s", c.Count, after, c.Reason, c.Outcome, c.Detail, after+1, reason, outcome)
+	}
+	return c
 }
 
 // get returns the body of a page of the site.
@@ -322,6 +311,18 @@ func send(t *testing.T, c deliveryCase) (int, http.Header, []byte) {
 	return resp.StatusCode, resp.Header, body
 }
 
+// pushDelivery sends GitHub's push to the deployed branch, signed with
+// secret, and checks that it is answered 202 queued.
+func pushDelivery(t *testing.T, secret string) {
+	t.Helper()
+	c := pushCase()
+	c.body = fixture(t, "push-branch.json")
+	c.signWith = secret
+	status, header, body := send(t, c)
+	c.check(t, status, header, body)
+}
+
+// pushCase is the request table's push to the deployed branch.
 func pushCase() deliveryCase {
 	return deliveryCase{name: "push", event: "push", signWith: testSecret, status: 202, result: "queued", wakes: 1}
 }
@@ -331,15 +332,14 @@ func pushCase() deliveryCase {
 // says, nothing but a push to the branch deploys, and that push does.
 func TestDeliveriesThroughCaddy(t *testing.T) {
 	s := newTestSite(t)
-	first := s.repo.commit(map[string]string{"index.html": "first"})
+	first := s.repo.Commit("test commit", map[string]string{"index.html": "first"})
 	s.start(s.caddyfile(""))
 
 	s.waitLive(first) // the deploy at start-up
 	if got := get(t, siteURL+"/index.html"); got != "first" {
 		t.Fatalf("site serves %q, want first", got)
 	}
-	second := s.repo.commit(map[string]string{"index.html": "second"})
-	before := s.status()
+	startup := s.waitLook(0, deployer.ReasonStartup, deployer.OutcomeDeployed)
 
 	cases := deliveryCases(t)
 	for _, c := range cases {
@@ -351,12 +351,16 @@ func TestDeliveriesThroughCaddy(t *testing.T) {
 			c.check(t, status, header, body)
 		})
 	}
-	// None of those woke the deployer: with no poll, nothing else would
-	// have made it fetch the second commit.
-	time.Sleep(300 * time.Millisecond)
-	if st := s.status(); st.Running != nil || st.Live.Commit != first || !equalResults(st.Last, before.Last) {
-		t.Fatalf("a delivery that is not a push to the branch deployed: %+v", st)
+	// None of those woke the deployer. A delivery wakes it before it is
+	// answered, so a wake by one of them would now be pending or handled:
+	// the manual wake that follows would then be merged into it (the first
+	// of two explicit wakes keeps its reason) or be handled second.
+	if code, body := adminDo(t, http.MethodPost, "/github_webhook/deploy", `{"path": "`+s.path+`"}`, nil); code != http.StatusAccepted {
+		t.Fatalf("POST deploy: %d %s", code, body)
 	}
+	s.waitLook(startup.Count, deployer.ReasonManual, deployer.OutcomeLive)
+
+	second := s.repo.Commit("test commit", map[string]string{"index.html": "second"})
 
 	for _, c := range cases {
 		if c.wakes == 0 {
@@ -373,13 +377,6 @@ func TestDeliveriesThroughCaddy(t *testing.T) {
 	}
 }
 
-func equalResults(a, b *deployer.Result) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	return *a == *b
-}
-
 // TestReloadMidBuild reloads the configuration through the admin API while a
 // slow build runs: the build goes on and goes live, once, with the settings
 // it started with; the next deploy uses the new settings.
@@ -390,22 +387,21 @@ func TestReloadMidBuild(t *testing.T) {
 		return fmt.Sprintf("command sh -c `sleep %s && echo %s:$DEPLOY_COMMIT >> %s && echo %s > built.txt`",
 			sleep, name, builds, name)
 	}
-	c1 := s.repo.commit(map[string]string{"index.html": "one"})
-	s.start(s.caddyfile(command("A", "3")))
+	c1 := s.startLive(s.caddyfile(command("A", "3")))
 	d := deployerOf(s.path)
-	s.waitLive(c1)
 
-	c2 := s.repo.commit(map[string]string{"index.html": "two"})
-	status, header, body := send(t, deliveryCase{event: "push", body: fixture(t, "push-branch.json"), signWith: testSecret})
-	pushCase().check(t, status, header, body)
+	c2 := s.repo.Commit("test commit", map[string]string{"index.html": "two"})
+	pushDelivery(t, testSecret)
 	// The answer came before the build ended: the old commit is still live.
 	if st := s.status(); st.Live.Commit != c1 {
 		t.Fatalf("answered after the deploy of %s", st.Live.Commit)
 	}
-	waitFor(t, "the build of the second commit", func() bool {
-		st := s.status()
-		return st.Running != nil && st.Running.Commit == c2
-	}, func() string { return fmt.Sprintf("%+v", s.status()) })
+	testkit.WaitFor(t, time.Minute, "the build of the second commit", func() error {
+		if st := s.status(); st.Running == nil || st.Running.Commit != c2 {
+			return fmt.Errorf("running %+v", st.Running)
+		}
+		return nil
+	})
 
 	if err := loadConfig(s.caddyfile(command("B", "0") + "\n keep 5")); err != nil {
 		t.Fatalf("reloading: %v", err)
@@ -425,9 +421,8 @@ func TestReloadMidBuild(t *testing.T) {
 		t.Errorf("%d releases of %s, want 1: %v", n, c2, st.Releases)
 	}
 
-	c3 := s.repo.commit(map[string]string{"index.html": "three"})
-	status, header, body = send(t, deliveryCase{event: "push", body: fixture(t, "push-branch.json"), signWith: testSecret})
-	pushCase().check(t, status, header, body)
+	c3 := s.repo.Commit("test commit", map[string]string{"index.html": "three"})
+	pushDelivery(t, testSecret)
 	s.waitLive(c3)
 	if got := get(t, siteURL+"/built.txt"); got != "B\n" {
 		t.Errorf("built.txt = %q after the reload, want the new settings' build", got)
@@ -459,10 +454,8 @@ func releasesOf(st deployer.Status, commit string) int {
 // its settings.
 func TestSamePathTwice(t *testing.T) {
 	s := newTestSite(t)
-	c1 := s.repo.commit(map[string]string{"index.html": "one"})
-	s.start(s.caddyfile("command sh -c `echo A > built.txt`"))
+	s.startLive(s.caddyfile("command sh -c `echo A > built.txt`"))
 	d := deployerOf(s.path)
-	s.waitLive(c1)
 
 	twice := strings.Replace(s.caddyfile("command sh -c `echo B > built.txt`"), siteURL+" {", fmt.Sprintf(siteURL+` {
 	github_webhook /other {
@@ -483,9 +476,8 @@ func TestSamePathTwice(t *testing.T) {
 	}
 
 	// The running configuration's settings are in force again.
-	c2 := s.repo.commit(map[string]string{"index.html": "two"})
-	status, header, body := send(t, deliveryCase{event: "push", body: fixture(t, "push-branch.json"), signWith: testSecret})
-	pushCase().check(t, status, header, body)
+	c2 := s.repo.Commit("test commit", map[string]string{"index.html": "two"})
+	pushDelivery(t, testSecret)
 	s.waitLive(c2)
 	if got := get(t, siteURL+"/built.txt"); got != "A\n" {
 		t.Errorf("built.txt = %q, want the running configuration's build", got)
@@ -496,9 +488,7 @@ func TestSamePathTwice(t *testing.T) {
 // its deployer is closed and the folder's lock is free.
 func TestRemovingTheHandlerStopsTheDeployer(t *testing.T) {
 	s := newTestSite(t)
-	c1 := s.repo.commit(map[string]string{"index.html": "one"})
-	s.start(s.caddyfile(""))
-	s.waitLive(c1)
+	s.startLive(s.caddyfile(""))
 
 	if err := loadConfig(emptyConfig); err != nil {
 		t.Fatal(err)
@@ -506,7 +496,7 @@ func TestRemovingTheHandlerStopsTheDeployer(t *testing.T) {
 	if d := deployerOf(s.path); d != nil {
 		t.Fatal("the deployer is still in the pool")
 	}
-	d, err := deployer.New(deployer.Config{Path: s.path, Remote: s.repo.remote, Repo: testRepo, Branch: testBranch}, zap.NewNop())
+	d, err := deployer.New(deployer.Config{Path: s.path, Remote: s.repo.Bare, Repo: testRepo, Branch: testBranch}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -525,9 +515,7 @@ func TestRemovingTheHandlerStopsTheDeployer(t *testing.T) {
 // with the secret.
 func TestSecretsStayOut(t *testing.T) {
 	s := newTestSite(t)
-	c1 := s.repo.commit(map[string]string{"index.html": "one"})
-	s.start(s.caddyfile(`command sh -c "env > env.txt"`))
-	s.waitLive(c1)
+	s.startLive(s.caddyfile(`command sh -c "env > env.txt"`))
 	// Nor does a build see them, or the variables they come from.
 	env, err := os.ReadFile(filepath.Join(s.path, "current", "env.txt"))
 	if err != nil {
@@ -569,8 +557,18 @@ func TestSecretsStayOut(t *testing.T) {
 	if !bytes.Contains(config, []byte("{env.CWH_TEST_SECRET}")) {
 		t.Errorf("/config/ lacks the secret's placeholder: %s", config)
 	}
-	if n := bytes.Count(log, []byte(`"msg":"delivery"`)); n != len(deliveryCases(t)) {
-		t.Errorf("%d delivery lines in the log, want %d", n, len(deliveryCases(t)))
+	entries, err := testkit.ParseLog(bytes.NewReader(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	answered := 0
+	for _, e := range entries {
+		if e.From("http.handlers.github_webhook") && e.Str("delivery") == testDeliveryID {
+			answered++
+		}
+	}
+	if answered != len(deliveryCases(t)) {
+		t.Errorf("%d log lines of delivery %s, want one per delivery sent: %d", answered, testDeliveryID, len(deliveryCases(t)))
 	}
 }
 

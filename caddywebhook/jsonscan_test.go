@@ -3,6 +3,7 @@ package caddywebhook
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"strings"
 	"testing"
 )
@@ -11,16 +12,20 @@ import (
 // (step 0: all at once), as a slow client would send it.
 func scan(doc string, step int) *jsonScanner {
 	s := newJSONScanner(payloadSchema)
-	b := []byte(doc)
+	writeInSteps(s, []byte(doc), step)
+	return s
+}
+
+// writeInSteps writes b to w in pieces of step bytes (step 0: all at once).
+func writeInSteps(w io.Writer, b []byte, step int) {
 	if step == 0 {
 		step = len(b) + 1
 	}
 	for len(b) > 0 {
 		n := min(step, len(b))
-		s.Write(b[:n])
+		w.Write(b[:n])
 		b = b[n:]
 	}
-	return s
 }
 
 // fieldsOf returns what a scanner kept, as encoding/json would decode it.

@@ -138,7 +138,9 @@ func (m *metrics) delivery(path string, a answer) {
 }
 
 // observer turns the deployer's events of one target into metrics, Caddy
-// events and nothing else; it runs on the deployer's goroutine.
+// events and nothing else; it runs on the deployer's goroutine. Each kind of
+// event it knows is mapped by name; one it does not know (a deployer newer
+// than the observer) is left out of both, rather than reported as another.
 type observer struct {
 	ctx     caddy.Context
 	path    string

@@ -66,7 +66,7 @@ func TestSandboxThroughCaddy(t *testing.T) {
 	if err := os.WriteFile(secretFile, []byte(fileSecret), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c1 := s.repo.commit(map[string]string{"index.html": "one"})
+	c1 := s.repo.Commit("test commit", map[string]string{"index.html": "one"})
 	s.start(s.caddyfile("secret {file." + secretFile + "}\n" +
 		"sandbox\n" +
 		"command sh -c `cat \"$0\" > leak.txt 2>&1; env > env.txt` " + secretFile))

@@ -20,6 +20,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+
+	"github.com/caddy-webhooks/caddy-github-webhook/internal/testkit"
 )
 
 // forgedSignature is well-formed but matches no body.
@@ -160,6 +162,17 @@ func TestOwnReadDeadline(t *testing.T) {
 	}
 }
 
+// waitSlots waits until the number of body slots taken satisfies ok.
+func waitSlots(t *testing.T, what string, ok func(taken int) bool) {
+	t.Helper()
+	testkit.WaitFor(t, time.Minute, what, func() error {
+		if n := bodies.inUse(); !ok(n) {
+			return fmt.Errorf("%d slots taken", n)
+		}
+		return nil
+	})
+}
+
 // rawDelivery sends head (a request line and headers, without the blank
 // line) and then body on a new connection to addr, leaves the connection
 // open, and returns it with the answer. Waiting for the answer gives up
@@ -184,15 +197,12 @@ func rawDelivery(t *testing.T, addr, head string, body []byte) (net.Conn, *http.
 	return conn, resp, answer
 }
 
-// siteHost is the host and port of the tests' site, as a dial address.
-func siteHost() string { return strings.TrimPrefix(siteURL, "http://") }
-
 // deliveryHead returns the head of a push delivery to Caddy's handler with
 // more headers.
 func deliveryHead(more ...string) string {
 	return strings.Join(append([]string{
 		"POST /_github HTTP/1.1",
-		"Host: " + siteHost(),
+		"Host: " + siteAddr(),
 		"Content-Type: application/json",
 		"X-GitHub-Event: push",
 		"X-GitHub-Delivery: " + testDeliveryID,
@@ -206,9 +216,7 @@ func deliveryHead(more ...string) string {
 // gave up on the body a minute later (and then 400, not 401).
 func TestUnsignedAnsweredBeforeBody(t *testing.T) {
 	s := newTestSite(t)
-	first := s.repo.commit(map[string]string{"index.html": "first"})
-	s.start(s.caddyfile(""))
-	s.waitLive(first)
+	s.startLive(s.caddyfile(""))
 
 	for _, c := range []struct {
 		name, header, says string
@@ -219,7 +227,7 @@ func TestUnsignedAnsweredBeforeBody(t *testing.T) {
 		{"too short", "X-Hub-Signature-256: sha256=abcd", "signature mismatch"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			_, resp, body := rawDelivery(t, siteHost(), deliveryHead("Content-Length: 60000", c.header), nil)
+			_, resp, body := rawDelivery(t, siteAddr(), deliveryHead("Content-Length: 60000", c.header), nil)
 			if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(body), c.says) {
 				t.Errorf("answer %d %s, want 401 saying %q", resp.StatusCode, body, c.says)
 			}
@@ -237,13 +245,11 @@ func TestUnsignedAnsweredBeforeBody(t *testing.T) {
 // genuine delivery waited behind them until they timed out.
 func TestIdleChunkedDoNotDelayDelivery(t *testing.T) {
 	s := newTestSite(t)
-	first := s.repo.commit(map[string]string{"index.html": "first"})
-	s.start(strings.Replace(s.caddyfile(""), "max_body 64KiB", "max_body 25MiB", 1))
-	s.waitLive(first)
+	s.startLive(strings.Replace(s.caddyfile(""), "max_body 64KiB", "max_body 25MiB", 1))
 
 	var idle []net.Conn
 	for range 3 {
-		conn, err := net.Dial("tcp", siteHost())
+		conn, err := net.Dial("tcp", siteAddr())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -254,10 +260,9 @@ func TestIdleChunkedDoNotDelayDelivery(t *testing.T) {
 		}
 		idle = append(idle, conn)
 	}
-	waitFor(t, "the idle deliveries to hold slots", func() bool { return bodies.inUse() >= 3 },
-		func() string { return fmt.Sprint(bodies.inUse(), " slots taken") })
+	waitSlots(t, "the idle deliveries to hold slots", func(n int) bool { return n >= 3 })
 
-	second := s.repo.commit(map[string]string{"index.html": "second"})
+	second := s.repo.Commit("test commit", map[string]string{"index.html": "second"})
 	push := fixture(t, "push-branch.json")
 	big := append([]byte(`{"pad":"`+strings.Repeat("a", 2<<20)+`",`), push[1:]...)
 	status, header, body := send(t, deliveryCase{name: "2 MB push", event: "push", body: big, signWith: testSecret})
@@ -269,8 +274,7 @@ func TestIdleChunkedDoNotDelayDelivery(t *testing.T) {
 	for _, conn := range idle {
 		conn.Close()
 	}
-	waitFor(t, "the idle deliveries to give their slots back", func() bool { return bodies.inUse() == 0 },
-		func() string { return fmt.Sprint(bodies.inUse(), " slots taken") })
+	waitSlots(t, "the idle deliveries to give their slots back", func(n int) bool { return n == 0 })
 }
 
 // TestSlowBodyTimesOut: a delivery whose body stops coming is answered 408
@@ -281,17 +285,14 @@ func TestSlowBodyTimesOut(t *testing.T) {
 	bodyTimeout = time.Second
 	t.Cleanup(func() { bodyTimeout = old })
 	s := newTestSite(t)
-	first := s.repo.commit(map[string]string{"index.html": "first"})
-	s.start(s.caddyfile(""))
-	s.waitLive(first)
+	s.startLive(s.caddyfile(""))
 
-	_, resp, body := rawDelivery(t, siteHost(),
+	_, resp, body := rawDelivery(t, siteAddr(),
 		deliveryHead("Content-Length: 1000", "X-Hub-Signature-256: "+forgedSignature), []byte(`{"zen":`))
 	if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(body), "reading body timed out") {
 		t.Errorf("answer %d %s, want 408 reading body timed out", resp.StatusCode, body)
 	}
-	waitFor(t, "the slot to be given back", func() bool { return bodies.inUse() == 0 },
-		func() string { return fmt.Sprint(bodies.inUse(), " slots taken") })
+	waitSlots(t, "the slot to be given back", func(n int) bool { return n == 0 })
 }
 
 // TestSecretsTrimmedAndWarned: a secret read with surrounding white space
@@ -307,15 +308,14 @@ func TestSecretsTrimmedAndWarned(t *testing.T) {
 	}
 	const short = "tooShort"
 	t.Setenv("CWH_TEST_OLD_SECRET", "  "+short+"\t")
-	first := s.repo.commit(map[string]string{"index.html": "first"})
+	first := s.repo.Commit("test commit", map[string]string{"index.html": "first"})
 	config := strings.Replace(s.caddyfile(""), "{env.CWH_TEST_SECRET}", "{file."+file+"}", 1)
 	s.start(config)
 	s.waitLive(first)
 
-	second := s.repo.commit(map[string]string{"index.html": "second"})
+	second := s.repo.Commit("test commit", map[string]string{"index.html": "second"})
 	for _, secret := range []string{testSecret, short} {
-		status, header, body := send(t, deliveryCase{event: "push", body: fixture(t, "push-branch.json"), signWith: secret})
-		pushCase().check(t, status, header, body)
+		pushDelivery(t, secret)
 	}
 	s.waitLive(second)
 
@@ -323,17 +323,18 @@ func TestSecretsTrimmedAndWarned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	warned := 0
-	for _, line := range strings.Split(string(log), "\n") {
-		if strings.Contains(line, `"level":"warn"`) && strings.Contains(line, "webhook secret is short") {
-			warned++
-			if !strings.Contains(line, "secret 2 {env.CWH_TEST_OLD_SECRET}") {
-				t.Errorf("the warning does not name the secret: %s", line)
-			}
+	entries, err := testkit.ParseLog(bytes.NewReader(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var warned []string
+	for _, e := range entries {
+		if e.Level == "warn" && e.From("http.handlers.github_webhook") && e.Str("secret") != "" {
+			warned = append(warned, e.Str("secret"))
 		}
 	}
-	if warned != 1 {
-		t.Errorf("%d warnings about a short secret, want 1:\n%s", warned, log)
+	if len(warned) != 1 || warned[0] != "secret 2 {env.CWH_TEST_OLD_SECRET}" {
+		t.Errorf("warnings naming a secret: %q, want one about secret 2 by its placeholder:\n%s", warned, log)
 	}
 	if strings.Contains(string(log), short) || strings.Contains(string(log), testSecret) {
 		t.Error("the log holds a secret")

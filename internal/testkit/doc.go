@@ -7,7 +7,8 @@
 //   - ParseLog: the entries of Caddy's JSON log;
 //   - FreePorts: TCP ports on 127.0.0.1 that the kernel picked;
 //   - Binary: a binary of this module (Caddy, the demo), built once per run;
-//   - WaitFor: polling for a fact, with a deadline.
+//   - WaitFor: polling for a fact, with a deadline;
+//   - GoList: what "go list" says of packages, for boundary tests.
 //
 // It imports neither the deployer nor the caddywebhook package, so the tests
 // of both can import it, and not the testing package either: its test helpers

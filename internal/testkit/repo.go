@@ -146,7 +146,13 @@ type Remote struct {
 // NewRemote creates a Remote on branch main in tb's temporary folder.
 func NewRemote(tb TB) *Remote {
 	tb.Helper()
-	repo, err := NewRepo(tb.TempDir(), "main")
+	return NewRemoteOn(tb, "main")
+}
+
+// NewRemoteOn creates a Remote on branch in tb's temporary folder.
+func NewRemoteOn(tb TB, branch string) *Remote {
+	tb.Helper()
+	repo, err := NewRepo(tb.TempDir(), branch)
 	if err != nil {
 		tb.Fatalf("making a remote: %v", err)
 	}

@@ -248,3 +248,16 @@ func TestBinary(t *testing.T) {
 		t.Errorf("asked again: %s (%v), want %s unchanged", again[0], err, bins[0])
 	}
 }
+
+// TestGoList lists this package, and fails the test with go list's own
+// error for a package that does not exist.
+func TestGoList(t *testing.T) {
+	if got := GoList(t, "-f", "{{.ImportPath}}", "."); len(got) != 1 || got[0] != Module+"/internal/testkit" {
+		t.Errorf("GoList(.) = %q", got)
+	}
+	tb := &fakeTB{}
+	GoList(tb, "./no-such-package")
+	if !strings.Contains(tb.failed, "go list ./no-such-package") || !strings.Contains(tb.failed, "no-such-package") {
+		t.Errorf("failure %q", tb.failed)
+	}
+}
