@@ -39,6 +39,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 
+	"github.com/caddy-webhooks/caddy-github-webhook/internal/testkit"
+
 	// The Caddyfile adapter, Caddy's standard modules, and this module.
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
@@ -142,17 +144,24 @@ func demoMain(args []string) error {
 // runDemo sets up the demo in dir, runs it until ctx ends, and stops Caddy.
 func runDemo(ctx context.Context, root, dir, kind string, port int) error {
 	start := time.Now()
-	bare := filepath.Join(dir, "blog.git")
-	work := filepath.Join(dir, "work")
 	site := filepath.Join(dir, "site")
 	logFile := filepath.Join(dir, "caddy.log")
 
-	if err := initRepo(filepath.Join(root, "testdata", "sites", siteFolder(kind)), work, bare, demoBranch); err != nil {
+	// The demo's "GitHub": a bare repository dir/remote.git, and a working
+	// clone dir/work that commits the example site and pushes it there.
+	repo, err := testkit.NewRepo(dir, demoBranch)
+	if err == nil {
+		err = repo.CopyFrom(filepath.Join(root, "testdata", "sites", siteFolder(kind)))
+	}
+	if err == nil {
+		_, err = repo.Commit("Initial commit", nil)
+	}
+	if err != nil {
 		return fmt.Errorf("creating the demo repository: %w", err)
 	}
+	bare, work := repo.Bare, repo.Work
 
 	if port == 0 {
-		var err error
 		if port, err = freePort(); err != nil {
 			return err
 		}
@@ -314,7 +323,7 @@ http://127.0.0.1:%d {
 }
 `, adminPort, quote(filepath.Join(dir, "caddy-home", "storage")), quote(filepath.Join(dir, "caddy.log")),
 		port, quote(filepath.Join(dir, "site", "current")), demoRepo, quote(filepath.Join(dir, "site")),
-		demoBranch, quote(filepath.Join(dir, "blog.git")), build)
+		demoBranch, quote(filepath.Join(dir, "remote.git")), build)
 }
 
 // quote quotes a Caddyfile token when it needs it.

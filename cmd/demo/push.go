@@ -47,23 +47,15 @@ func pushMain(args []string) error {
 		return fmt.Errorf("reading %s: %w", stateFile, err)
 	}
 
-	before, err := git(st.Work, "rev-parse", "HEAD")
+	repo := &testkit.Repo{Work: st.Work, Branch: st.Branch}
+	before, err := repo.Git("rev-parse", "HEAD")
 	if err != nil {
 		return err
 	}
 	if err := addPost(st, title); err != nil {
 		return fmt.Errorf("writing the post: %w", err)
 	}
-	for _, args := range [][]string{
-		{"add", "-A"},
-		{"commit", "-q", "-m", "Add post: " + title},
-		{"push", "-q", "origin", st.Branch},
-	} {
-		if _, err := git(st.Work, args...); err != nil {
-			return err
-		}
-	}
-	after, err := git(st.Work, "rev-parse", "HEAD")
+	after, err := repo.Commit("Add post: "+title, nil)
 	if err != nil {
 		return err
 	}
