@@ -37,6 +37,7 @@ func (r *run) crash() error {
 	var (
 		killedIn                      = map[string]int{}
 		atOnce, clean, tipLive, procs int
+		resets                        []string // connection errors before the first answer
 		firstServe, toTip             []time.Duration
 		problems                      []string
 	)
@@ -74,7 +75,16 @@ func (r *run) crash() error {
 		if p, err = r.startCaddy(tb.dir, s); err != nil {
 			return fmt.Errorf("round %d: %w", round, err)
 		}
-		if why := completeRelease(s); why == "" {
+		// A connection refused or reset is not an answer: try again, a
+		// few times, and report it apart. What must never happen is an
+		// answer from an incomplete release.
+		why := completeRelease(s)
+		for try := 0; try < 5 && strings.HasPrefix(why, "GET /: 0 "); try++ {
+			resets = append(resets, fmt.Sprintf("round %d (%s): %s", round, phases[phase], why))
+			time.Sleep(50 * time.Millisecond)
+			why = completeRelease(s)
+		}
+		if why == "" {
 			atOnce++
 			firstServe = append(firstServe, time.Since(p.started))
 		} else {
@@ -117,6 +127,7 @@ func (r *run) crash() error {
 	r.rep.check("build processes outliving the killed Caddy", fmt.Sprint(procs), "0", procs == 0)
 	r.rep.check("restarts after which the tip goes live", fmt.Sprintf("%d of %d; restart → tip live median %v, max %v",
 		tipLive, rounds, median(toTip), roundDur(slices.Max(append(toTip, 0)))), fmt.Sprint(rounds), tipLive == rounds)
+	r.rep.info("connection errors before the first answer after a restart", fmt.Sprintf("%d %v", len(resets), resets))
 	if len(problems) > 0 {
 		r.rep.info("problems", strings.Join(problems, "; "))
 	}
