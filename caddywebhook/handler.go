@@ -182,7 +182,8 @@ type Handler struct {
 	// LC_*, TZ, HOME, env and DEPLOY_* (none of Caddy's other variables). The
 	// network is the host's, so builds can download packages and can reach
 	// every service the host can, Caddy's admin endpoint included. A deploy
-	// fails with a clear error when bwrap is missing or cannot start.
+	// fails with a clear error when bwrap is missing or cannot start. Linux
+	// only: on other systems the configuration is refused.
 	// Default: off: the commands run as Caddy's user, with Caddy's
 	// environment less the variables secret and token read.
 	Sandbox bool `json:"sandbox,omitempty"`

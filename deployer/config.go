@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 )
@@ -115,7 +116,8 @@ type Config struct {
 	// process they start dies when the command ends or the deploy is
 	// killed; and their environment is only PATH, LANG, LANGUAGE, LC_*, TZ,
 	// HOME, Env and DEPLOY_*. The network is the host's. A deploy fails
-	// when bwrap is not installed or cannot start.
+	// when bwrap is not installed or cannot start. Linux only: elsewhere
+	// Validate refuses it.
 	Sandbox bool
 
 	// Hide names files and folders that sandboxed commands must not see,
@@ -161,6 +163,9 @@ func (c Config) withDefaults() Config {
 // Validate reports whether c can be deployed from, without touching the disk
 // or the network.
 func (c Config) Validate() error {
+	if err := platformError(runtime.GOOS, c); err != nil {
+		return err
+	}
 	if c.Path == "" {
 		return errors.New("path is required")
 	}

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -427,7 +426,7 @@ func startLeftover(t *testing.T, release string) int {
 	var procAttr = &os.ProcAttr{
 		Env:   append(os.Environ(), "DEPLOY_RELEASE="+release),
 		Files: []*os.File{nil, nil, nil},
-		Sys:   &syscall.SysProcAttr{Setpgid: true},
+		Sys:   ownGroupAttr(),
 	}
 	sleep, err := exec.LookPath("sleep")
 	if err != nil {

@@ -5,12 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
-	"syscall"
-	"time"
 )
 
 // buildNice is the nice value of commands and git: deploys take the CPU
@@ -84,11 +81,12 @@ func (o *outputSink) Write(p []byte) (int, error) {
 }
 
 // run runs argv in dir with env, its standard output to stdout and its
-// standard error to stderr, in a session and process group of its own (so
-// without a controlling terminal to push input into). When ctx ends, or
-// when the command exits, the whole group is killed, so nothing it started
-// outlives it unless it left the group (setsid): only a sandbox stops that.
-// onStart, if set, is called with the group's id once the process runs.
+// standard error to stderr, in a process group of its own (see startGroup:
+// on Unix also a session of its own, so without a controlling terminal to
+// push input into). When ctx ends, or when the command exits, the whole
+// group is killed, so nothing it started outlives it unless it left the
+// group (setsid): only a sandbox stops that. onStart, if set, is called with
+// the group's id once the process runs.
 func run(ctx context.Context, dir string, env []string, stdout, stderr io.Writer, onStart func(pgid int), argv ...string) error {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Dir = dir
@@ -96,26 +94,21 @@ func run(ctx context.Context, dir string, env []string, stdout, stderr io.Writer
 	cmd.Stdin = nil
 	cmd.Stdout = stdout
 	cmd.Stderr = stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Setsid: true, // a new session is also a new process group
-		// If Caddy dies (even kill -9), the kernel kills the group leader.
-		// What it started is found from the state file at the next start.
-		Pdeathsig: syscall.SIGKILL,
-	}
-	cmd.Cancel = func() error { return killGroup(cmd.Process.Pid) }
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
+	g, err := startGroup(cmd)
+	if err != nil {
 		return err
 	}
-	// Builds and git yield the CPU to serving: the whole group runs at a
-	// lower priority (children forked from now on inherit it).
-	syscall.Setpriority(syscall.PRIO_PGRP, cmd.Process.Pid, buildNice)
 	if onStart != nil {
-		onStart(cmd.Process.Pid)
+		onStart(g.pgid)
 	}
-	err := cmd.Wait()
+	err = cmd.Wait()
 	// Background children of a finished command die with it.
-	killGroup(cmd.Process.Pid)
+	g.end()
+	return killedErr(ctx, err)
+}
+
+// killedErr returns err, said as a kill when ctx ended.
+func killedErr(ctx context.Context, err error) error {
 	if ctxErr := ctx.Err(); ctxErr != nil && err != nil {
 		if errors.Is(ctxErr, context.DeadlineExceeded) {
 			return fmt.Errorf("killed after the deploy timeout: %w", ctxErr)
@@ -125,16 +118,71 @@ func run(ctx context.Context, dir string, env []string, stdout, stderr io.Writer
 	return err
 }
 
-// killGroup sends SIGKILL to process group pgid. A group that is gone is fine.
-func killGroup(pgid int) error {
-	if pgid <= 1 {
+// process is a long-lived command started by startProcess, which the
+// caller talks to through Stdin and Stdout.
+type process struct {
+	// Stdin is the write end of the process's standard input, nil when
+	// startProcess was given a reader. Closing it ends the input.
+	Stdin io.WriteCloser
+	// Stdout is the read end of its standard output. Read it to the end
+	// before Wait, which closes it.
+	Stdout io.ReadCloser
+
+	ctx    context.Context
+	cmd    *exec.Cmd
+	group  *group
+	stderr tailBuffer
+	name   string              // what errors call it: "git cat-file"
+	scrub  func(string) string // applied to the standard error in errors
+}
+
+// startProcess starts argv in dir with env as run does (its own process
+// group, the same kill when ctx ends, the same lower priority, the same
+// end with Caddy), for a caller that talks to it through pipes: its
+// standard input is stdin, or a pipe in p.Stdin when stdin is nil; its
+// standard output a pipe in p.Stdout; the tail of its standard error goes
+// into the error of Wait.
+func startProcess(ctx context.Context, dir string, env []string, stdin io.Reader, argv ...string) (*process, error) {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Dir = dir
+	cmd.Env = env
+	p := &process{ctx: ctx, cmd: cmd, name: argv[0]}
+	var err error
+	if stdin != nil {
+		cmd.Stdin = stdin
+	} else if p.Stdin, err = cmd.StdinPipe(); err != nil {
+		return nil, err
+	}
+	if p.Stdout, err = cmd.StdoutPipe(); err != nil {
+		return nil, err
+	}
+	cmd.Stderr = &p.stderr
+	if p.group, err = startGroup(cmd); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Wait closes Stdin, waits for the process to exit and kills what is left
+// of its group. Its error names the process and carries the tail of its
+// standard error, scrubbed.
+func (p *process) Wait() error {
+	if p.Stdin != nil {
+		p.Stdin.Close()
+	}
+	err := p.cmd.Wait()
+	p.group.end()
+	if err = killedErr(p.ctx, err); err == nil {
 		return nil
 	}
-	err := syscall.Kill(-pgid, syscall.SIGKILL)
-	if errors.Is(err, syscall.ESRCH) {
-		return nil
+	msg := strings.TrimSpace(p.stderr.String())
+	if p.scrub != nil {
+		msg = p.scrub(msg)
 	}
-	return err
+	if msg != "" {
+		err = fmt.Errorf("%w: %s", err, msg)
+	}
+	return fmt.Errorf("%s: %w", p.name, err)
 }
 
 // exitCode returns the exit code in err, or -1.
@@ -144,35 +192,4 @@ func exitCode(err error) int {
 		return ee.ExitCode()
 	}
 	return -1
-}
-
-// killLeftoverGroup ends the processes of group pgid that a previous Caddy
-// left behind, but only those whose environment names release: after a
-// reboot the number may belong to somebody else.
-func killLeftoverGroup(pgid int, release string) (killed int) {
-	if pgid <= 1 {
-		return 0
-	}
-	marker := []byte("DEPLOY_RELEASE=" + release + "\x00")
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0
-	}
-	for _, e := range entries {
-		pid := 0
-		if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err != nil || pid <= 1 {
-			continue
-		}
-		if pg, err := syscall.Getpgid(pid); err != nil || pg != pgid {
-			continue
-		}
-		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
-		if err != nil || !strings.Contains(string(env)+"\x00", string(marker)) {
-			continue
-		}
-		if syscall.Kill(pid, syscall.SIGKILL) == nil {
-			killed++
-		}
-	}
-	return killed
 }

@@ -9,12 +9,10 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 )
 
 // A deploy without commands publishes the commit's tree as it is. Writing
@@ -200,25 +198,15 @@ func parseDiffTree(out string) (map[string]change, error) {
 // writeObjects writes the blobs of paths into dir through one
 // `git cat-file --batch`, each to a temporary file renamed into place.
 func writeObjects(ctx context.Context, g *git, root *os.Root, paths []string, changes map[string]change) error {
-	cmd := exec.CommandContext(ctx, "git", "cat-file", "--batch")
-	cmd.Dir = g.cacheDir
-	cmd.Env = g.env()
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	var req bytes.Buffer
 	for _, p := range paths {
 		req.WriteString(changes[p].object + "\n")
 	}
-	cmd.Stdin = &req
-	stdout, err := cmd.StdoutPipe()
+	cmd, err := g.start(ctx, g.cacheDir, &req, "cat-file", "--batch")
 	if err != nil {
 		return err
 	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("git cat-file: %w", err)
-	}
-	r := bufio.NewReader(stdout)
+	r := bufio.NewReader(cmd.Stdout)
 	werr := func() error {
 		for _, p := range paths {
 			c := changes[p]
@@ -249,7 +237,7 @@ func writeObjects(ctx context.Context, g *git, root *os.Root, paths []string, ch
 	}()
 	io.Copy(io.Discard, r)
 	if err := cmd.Wait(); err != nil {
-		return fmt.Errorf("git cat-file: %w: %s", err, strings.TrimSpace(stderr.String()))
+		return err
 	}
 	if werr != nil {
 		return fmt.Errorf("writing changed files: %w", werr)

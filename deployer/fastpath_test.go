@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"testing"
 )
 
@@ -69,7 +68,7 @@ func sameInode(t *testing.T, a, b string) bool {
 	if errA != nil || errB != nil {
 		t.Fatalf("stat: %v %v", errA, errB)
 	}
-	return fa.Sys().(*syscall.Stat_t).Ino == fb.Sys().(*syscall.Stat_t).Ino
+	return os.SameFile(fa, fb)
 }
 
 // tree describes every entry under dir: path, type, permissions, content.

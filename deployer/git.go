@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/url"
 	"os"
@@ -182,6 +183,19 @@ func (g *git) run(ctx context.Context, dir string, args ...string) (string, erro
 		return stdout.String(), fmt.Errorf("git %s: %w", args[0], err)
 	}
 	return stdout.String(), nil
+}
+
+// start starts git with args in dir as a long-lived process that the
+// caller talks to through pipes: see startProcess. The error of its Wait
+// names the command, and the token is scrubbed from it as from run's.
+func (g *git) start(ctx context.Context, dir string, stdin io.Reader, args ...string) (*process, error) {
+	p, err := startProcess(ctx, dir, g.env(), stdin, append([]string{"git"}, args...)...)
+	if err != nil {
+		return nil, fmt.Errorf("git %s: %w", args[0], err)
+	}
+	p.name = "git " + args[0]
+	p.scrub = g.scrub
+	return p, nil
 }
 
 // scrub removes the token from s, whatever git chose to print.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 )
 
@@ -37,6 +38,9 @@ type sandbox struct {
 // and checks that bwrap starts with it, so that a host that cannot run
 // bwrap fails with bwrap's own reason and not as a failed build.
 func newSandbox(ctx context.Context, cfg Config, path, release string) (*sandbox, error) {
+	if err := platformError(runtime.GOOS, cfg); err != nil {
+		return nil, err // Validate refused it already
+	}
 	bwrap, err := exec.LookPath("bwrap")
 	if err != nil {
 		return nil, errNoBwrap

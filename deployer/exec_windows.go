@@ -1,0 +1,16 @@
+package deployer
+
+import "os/exec"
+
+// group is the process group of a command; Windows has none that this
+// package uses yet.
+type group struct{ pgid int }
+
+// startGroup fails on Windows, where Config.Validate refuses every
+// configuration before a command could start: see ErrUnsupportedPlatform.
+func startGroup(cmd *exec.Cmd) (*group, error) { return nil, ErrUnsupportedPlatform }
+
+func (g *group) end() {}
+
+// killLeftoverGroup kills nothing on Windows: no deploy ever ran there.
+func killLeftoverGroup(pgid int, release string) int { return 0 }
