@@ -59,7 +59,9 @@ type Handler struct {
 	// is resolved when the configuration is loaded, so the secret itself
 	// never appears in the JSON configuration, the admin API or autosave,
 	// and a variable read through {env.*} is removed from the environment
-	// of the build commands. Required.
+	// of the build commands. Each is trimmed of surrounding white space
+	// when loaded; a blank one is a configuration error, and one shorter
+	// than 16 characters loads with a warning. Required.
 	Secret []string `json:"secret,omitempty"`
 
 	// The folder the deployer owns: releases, the cache repository and its

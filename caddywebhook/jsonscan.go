@@ -575,18 +575,10 @@ func (s *jsonScanner) beginValue(c byte) {
 	}
 	switch {
 	case c == '{':
-		s.push(true)
-		if node >= 0 && s.depth == s.tracked+1 && s.tracked+1 < len(s.nodes) {
-			s.tracked++
-			s.nodes[s.tracked] = node
-		}
+		s.open(true, node)
 		s.state = stKeyFirst
 	case c == '[':
-		s.push(false)
-		if node >= 0 && s.depth == s.tracked+1 && s.tracked+1 < len(s.nodes) {
-			s.tracked++
-			s.nodes[s.tracked] = node
-		}
+		s.open(false, node)
 		s.state = stArrayFirst
 	case c == '"':
 		s.state, s.inString, s.dst = stString, false, dstNone
@@ -633,6 +625,16 @@ func (s *jsonScanner) wrongKind(n *schemaNode, c byte) {
 func (s *jsonScanner) isObject(depth int) bool {
 	d := depth - 1
 	return s.stack[d/64]&(1<<(d%64)) != 0
+}
+
+// open enters an object or array that is the value of node (-1 when no
+// kept path leads into it), and tracks node when the path is followed.
+func (s *jsonScanner) open(object bool, node int) {
+	s.push(object)
+	if node >= 0 && s.depth == s.tracked+1 && s.tracked+1 < len(s.nodes) {
+		s.tracked++
+		s.nodes[s.tracked] = node
+	}
 }
 
 func (s *jsonScanner) push(object bool) {
