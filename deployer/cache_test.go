@@ -3,8 +3,12 @@ package deployer
 import (
 	"bytes"
 	"context"
+	"image"
+	"image/png"
 	"io/fs"
+	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -327,4 +331,67 @@ func readFile(t testing.TB, p string) string {
 		t.Fatalf("reading %s: %v", p, err)
 	}
 	return string(b)
+}
+
+// TestCacheHugo builds a real Hugo site whose template resizes an image,
+// with cache resources/_gen: the second build (after a content change)
+// finds the resized image that the first made and does not make it again,
+// so the file in the new release is the first build's, modification time
+// and all.
+func TestCacheHugo(t *testing.T) {
+	if _, err := exec.LookPath("hugo"); err != nil {
+		t.Skip("hugo is not installed; CI installs it: apt-get install hugo")
+	}
+	var img bytes.Buffer
+	if err := png.Encode(&img, noise(240, 180)); err != nil {
+		t.Fatal(err)
+	}
+	r := newRemote(t)
+	c1 := r.commit(map[string]string{
+		"hugo.toml":          "baseURL = \"http://example.com/\"\ndisableKinds = [\"taxonomy\", \"term\", \"RSS\", \"sitemap\", \"robotsTXT\", \"404\"]\n",
+		"assets/photo.png":   img.String(),
+		"content/_index.md":  "---\ntitle: one\n---\n",
+		"layouts/index.html": `{{ $p := resources.Get "photo.png" }}{{ $s := $p.Resize "120x" }}<title>{{ .Title }}</title><img src="{{ $s.RelPermalink }}">` + "\n",
+	})
+	tg := start(t, Config{Remote: r.bare, Publish: "public", Cache: []string{"resources/_gen"},
+		Commands: [][]string{{"hugo", "--quiet"}}})
+	path := tg.Status().Path
+	s1 := tg.waitLive(c1)
+	c2 := r.commit(map[string]string{"content/_index.md": "---\ntitle: two\n---\n"})
+	tg.wake(ReasonManual)
+	s2 := tg.waitLive(c2)
+	if got := readCurrent(t, path, "index.html"); !strings.Contains(got, "<title>two</title>") {
+		t.Fatalf("live index.html %q, want the second version", got)
+	}
+
+	gen := func(release string) fs.FileInfo {
+		t.Helper()
+		m, _ := filepath.Glob(filepath.Join(path, "releases", release, "resources", "_gen", "images", "*_120x0_*"))
+		if len(m) != 1 {
+			t.Fatalf("release %s holds %q in resources/_gen/images, want one resized image", release, m)
+		}
+		fi, err := os.Stat(m[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi
+	}
+	first, second := gen(s1.Live.Release), gen(s2.Live.Release)
+	if !second.ModTime().Equal(first.ModTime()) {
+		t.Errorf("the resized image of the second build is from %v, the first build's from %v: Hugo resized it again",
+			second.ModTime(), first.ModTime())
+	}
+	if os.SameFile(first, second) {
+		t.Errorf("the two releases share the resized image's inode: it must be a copy")
+	}
+}
+
+// noise is an image of w×h pixels that do not compress.
+func noise(w, h int) image.Image {
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for i := range img.Pix {
+		img.Pix[i] = byte(rnd.Uint32())
+	}
+	return img
 }
