@@ -106,11 +106,16 @@ func (d *Deployer) prepareCaches(ctx context.Context, cfg Config, dir string, lo
 	}
 	src := filepath.Join(d.path, releasesName, from)
 	for _, c := range cfg.Cache {
+		began := time.Now()
 		n, err := carryCache(ctx, src, dir, filepath.Clean(c), log)
 		if err != nil {
 			return nil, fmt.Errorf("carrying cache folder %q from release %s: %w", c, from, err)
 		}
-		fmt.Fprintf(log, "cache: carried %s from %s (%d files, %s)\n", c, from, n.files, sizeString(n.bytes))
+		if n.skipped {
+			continue
+		}
+		fmt.Fprintf(log, "cache: carried %s from %s (%d files, %s, in %v)\n",
+			c, from, n.files, sizeString(n.bytes), time.Since(began).Round(time.Millisecond))
 	}
 	return env, nil
 }
@@ -165,8 +170,9 @@ func (d *Deployer) cacheSource() string {
 
 // carried counts what carryCache copied.
 type carried struct {
-	files int
-	bytes int64
+	files   int
+	bytes   int64
+	skipped bool // the folder was not carried; the log says why
 }
 
 // carryCache copies folder rel of release src into release dst. What dst's
@@ -183,16 +189,16 @@ func carryCache(ctx context.Context, src, dst, rel string, log io.Writer) (carri
 	var n carried
 	if why, _ := plainFolder(src, rel); why != "" {
 		fmt.Fprintf(log, "cache: %s not carried: in the last good release, %s\n", rel, why)
-		return n, nil
+		return carried{skipped: true}, nil
 	}
 	if why, missing := plainFolder(dst, rel); why != "" && !missing {
 		fmt.Fprintf(log, "cache: %s not carried: in the new release, %s\n", rel, why)
-		return n, nil
+		return carried{skipped: true}, nil
 	}
 	from, err := os.OpenRoot(filepath.Join(src, rel))
 	if err != nil {
 		fmt.Fprintf(log, "cache: %s not carried: %v\n", rel, err)
-		return n, nil
+		return carried{skipped: true}, nil
 	}
 	defer from.Close()
 	to, err := os.OpenRoot(dst)
