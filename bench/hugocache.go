@@ -30,23 +30,29 @@ func (r *run) hugoCache() error {
 		r.rep.info("skipped", "hugo is not installed")
 		return nil
 	}
-	photos, w, h, rounds := 40, 2000, 1500, 5
+	photos, w, h, rounds := 40, 2000, 1500, 3
 	if r.short {
 		photos, w, h, rounds = 3, 240, 180, 1
 	}
 	r.logf("hugocache: making %d photos of %d×%d", photos, w, h)
 	files := hugoPhotoSite(photos, w, h)
+	var photoBytes int
+	for name, b := range files {
+		if strings.HasSuffix(name, ".jpg") {
+			photoBytes += len(b)
+		}
+	}
 	// The second command fails the build of a commit that has a file named
 	// "fail", after emptying every file in resources/_gen in place: what a
 	// build that breaks half-way through writing its cache leaves.
 	breaker := "command sh -c `if [ -e fail ]; then find resources/_gen -type f -exec sh -c ': > \"$0\"' {} \\; ; echo broke the cache; exit 1; fi`"
 	base := []string{"command hugo --minify", breaker, "publish public", "timeout 20m"}
-	cold, err := r.newTestbed("hugocache-cold", "", files, base)
+	cold, err := r.newTestbedWithin("hugocache-cold", "", files, base, 20*time.Minute)
 	if err != nil {
 		return err
 	}
 	defer cold.caddy.stop()
-	warm, err := r.newTestbed("hugocache-warm", "", files, append(slices.Clone(base), "cache resources/_gen"))
+	warm, err := r.newTestbedWithin("hugocache-warm", "", files, append(slices.Clone(base), "cache resources/_gen"), 20*time.Minute)
 	if err != nil {
 		return err
 	}
@@ -145,8 +151,8 @@ func (r *run) hugoCache() error {
 	slices.Sort(warmTimes)
 	ratio := float64(median(warmTimes)) / float64(median(coldTimes))
 	afterRatio := float64(after) / float64(median(coldTimes))
-	r.rep.info("site", fmt.Sprintf("Hugo, %d photos of %d×%d JPEG, each resized (800 wide) and cropped (400×300) by the template: %d images made; `hugo --minify`; %d rounds of a one-line content change per site, in turns",
-		photos, w, h, len(want), rounds))
+	r.rep.info("site", fmt.Sprintf("Hugo, %d photos of %d×%d JPEG (%.0f MB in all), each resized (800 wide) and cropped (400×300) by the template: %d images made; `hugo --minify`; %d rounds of a one-line content change per site, in turns",
+		photos, w, h, float64(photoBytes)/1e6, len(want), rounds))
 	r.rep.info("delivery → served, no cache (cold): median / p90 / max", triple(coldTimes))
 	r.rep.info("delivery → served, `cache resources/_gen`: median / p90 / max", triple(warmTimes))
 	r.rep.info("carried into the last cached build", carriedLine)
