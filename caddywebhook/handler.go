@@ -172,8 +172,8 @@ type Handler struct {
 	// Folders of the release that keep a build's work for the next build,
 	// relative to the release: Hugo's "resources/_gen", "node_modules",
 	// ".jekyll-cache". Before the commands run, each is copied from the
-	// last good release (the live one) into the new release; files that
-	// the commit itself has there win. A copy, not links: what a build
+	// last good release (the live one, or else the newest kept) into the
+	// new release; files that the commit itself has there win. A copy, not links: what a build
 	// writes never changes another release, and a failed build is
 	// discarded with its release, so the next build starts from the last
 	// good one's folders. Symlinks are copied as symlinks, never
