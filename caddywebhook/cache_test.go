@@ -21,9 +21,6 @@ func TestCacheThroughCaddy(t *testing.T) {
 	if got := get(t, siteURL+"/seen.txt"); got != "" {
 		t.Errorf("the first build found %q in its cache folder, want nothing", got)
 	}
-	if d := deployerOf(s.path); d == nil {
-		t.Fatal("no deployer")
-	}
 
 	c2 := s.repo.Commit("second", map[string]string{"index.html": "two"})
 	pushDelivery(t, testSecret)

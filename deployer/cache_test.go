@@ -3,13 +3,16 @@ package deployer
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"image"
 	"image/png"
+	"io"
 	"io/fs"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -394,4 +397,54 @@ func noise(w, h int) image.Image {
 		img.Pix[i] = byte(rnd.Uint32())
 	}
 	return img
+}
+
+// BenchmarkCarryCache copies a cache folder as carryCache does, against
+// hard-linking the same files (what the deployer does not do: a build
+// writing in place would change the last release): a Hugo resources/_gen
+// of 120 images of about 150 KB, and a node_modules of 5,000 files of about
+// 5 KB in 500 folders.
+//
+//	go test -run '^$' -bench BenchmarkCarryCache -benchtime 5x ./deployer
+func BenchmarkCarryCache(b *testing.B) {
+	for _, tc := range []struct {
+		name              string
+		files, dirs, size int
+	}{
+		{"resources_gen", 120, 3, 150 << 10},
+		{"node_modules", 5000, 500, 5 << 10},
+	} {
+		src := b.TempDir()
+		rnd := rand.New(rand.NewPCG(1, 1))
+		buf := make([]byte, 2*tc.size)
+		for i := range buf {
+			buf[i] = byte(rnd.Uint32())
+		}
+		for i := range tc.files {
+			dir := filepath.Join(src, "c", fmt.Sprintf("d%03d", i%tc.dirs))
+			os.MkdirAll(dir, 0o755)
+			os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%05d", i)), buf[:tc.size/2+rnd.IntN(tc.size)], 0o644)
+		}
+		for _, how := range []string{"copy", "hardlink"} {
+			b.Run(tc.name+"/"+how, func(b *testing.B) {
+				for i := 0; b.Loop(); i++ {
+					dst := filepath.Join(b.TempDir(), strconv.Itoa(i))
+					os.Mkdir(dst, 0o755)
+					if how == "copy" {
+						if _, err := carryCache(context.Background(), src, dst, "c", io.Discard); err != nil {
+							b.Fatal(err)
+						}
+						continue
+					}
+					filepath.WalkDir(filepath.Join(src, "c"), func(p string, e fs.DirEntry, err error) error {
+						rel, _ := filepath.Rel(src, p)
+						if e.IsDir() {
+							return os.Mkdir(filepath.Join(dst, rel), 0o755)
+						}
+						return os.Link(p, filepath.Join(dst, rel))
+					})
+				}
+			})
+		}
+	}
 }
