@@ -115,6 +115,12 @@ type testbed struct {
 // github_webhook subdirectives extra, and waits until the first commit is
 // live. The caller stops tb.caddy.
 func (r *run) newTestbed(name, path string, files map[string]string, extra []string) (*testbed, error) {
+	return r.newTestbedWithin(name, path, files, extra, time.Minute)
+}
+
+// newTestbedWithin is newTestbed for a first deploy that may take up to
+// timeout (a slow build).
+func (r *run) newTestbedWithin(name, path string, files map[string]string, extra []string, timeout time.Duration) (*testbed, error) {
 	dir, err := r.mkdir(name)
 	if err != nil {
 		return nil, err
@@ -139,7 +145,7 @@ func (r *run) newTestbed(name, path string, files map[string]string, extra []str
 	if err != nil {
 		return nil, err
 	}
-	if _, err := waitLive(s.path, first, time.Minute); err != nil {
+	if _, err := waitLive(s.path, first, timeout); err != nil {
 		p.stop()
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package caddywebhook
 import (
 	"strconv"
 
+	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
@@ -35,19 +36,22 @@ func init() {
 //		token       <value>
 //		poll        <duration>
 //		max_body    <size>
+//		cache       <dir> [<dir>...]
 //		sandbox
 //		deployments <environment> [<url>]
 //		require_checks [<name>...]
 //		api_url     <url>
 //	}
 //
-// repo, secret and path are required. secret, command and env may be
-// repeated; every other subdirective may appear once. Write the secret and
+// repo, secret and path are required. secret, command, env and cache may
+// be repeated; every other subdirective may appear once. Write the secret and
 // the token as placeholders ({env.NAME} or {file./path}): they are resolved
 // when the configuration loads, so their values never appear in the adapted
 // JSON. A command runs as the argv it is written as, never through a shell.
 // depth 0 fetches the full history; keep 0 and timeout 0 mean the defaults
-// (3, 10m), as in JSON. max_body takes a size such as 25MiB.
+// (3, 10m), as in JSON. max_body takes a size such as 25MiB. cache names
+// folders of the release carried from build to build, such as
+// resources/_gen or node_modules.
 // sandbox runs the commands under bubblewrap (bwrap). deployments reports
 // deploys to GitHub as deployments in environment, url being the site's
 // address; it needs token. require_checks deploys a tip only once the
@@ -72,7 +76,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for d.NextBlock(0) {
 		name := d.Val()
 		switch name {
-		case "secret", "command", "env":
+		case "secret", "command", "env", "cache":
 		default:
 			if seen[name] {
 				return d.Errf("%s may be given only once", name)
@@ -159,6 +163,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			h.Submodules = true
+		case "cache":
+			dirs := d.RemainingArgs()
+			if len(dirs) == 0 {
+				return d.ArgErr()
+			}
+			for _, dir := range dirs {
+				if err := deployer.ValidateCache(dir); err != nil {
+					return d.Err(err.Error())
+				}
+			}
+			h.Cache = append(h.Cache, dirs...)
 		case "sandbox":
 			if d.NextArg() {
 				return d.ArgErr()

@@ -169,11 +169,29 @@ type Handler struct {
 	// Default: https://api.github.com.
 	APIURL string `json:"api_url,omitempty"`
 
+	// Folders of the release that keep a build's work for the next build,
+	// relative to the release: Hugo's "resources/_gen", "node_modules",
+	// ".jekyll-cache". Before the commands run, each is copied from the
+	// last good release (the live one, or else the newest kept) into the
+	// new release; files that the commit itself has there win. A copy, not links: what a build
+	// writes never changes another release, and a failed build is
+	// discarded with its release, so the next build starts from the last
+	// good one's folders. Symlinks are copied as symlinks, never
+	// followed; a folder that is a symlink is not carried. Copying costs
+	// time for folders of many files (node_modules): see the README. Each
+	// must stay inside the release, with no ".." and no ".git"; needs
+	// command. Whether or not cache is set, the commands also get a cache
+	// home kept across deploys under <path>/cache: XDG_CACHE_HOME,
+	// npm_config_cache and HUGO_CACHEDIR point into it, unless env sets
+	// them. Default: none.
+	Cache []string `json:"cache,omitempty"`
+
 	// Run the commands in a bubblewrap sandbox (the bwrap program, package
 	// "bubblewrap" on Debian and Ubuntu), so that a build (code that the
 	// repository controls) cannot reach past its release. In it, the file
 	// system is read-only but for the new release, a home folder kept
-	// across deploys (<path>/home, the commands' HOME) and a private /tmp;
+	// across deploys (<path>/home, the commands' HOME), the build cache
+	// home (<path>/cache) and a private /tmp;
 	// path's state, other releases and build logs are not there and its
 	// cache repository is read-only; the files that the {file.*}
 	// placeholders of secret and token read, ssh_key, and Caddy's default
@@ -357,6 +375,7 @@ func (h *Handler) deployerConfig(token string) deployer.Config {
 		Timeout:    time.Duration(h.Timeout),
 		Keep:       h.Keep,
 		Submodules: h.Submodules,
+		Cache:      h.Cache,
 		SSHKey:     h.SSHKey,
 		KnownHosts: h.KnownHosts,
 		Token:      token,

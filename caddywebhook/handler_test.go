@@ -619,6 +619,9 @@ func TestProvisionErrors(t *testing.T) {
 		{"bad env name", func(h *Handler) { h.Env = map[string]string{"A=B": "c"} }, "env name"},
 		{"empty command", func(h *Handler) { h.Command = [][]string{{}} }, "command 1 is empty"},
 		{"bad branch", func(h *Handler) { h.Branch = "-x" }, "not a valid branch"},
+		{"cache climbs out (JSON)", func(h *Handler) { h.Command = [][]string{{"make"}}; h.Cache = []string{"gen", "../x"} },
+			`cache folder "../x" climbs out of the release`},
+		{"cache without command", func(h *Handler) { h.Cache = []string{"node_modules"} }, `cache "node_modules" needs a command`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})

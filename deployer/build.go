@@ -66,15 +66,20 @@ func (d *Deployer) build(ctx context.Context, g *git, cfg Config, branch, commit
 		}
 	}
 
+	cacheEnv, err := d.prepareCaches(ctx, cfg, dir, sink)
+	if err != nil {
+		return sink.tail.String(), err
+	}
 	env := commandEnv(cfg, branch, commit, dir)
 	var box *sandbox
 	if cfg.Sandbox && len(cfg.Commands) > 0 {
 		var err error
-		if box, err = newSandbox(ctx, cfg, d.path, dir); err != nil {
+		if box, err = newSandbox(ctx, cfg, d.path, dir, filepath.Join(d.path, buildCacheName)); err != nil {
 			return sink.tail.String(), err
 		}
 		env = box.env(cfg, env)
 	}
+	env = append(env, cacheEnv...)
 	for _, argv := range cfg.Commands {
 		fmt.Fprintf(sink, "$ %s\n", strings.Join(argv, " "))
 		full := argv

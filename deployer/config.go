@@ -13,6 +13,7 @@
 //	<path>/releases/<name>/   one release: a checkout of one commit, plus its build output
 //	<path>/releases/<name>.log  the build log of that release
 //	<path>/cache.git/         the cache repository, fetched into on every deploy
+//	<path>/cache/             the build cache home (XDG_CACHE_HOME, npm, Hugo), with commands
 //	<path>/state.json         what the deployer knows across restarts
 //	<path>/.lock              held while a Deployer owns the folder
 package deployer
@@ -95,6 +96,18 @@ type Config struct {
 	// Submodules also checks out submodules, recursively.
 	Submodules bool
 
+	// Cache names folders of the release, relative to it (such as
+	// resources/_gen or node_modules), that carry a build's work to the
+	// next: before Commands run, each is copied from the last good release
+	// (the live one, or else the newest kept) into the new one, filling in
+	// around what the checkout has there. Copied, never linked, so that a
+	// build writing into them changes no other release; a failed build is
+	// removed with its release, and the next build starts from the last
+	// good one's. Needs Commands. Whatever Cache says, Commands also get
+	// a cache home kept under Path/cache: XDG_CACHE_HOME, npm_config_cache
+	// and HUGO_CACHEDIR point into it unless Env sets them.
+	Cache []string
+
 	// SSHKey and KnownHosts are files for ssh remotes. Git never prompts:
 	// ssh runs in batch mode, so a missing key is an error, not a hang.
 	SSHKey     string
@@ -109,7 +122,8 @@ type Config struct {
 
 	// Sandbox runs Commands under bubblewrap (bwrap): a read-only view of
 	// the file system in which only the new release, a per-site home
-	// (Path/home, the commands' HOME) and a private /tmp are writable;
+	// (Path/home, the commands' HOME), the cache home (Path/cache) and a
+	// private /tmp are writable;
 	// Path's state, other releases, its build logs and the files in Hide are
 	// absent; the cache repository is read-only; the commands get a PID
 	// namespace of their own, so they see no other process and every
@@ -198,6 +212,9 @@ func (c Config) Validate() error {
 		if len(argv) == 0 || argv[0] == "" {
 			return fmt.Errorf("command %d is empty", i+1)
 		}
+	}
+	if err := c.validateCaches(); err != nil {
+		return err
 	}
 	for _, kv := range c.Env {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {

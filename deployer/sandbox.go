@@ -35,9 +35,10 @@ type sandbox struct {
 }
 
 // newSandbox prepares the sandbox of release (a folder of path/releases),
-// and checks that bwrap starts with it, so that a host that cannot run
-// bwrap fails with bwrap's own reason and not as a failed build.
-func newSandbox(ctx context.Context, cfg Config, path, release string) (*sandbox, error) {
+// with the existing folders writable (such as the cache home) writable in
+// it too, and checks that bwrap starts with it, so that a host that cannot
+// run bwrap fails with bwrap's own reason and not as a failed build.
+func newSandbox(ctx context.Context, cfg Config, path, release string, writable ...string) (*sandbox, error) {
 	if err := platformError(runtime.GOOS, cfg); err != nil {
 		return nil, err // Validate refused it already
 	}
@@ -49,7 +50,7 @@ func newSandbox(ctx context.Context, cfg Config, path, release string) (*sandbox
 	if err := os.MkdirAll(home, 0o700); err != nil {
 		return nil, fmt.Errorf("sandbox: creating the home folder: %w", err)
 	}
-	s := &sandbox{prefix: append([]string{bwrap}, bwrapArgs(path, release, home, hidden(cfg), nil)...), home: home}
+	s := &sandbox{prefix: append([]string{bwrap}, bwrapArgs(path, release, home, hidden(cfg), writable)...), home: home}
 
 	var out bytes.Buffer
 	if err := run(ctx, release, s.env(cfg, os.Environ()), &out, &out, nil, s.argv([]string{"true"})...); err != nil {
@@ -73,8 +74,8 @@ func newSandbox(ctx context.Context, cfg Config, path, release string) (*sandbox
 // no capabilities (not even when Caddy runs as root), and a PID namespace
 // that dies with the command or with the deploy.
 //
-// writable is where the folders of a later "cache" setting go: they would
-// be bound writable, as home is.
+// writable are more folders under path bound writable, as home is: the
+// build cache home.
 func bwrapArgs(path, release, home string, hide, writable []string) []string {
 	args := []string{"--ro-bind", "/", "/"}
 	var readOnly []string // hidden folders, made read-only once path is in place

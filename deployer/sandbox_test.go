@@ -238,12 +238,14 @@ func TestSandboxContainsBuild(t *testing.T) {
 			switch {
 			case k == "PATH", k == "HOME", k == "HUGO_ENV", k == "LANG", k == "LANGUAGE", k == "TZ",
 				strings.HasPrefix(k, "LC_"), strings.HasPrefix(k, "DEPLOY_"),
+				k == "XDG_CACHE_HOME", k == "npm_config_cache", k == "HUGO_CACHEDIR", // the cache home
 				k == "PWD", k == "SHLVL", k == "_", k == "OLDPWD": // set by sh itself
 			default:
 				t.Errorf("the build got %s", line)
 			}
 		}
 		for _, want := range []string{"HOME=" + filepath.Join(path, "home"), "DEPLOY_RELEASE=" + release,
+			"XDG_CACHE_HOME=" + filepath.Join(path, "cache", "xdg"),
 			"DEPLOY_COMMIT=" + tip, "HUGO_ENV=production"} {
 			if !strings.Contains(env, want+"\n") {
 				t.Errorf("env lacks %s:\n%s", want, env)
@@ -290,5 +292,72 @@ func TestSandboxWithoutBwrap(t *testing.T) {
 	}
 	if s.Live != nil {
 		t.Errorf("a deploy without its sandbox went live: %+v", s.Live)
+	}
+}
+
+// sandboxCacheBuild uses its cache folder and its cache home from inside the
+// sandbox, and tries to write beside them.
+const sandboxCacheBuild = `
+out=public
+mkdir -p $out gen
+root=$DEPLOY_RELEASE/../..
+cat gen/log > $out/seen.txt 2>/dev/null || : > $out/seen.txt
+echo "$DEPLOY_COMMIT" >> gen/log
+cat "$XDG_CACHE_HOME/marker" > $out/home.txt 2>&1
+for d in "$XDG_CACHE_HOME" "$npm_config_cache" "$HUGO_CACHEDIR"; do
+	echo "$DEPLOY_COMMIT" > "$d/marker" && echo "wrote $d"
+done > $out/cache-home.txt 2>&1
+for f in $root/planted $root/cache.git/planted $root/releases/planted /usr/planted; do
+	touch $f 2>&1 || :
+done > $out/elsewhere.txt
+echo ok > $out/index.html
+`
+
+// TestSandboxCache: under the sandbox, a build reads and writes its cache
+// folder and its cache home (the second build sees what the first left in
+// both), and still cannot write anywhere else: <path> itself, the cache
+// repository, the releases folder, the host's /usr.
+func TestSandboxCache(t *testing.T) {
+	requireBwrap(t)
+	r := newRemote(t)
+	path := filepath.Join(outsideTmp(t), "site")
+	cfg := Config{Path: path, Remote: r.bare, Publish: "public", Sandbox: true, Cache: []string{"gen"},
+		Commands: [][]string{{"sh", "-c", sandboxCacheBuild}}}
+	c1 := r.commit(map[string]string{"README.md": "one"})
+	tg := start(t, cfg)
+	tg.waitLive(c1)
+	c2 := r.commit(map[string]string{"README.md": "two"})
+	tg.wake(ReasonManual)
+	s := tg.waitLive(c2)
+	if log, err := os.ReadFile(s.Last.Log); err == nil {
+		t.Logf("build log:\n%s", log)
+	}
+
+	if got := readCurrent(t, path, "seen.txt"); got != c1+"\n" {
+		t.Errorf("the second sandboxed build found gen/log = %q, want the first build's %q", got, c1+"\n")
+	}
+	if got := readCurrent(t, path, "home.txt"); got != c1+"\n" {
+		t.Errorf("the second sandboxed build found the cache home's marker %q, want the first build's", got)
+	}
+	home := readCurrent(t, path, "cache-home.txt")
+	for _, d := range []string{"xdg", "npm", "hugo"} {
+		dir := filepath.Join(path, "cache", d)
+		if !strings.Contains(home, "wrote "+dir+"\n") {
+			t.Errorf("the build could not write its cache home %s:\n%s", dir, home)
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, "marker")); err != nil || string(b) != c2+"\n" {
+			t.Errorf("%s/marker = %q, %v; want the second build's commit", dir, b, err)
+		}
+	}
+	elsewhere := readCurrent(t, path, "elsewhere.txt")
+	if n := strings.Count(elsewhere, "Read-only file system"); n != 4 {
+		t.Errorf("writes beside the caches: %d refused as read-only, want 4:\n%s", n, elsewhere)
+	}
+	for _, p := range []string{filepath.Join(path, "planted"), filepath.Join(path, "cache.git", "planted"),
+		filepath.Join(path, "releases", "planted"), "/usr/planted"} {
+		if _, err := os.Lstat(p); err == nil {
+			t.Errorf("the sandboxed build created %s", p)
+			os.Remove(p)
+		}
 	}
 }
