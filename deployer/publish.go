@@ -12,8 +12,15 @@ import (
 	"go.uber.org/zap"
 )
 
-// syncRelease puts a release's files on disk; tests wrap it.
-var syncRelease = syncTree
+// syncRelease puts a release's files on disk: what made wrote, when the
+// release was made by reusing a spare (made is then not nil), or all of
+// them. Tests wrap it.
+var syncRelease = func(dir string, made *madeRelease) error {
+	if made != nil {
+		return syncMade(dir, made)
+	}
+	return syncTree(dir)
+}
 
 // publish checks the release, strips what must not be served, puts it on
 // disk and switches current to it.
@@ -23,15 +30,28 @@ func (d *Deployer) publish(cfg Config, commit, name string) error {
 	if err != nil {
 		return err
 	}
-	if err := removeGitEntries(dir); err != nil {
-		return fmt.Errorf("removing .git from the release: %w", err)
+	made := d.made
+	d.made = nil
+	if made != nil && made.release != name {
+		made = nil
+	}
+	// A reused release holds no .git (its spare held none, and only
+	// safeGitPath paths were written) and no .gitattributes: only the
+	// others are walked.
+	exact := made != nil
+	if made == nil {
+		attrs, err := removeGitEntries(dir)
+		if err != nil {
+			return fmt.Errorf("removing .git from the release: %w", err)
+		}
+		exact = !attrs && len(cfg.Commands) == 0 && !cfg.Submodules
 	}
 	if err := checkLinks(dir, pub, cfg.Publish); err != nil {
 		return err
 	}
 	// A power cut after the switch must not leave the live site with
 	// files that were never written out.
-	if err := syncRelease(dir); err != nil {
+	if err := syncRelease(dir, made); err != nil {
 		return err
 	}
 	d.diskMu.Lock()
@@ -46,7 +66,7 @@ func (d *Deployer) publish(cfg Config, commit, name string) error {
 	d.st.PinnedFrom = ""
 	d.st.LastSuccess = now
 	d.st.Releases = append(d.st.Releases, releaseRecord{Name: name, Commit: commit, Publish: cfg.Publish, At: now,
-		Pristine: len(cfg.Commands) == 0 && !cfg.Submodules})
+		Pristine: len(cfg.Commands) == 0 && !cfg.Submodules, Exact: exact})
 	d.liveAt = now
 	st := d.st
 	d.mu.Unlock()
@@ -84,13 +104,17 @@ func publishedDir(dir, publish string) (string, error) {
 }
 
 // removeGitEntries removes everything named .git under dir: the checkout's
-// own link to the cache, and those of submodules and nested worktrees.
-func removeGitEntries(dir string) error {
+// own link to the cache, and those of submodules and nested worktrees. It
+// reports whether dir holds a .gitattributes anywhere.
+func removeGitEntries(dir string) (attrs bool, _ error) {
 	var errs []error
 	err := filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
 			errs = append(errs, err)
 			return nil
+		}
+		if e.Name() == ".gitattributes" {
+			attrs = true
 		}
 		if e.Name() == ".git" {
 			if err := os.RemoveAll(p); err != nil {
@@ -102,7 +126,7 @@ func removeGitEntries(dir string) error {
 		}
 		return nil
 	})
-	return errors.Join(append(errs, err)...)
+	return attrs, errors.Join(append(errs, err)...)
 }
 
 // switchCurrent points path/current at target (relative to path) in one

@@ -35,6 +35,10 @@ type state struct {
 	// Building is the release being built and its process group, so that the
 	// next start can end a build a crash left running, and remove its folder.
 	Building *building `json:"building,omitempty"`
+	// Spare is a release past Keep that prune left on disk for the next
+	// deploy without commands to reuse (see reuse.go). It is never offered
+	// for rollback and never live.
+	Spare *releaseRecord `json:"spare,omitempty"`
 }
 
 type releaseRecord struct {
@@ -46,6 +50,10 @@ type releaseRecord struct {
 	// ran in it and it has no submodules. A next release without commands
 	// may then hard-link its unchanged files instead of writing them again.
 	Pristine bool `json:"pristine,omitempty"`
+	// Exact says the release's files are its commit's blobs as they are:
+	// Pristine, and no .gitattributes anywhere in its tree (whose rules a
+	// checkout applies). Only such a release may be reused in place.
+	Exact bool `json:"exact,omitempty"`
 }
 
 type building struct {
