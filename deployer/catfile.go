@@ -154,11 +154,18 @@ func (c *catFile) blob(oid string, fn func(io.Reader) error) error {
 // initCache prepares the cache repository as g.initCache does, and ends the
 // cat-file when the repository is about to be created anew: it would go on
 // reading the objects of the one that is removed.
+//
+// It also remembers the config that cleanCache found clean, so that the
+// next deploy, finding the same bytes, starts no git to check it again.
 func (d *Deployer) initCache(ctx context.Context, g *git) error {
 	if _, err := os.Stat(filepath.Join(g.cacheDir, "HEAD")); err != nil {
 		d.closeCatFile()
+		d.cleanConfig = nil
 	}
-	return g.initCache(ctx)
+	g.cleanConfig = d.cleanConfig
+	err := g.initCache(ctx)
+	d.cleanConfig = g.cleanConfig
+	return err
 }
 
 // fetch brings branch's tip into the cache repository and returns its

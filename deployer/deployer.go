@@ -47,6 +47,8 @@ type Deployer struct {
 	// Only the worker goroutine uses these.
 	cat  *catFile     // the long-lived git cat-file; nil until needed
 	made *madeRelease // what reuseSpare wrote into the release being built
+	// cleanConfig is the cache repository's config as last found clean.
+	cleanConfig []byte
 
 	mu       sync.Mutex // guards what follows
 	cfg      Config

@@ -34,6 +34,9 @@ type git struct {
 	token      string
 	sshKey     string
 	knownHosts string
+	// cleanConfig is the content of the cache repository's config that
+	// cleanCache found clean last: the same bytes need no git to check.
+	cleanConfig []byte
 }
 
 // keptGitEnv names the only GIT_* variables of the process's environment that
@@ -243,6 +246,11 @@ func (g *git) cleanCache(ctx context.Context) error {
 		}
 	}
 	file := filepath.Join(g.cacheDir, "config")
+	before, _ := os.ReadFile(file)
+	if before != nil && bytes.Equal(before, g.cleanConfig) {
+		return nil
+	}
+	g.cleanConfig = nil
 	out, err := g.run(ctx, g.cacheDir, "config", "--file", file, "--no-includes", "--list", "-z")
 	if err != nil {
 		if ctx.Err() != nil {
@@ -268,6 +276,9 @@ func (g *git) cleanCache(ctx context.Context) error {
 		sections[section] = append(sections[section], "\t"+name+" = "+value+"\n")
 	}
 	if !dirty {
+		if after, _ := os.ReadFile(file); bytes.Equal(after, before) {
+			g.cleanConfig = after
+		}
 		return nil
 	}
 	for _, section := range []string{"core", "extensions"} {
@@ -283,6 +294,7 @@ func (g *git) cleanCache(ctx context.Context) error {
 		os.Remove(tmp)
 		return fmt.Errorf("resetting the cache repository's config: %w", err)
 	}
+	g.cleanConfig = []byte(kept.String())
 	return nil
 }
 

@@ -31,6 +31,10 @@ import (
 // past it, one syncfs of the file system is cheaper.
 const maxTargetedSync = 64
 
+// reuseStep is called after each path that updateRelease changes; a test
+// stops a deploy there to crash it half-way.
+var reuseStep = func(rel string) {}
+
 // madeRelease is what reuseSpare wrote into a release, for publish: the
 // files to put on disk and the folders whose entries changed.
 type madeRelease struct {
@@ -173,6 +177,7 @@ func (d *Deployer) updateRelease(ctx context.Context, g *git, dir, from, to stri
 			return nil, fmt.Errorf("removing %s: %w", p, err)
 		}
 		touch(p)
+		reuseStep(p)
 		for parent := path.Dir(p); parent != "."; parent = path.Dir(parent) {
 			if root.Remove(filepath.FromSlash(parent)) != nil {
 				break // not empty
@@ -203,6 +208,7 @@ func (d *Deployer) updateRelease(ctx context.Context, g *git, dir, from, to stri
 				return fmt.Errorf("writing %s: %w", p, err)
 			}
 			touch(p)
+			reuseStep(p)
 			if ch.mode != "120000" {
 				made.files = append(made.files, p)
 			}
@@ -272,16 +278,19 @@ func syncMade(dir string, made *madeRelease) error {
 	if len(made.files) > maxTargetedSync {
 		return syncTree(dir)
 	}
-	paths := make([]string, 0, len(made.files)+len(made.dirs)+1)
 	for _, p := range made.files {
-		paths = append(paths, filepath.Join(dir, filepath.FromSlash(p)))
+		if err := fsyncPath(filepath.Join(dir, filepath.FromSlash(p))); err != nil {
+			return fmt.Errorf("syncing the release to disk: %w", err)
+		}
 	}
-	for _, p := range made.dirs {
-		paths = append(paths, filepath.Join(dir, filepath.FromSlash(p)))
-	}
-	paths = append(paths, filepath.Dir(dir))
-	for _, p := range paths {
-		if err := fsyncPath(p); err != nil {
+	// Then the folders, the release's own and releases/ last. A folder
+	// that was removed is gone from one that is still there, which is
+	// synced.
+	dirs := slices.Clone(made.dirs)
+	slices.Reverse(dirs)
+	for _, p := range append(dirs, "..") {
+		err := fsyncPath(filepath.Join(dir, filepath.FromSlash(p)))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("syncing the release to disk: %w", err)
 		}
 	}
