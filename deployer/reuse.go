@@ -8,7 +8,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 
@@ -27,16 +26,14 @@ import (
 // half-way leaves a folder that recovery removes, never a changed live or
 // kept release.
 
-// maxTargetedSync is how many written files publish fsyncs one by one;
-// past it, one syncfs of the file system is cheaper.
-const maxTargetedSync = 64
-
 // reuseStep is called after each path that updateRelease changes; a test
 // stops a deploy there to crash it half-way.
 var reuseStep = func(rel string) {}
 
-// madeRelease is what reuseSpare wrote into a release, for publish: the
-// files to put on disk and the folders whose entries changed.
+// madeRelease is what reuseSpare wrote into a release, for publish (which
+// then need not walk it for .git entries) and for a test that compares ways
+// to put it on disk: the files written and the folders whose entries
+// changed.
 type madeRelease struct {
 	release string
 	files   []string // relative to the release, slash-separated
@@ -268,50 +265,4 @@ func replaceObject(root *os.Root, name, mode string, content io.Reader) error {
 		return err
 	}
 	return nil
-}
-
-// syncMade puts what reuseSpare wrote on disk: each written file, each
-// folder whose entries changed, and releases/ (where the release was
-// renamed). The rest of the release was put on disk when it was published
-// before. Past maxTargetedSync files, one syncfs is cheaper.
-func syncMade(dir string, made *madeRelease) error {
-	if len(made.files) > maxTargetedSync {
-		return syncTree(dir)
-	}
-	for _, p := range made.files {
-		if err := fsyncPath(filepath.Join(dir, filepath.FromSlash(p))); err != nil {
-			return fmt.Errorf("syncing the release to disk: %w", err)
-		}
-	}
-	// Then the folders, the release's own and releases/ last. A folder
-	// that was removed is gone from one that is still there, which is
-	// synced.
-	dirs := slices.Clone(made.dirs)
-	slices.Reverse(dirs)
-	for _, p := range append(dirs, "..") {
-		err := fsyncPath(filepath.Join(dir, filepath.FromSlash(p)))
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("syncing the release to disk: %w", err)
-		}
-	}
-	return nil
-}
-
-// fsyncPath fsyncs the file or folder at p. Windows cannot open folders to
-// flush them; its rename is durable on its own.
-func fsyncPath(p string) error {
-	if runtime.GOOS == "windows" {
-		if fi, err := os.Stat(p); err == nil && fi.IsDir() {
-			return nil
-		}
-	}
-	f, err := os.Open(p)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
