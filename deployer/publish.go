@@ -36,18 +36,31 @@ func (d *Deployer) publish(cfg Config, commit, name string) error {
 		made = nil
 	}
 	// A reused release holds no .git (its spare held none, and only
-	// safeGitPath paths were written) and no .gitattributes: only the
-	// others are walked.
-	exact := made != nil
-	if made == nil {
-		attrs, err := removeGitEntries(dir)
+	// safeGitPath paths were written) and no .gitattributes, and, when
+	// its spare's links were known, its links are known: it is not walked.
+	// The others are, once for .git and attributes and links, once more for
+	// the links under the published folder.
+	exact, links, linksKnown := made != nil, []string(nil), false
+	if made != nil {
+		links, linksKnown = made.links, made.linksKnown
+	} else {
+		walked, err := removeGitEntries(dir)
 		if err != nil {
 			return fmt.Errorf("removing .git from the release: %w", err)
 		}
-		exact = !attrs && len(cfg.Commands) == 0 && !cfg.Submodules
+		exact = !walked.attrs && len(cfg.Commands) == 0 && !cfg.Submodules
+		links, linksKnown = walked.links, walked.linksKnown
 	}
-	if err := checkLinks(dir, pub, cfg.Publish); err != nil {
+	if linksKnown && made != nil {
+		err = checkLinkList(dir, pub, cfg.Publish, links)
+	} else {
+		err = checkLinks(dir, pub, cfg.Publish)
+	}
+	if err != nil {
 		return err
+	}
+	if len(links) > maxKnownLinks {
+		links, linksKnown = nil, false
 	}
 	// A power cut after the switch must not leave the live site with
 	// files that were never written out.
@@ -66,7 +79,7 @@ func (d *Deployer) publish(cfg Config, commit, name string) error {
 	d.st.PinnedFrom = ""
 	d.st.LastSuccess = now
 	d.st.Releases = append(d.st.Releases, releaseRecord{Name: name, Commit: commit, Publish: cfg.Publish, At: now,
-		Pristine: len(cfg.Commands) == 0 && !cfg.Submodules, Exact: exact})
+		Pristine: len(cfg.Commands) == 0 && !cfg.Submodules, Exact: exact, LinksKnown: linksKnown, Links: links})
 	d.liveAt = now
 	st := d.st
 	d.mu.Unlock()
@@ -103,18 +116,38 @@ func publishedDir(dir, publish string) (string, error) {
 	return target, nil
 }
 
+// maxKnownLinks is how many symlinks the state lists for a release; a
+// release with more has them walked when it is reused.
+const maxKnownLinks = 256
+
+// walkedRelease is what removeGitEntries saw of a release.
+type walkedRelease struct {
+	attrs      bool     // a .gitattributes somewhere
+	links      []string // the symlinks, relative and slash-separated
+	linksKnown bool     // links is all of them
+}
+
 // removeGitEntries removes everything named .git under dir: the checkout's
 // own link to the cache, and those of submodules and nested worktrees. It
-// reports whether dir holds a .gitattributes anywhere.
-func removeGitEntries(dir string) (attrs bool, _ error) {
+// reports whether dir holds a .gitattributes anywhere, and its symlinks.
+func removeGitEntries(dir string) (w walkedRelease, _ error) {
 	var errs []error
+	w.linksKnown = true
 	err := filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
 			errs = append(errs, err)
+			w.linksKnown = false
 			return nil
 		}
 		if e.Name() == ".gitattributes" {
-			attrs = true
+			w.attrs = true
+		}
+		if e.Type()&fs.ModeSymlink != 0 && e.Name() != ".git" && w.linksKnown {
+			if len(w.links) == maxKnownLinks {
+				w.links, w.linksKnown = nil, false
+			} else if rel, err := filepath.Rel(dir, p); err == nil {
+				w.links = append(w.links, filepath.ToSlash(rel))
+			}
 		}
 		if e.Name() == ".git" {
 			if err := os.RemoveAll(p); err != nil {
@@ -126,7 +159,10 @@ func removeGitEntries(dir string) (attrs bool, _ error) {
 		}
 		return nil
 	})
-	return attrs, errors.Join(append(errs, err)...)
+	if err := errors.Join(append(errs, err)...); err != nil {
+		return walkedRelease{}, err
+	}
+	return w, nil
 }
 
 // switchCurrent points path/current at target (relative to path) in one

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -38,6 +39,10 @@ type madeRelease struct {
 	release string
 	files   []string // relative to the release, slash-separated
 	dirs    []string // relative to the release; "." is the release itself
+	// links are the symlinks of the release, when linksKnown: the spare's,
+	// with the changes made.
+	links      []string
+	linksKnown bool
 }
 
 // reuseSpare makes releases/name commit's tree from the spare release, if
@@ -87,7 +92,7 @@ func (d *Deployer) reuseSpare(ctx context.Context, g *git, cfg Config, name, com
 		d.log().Debug("cannot reuse the spare release", zap.String("spare", spare.Name), zap.Error(err))
 		return false, nil
 	}
-	made, err := d.updateRelease(ctx, g, dir, spare.Commit, commit)
+	made, err := d.updateRelease(ctx, g, dir, spare.Commit, commit, spare.links())
 	if err != nil {
 		if rerr := os.RemoveAll(dir); rerr != nil {
 			return false, fmt.Errorf("removing a partial release: %w", rerr)
@@ -113,7 +118,9 @@ func (d *Deployer) isKept(name string) bool {
 
 // updateRelease turns dir, an exact copy of from's tree, into one of to's,
 // touching only the paths that differ.
-func (d *Deployer) updateRelease(ctx context.Context, g *git, dir, from, to string) (*madeRelease, error) {
+// fromLinks, when not nil, are from's symlinks; the release made then
+// lists to's.
+func (d *Deployer) updateRelease(ctx context.Context, g *git, dir, from, to string, fromLinks map[string]bool) (*madeRelease, error) {
 	out, err := g.run(ctx, g.cacheDir, "diff-tree", "-r", "-z", "--no-renames", "--raw", from, to)
 	if err != nil {
 		return nil, fmt.Errorf("listing changes: %w", err)
@@ -219,7 +226,30 @@ func (d *Deployer) updateRelease(ctx context.Context, g *git, dir, from, to stri
 		made.dirs = append(made.dirs, p)
 	}
 	slices.Sort(made.dirs)
+	if fromLinks != nil {
+		for p, c := range changes {
+			if c.status != 'D' && c.mode == "120000" {
+				fromLinks[p] = true
+			} else {
+				delete(fromLinks, p)
+			}
+		}
+		made.linksKnown = true
+		made.links = slices.Sorted(maps.Keys(fromLinks))
+	}
 	return made, nil
+}
+
+// links returns the set of r's symlinks, or nil when they are not known.
+func (r *releaseRecord) links() map[string]bool {
+	if !r.LinksKnown {
+		return nil
+	}
+	set := make(map[string]bool, len(r.Links))
+	for _, l := range r.Links {
+		set[l] = true
+	}
+	return set
 }
 
 // replaceObject writes a file (or symlink) of mode with content beside

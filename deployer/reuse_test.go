@@ -454,3 +454,58 @@ func crashingCaddy(t *testing.T, path string) {
 	}
 	select {}
 }
+
+// A release made by reusing the spare has its symlinks checked from the
+// list the state keeps, without a walk: a link that leaves the release
+// (added, or made to leave by a folder turned into a link) fails the
+// deploy, and the live site stays.
+func TestReusedReleaseRefusesOutsideLinks(t *testing.T) {
+	r := newRemote(t)
+	tg := start(t, Config{Remote: r.bare, Keep: 2})
+	write(t, r.work, "index.html", "v1", 0o644)
+	write(t, r.work, "d/page.html", "page", 0o644)
+	link(t, r.work, "d/page.html", "inside.html")
+	var tip string
+	for i := 0; i < 3; i++ { // the third leaves a spare
+		write(t, r.work, "index.html", fmt.Sprintf("v%d", i), 0o644)
+		tip = r.commit(nil)
+		tg.Wake(ReasonDelivery)
+		tg.waitLive(tip)
+	}
+	for _, tc := range []struct {
+		name string
+		edit func()
+		undo func()
+	}{
+		{"a link out added", func() { link(t, r.work, "../../../../../../etc/passwd", "escape") },
+			func() { remove(t, r.work, "escape") }},
+		{"a folder an unchanged link goes through turned into a link out", func() {
+			remove(t, r.work, "d/page.html")
+			link(t, r.work, "../../../../../../etc", "d")
+		}, func() {
+			remove(t, r.work, "d")
+			write(t, r.work, "d/page.html", "page", 0o644)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, spare := onDisk(tg); spare == nil || !spare.LinksKnown || !slices.Contains(spare.Links, "inside.html") {
+				t.Fatalf("spare %+v: want one whose links are known", spare)
+			}
+			tc.edit()
+			bad := r.commit(nil)
+			tg.Wake(ReasonDelivery)
+			s := tg.waitResult("error", bad)
+			if !strings.Contains(s.Last.Error, "outside the release") {
+				t.Errorf("deploy error %q, want a symlink refused", s.Last.Error)
+			}
+			if s.Live.Commit != tip {
+				t.Errorf("live %s, want %s still", short(s.Live.Commit), short(tip))
+			}
+			tc.undo()
+			tip = r.commit(nil)
+			tg.Wake(ReasonDelivery)
+			tg.waitLive(tip)
+			checkReleases(t, tg, r.bare)
+		})
+	}
+}

@@ -54,6 +54,12 @@ type releaseRecord struct {
 	// Pristine, and no .gitattributes anywhere in its tree (whose rules a
 	// checkout applies). Only such a release may be reused in place.
 	Exact bool `json:"exact,omitempty"`
+	// LinksKnown says Links lists every symlink of the release (paths
+	// relative to it, slash-separated), so that the release made from it by
+	// reuse has its links checked without a walk. A release with more
+	// than maxKnownLinks links has them walked.
+	LinksKnown bool     `json:"links_known,omitempty"`
+	Links      []string `json:"links,omitempty"`
 }
 
 type building struct {
