@@ -32,6 +32,7 @@ func (r *run) cost() error {
 		live, idle, cpu       []time.Duration
 		cpuSelf               []time.Duration // Caddy's own share of cpu
 		clone, cloneCPU       []time.Duration
+		fetch, fetchCPU       []time.Duration // the floor: the deployer's fetch alone
 		gitPerDeploy, maxProc int
 	}
 	var res []result
@@ -92,6 +93,10 @@ func (r *run) cost() error {
 					return err
 				}
 			}
+			floor := filepath.Join(tb.dir, "floor.git")
+			if _, _, err := r.floorFetch(tb.site.remote, floor); err != nil {
+				return err
+			}
 			r.logf("cost: %d files: %d deploys measured, each with a shallow clone", n, rounds)
 			for i := warm + 1; i <= warm+rounds; i++ {
 				live, idle, cpu, err := deploy(i)
@@ -105,6 +110,11 @@ func (r *run) cost() error {
 					return err
 				}
 				out.clone, out.cloneCPU = append(out.clone, took), append(out.cloneCPU, cpuClone)
+				took, cpuFetch, err := r.floorFetch(tb.site.remote, floor)
+				if err != nil {
+					return err
+				}
+				out.fetch, out.fetchCPU = append(out.fetch, took), append(out.fetchCPU, cpuFetch)
 			}
 
 			// Git processes per deploy: Caddy again on the same folder, with
@@ -155,6 +165,8 @@ func (r *run) cost() error {
 		"≤ 1.5× (or +50 ms)", within(small.idle, big.idle, 50*time.Millisecond))
 	r.rep.info(fmt.Sprintf("`git clone --depth 1` (file://), %d / %d files: time; CPU", small.files, big.files),
 		fmt.Sprintf("%s / %s; %s / %s", ms(median(small.clone)), ms(median(big.clone)), ms(median(small.cloneCPU)), ms(median(big.cloneCPU))))
+	r.rep.info(fmt.Sprintf("the floor: the deployer's `git fetch --depth 1` of the change alone, %d / %d files: time; CPU", small.files, big.files),
+		fmt.Sprintf("%s / %s; %s / %s", ms(median(small.fetch)), ms(median(big.fetch)), ms(median(small.fetchCPU)), ms(median(big.fetchCPU))))
 	liveRatio := float64(median(small.live)) / float64(median(small.clone))
 	r.rep.perf(fmt.Sprintf("delivery → live ÷ shallow clone, %d files", small.files), fmt.Sprintf("%.2f× (%.2f× at %d files)",
 		liveRatio, float64(median(big.live))/float64(median(big.clone)), big.files), "≤ 0.25×", liveRatio <= 0.25)
@@ -200,6 +212,27 @@ func (r *run) shallowClone(remote, dst string) (took, cpu time.Duration, err err
 	}
 	took = time.Since(start)
 	return took, cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), nil
+}
+
+// floorFetch runs, in the bare repository dst (made if need be), the fetch
+// the deployer runs, with its configuration for objects, and returns its
+// time and CPU (with the processes it started: the local remote's side
+// too).
+func (r *run) floorFetch(remote, dst string) (took, cpu time.Duration, err error) {
+	if _, err := os.Stat(dst); err != nil {
+		if out, err := exec.Command("git", "init", "--quiet", "--bare", dst).CombinedOutput(); err != nil {
+			return 0, 0, fmt.Errorf("git init: %w: %s", err, out)
+		}
+	}
+	cmd := exec.Command("git", "-c", "fetch.fsckObjects=true", "-c", "transfer.fsckObjects=true", "-c", "gc.auto=0",
+		"-c", "maintenance.auto=false", "fetch", "--quiet", "--no-write-fetch-head", "--prune", "--force",
+		"--no-auto-maintenance", "--depth=1", "--", remote, "+refs/heads/"+benchBranch+":refs/remotes/origin/"+benchBranch)
+	cmd.Dir, cmd.Env = dst, r.baseEnv()
+	start := time.Now()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return 0, 0, fmt.Errorf("git fetch: %w: %s", err, out)
+	}
+	return time.Since(start), cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), nil
 }
 
 // treeCPU returns the CPU time of process pid, of its children that ended
