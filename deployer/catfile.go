@@ -66,8 +66,8 @@ func (d *Deployer) withCatFile(ctx context.Context, g *git, fn func(*catFile) er
 		if err != nil {
 			return err
 		}
-		pgid := c.p.group.pgid
-		stop := context.AfterFunc(ctx, func() { killGroup(pgid) })
+		proc := c.p.cmd.Process // cat-file starts nothing: killing it is enough
+		stop := context.AfterFunc(ctx, func() { proc.Kill() })
 		err = fn(c)
 		stopped := !stop()
 		if err == nil {
