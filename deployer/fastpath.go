@@ -14,8 +14,10 @@ import (
 
 // A deploy without commands publishes the commit's tree as it is. Writing
 // every file of a large site again for a one-file change costs as much as a
-// fresh clone; instead linkRelease hard-links the unchanged files from the
-// live release and writes only what changed. This is safe only because
+// fresh clone. When there is a spare release to reuse, reuseSpare (reuse.go)
+// updates it in place and touches only what changed; when there is none yet
+// (the first deploys), linkRelease hard-links the unchanged files from the
+// live release and writes only what changed: a link per file of the site. This is safe only because
 // nothing writes into such a release after it is made: no command runs in
 // it, and the deployer itself replaces files (write, then rename) rather than
 // writing into them. With commands, or submodules, or .gitattributes (whose
