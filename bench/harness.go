@@ -158,6 +158,7 @@ type site struct {
 	port   int      // where Caddy serves path/current
 	remote string   // the repository's URL
 	extra  []string // more github_webhook subdirectives
+	env    []string // more environment for Caddy
 }
 
 func (s *site) url(p string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", s.port, p) }
@@ -209,7 +210,7 @@ func (r *run) startCaddy(dir string, s *site) (*caddyProc, error) {
 	}
 	defer f.Close()
 	cmd := exec.Command(r.caddy, "run", "--config", cf, "--adapter", "caddyfile")
-	cmd.Dir, cmd.Env = dir, r.baseEnv()
+	cmd.Dir, cmd.Env = dir, append(r.baseEnv(), s.env...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // should the harness die
 	if err := cmd.Start(); err != nil {

@@ -32,6 +32,7 @@ var scenarios = []scenario{
 	{"crash", "4. crashes (kill -9)", (*run).crash},
 	{"diskfull", "4. disk full", (*run).diskFull},
 	{"latency", "5. delivery to live", (*run).latency},
+	{"cost", "5. cost of a deploy, 2,000 vs 20,000 files", (*run).cost},
 	{"handler", "6. handler vs go-github", (*run).handlerBench},
 	{"hugocache", "7. build cache (Hugo images)", (*run).hugoCache},
 }

@@ -123,7 +123,7 @@ func (d *Deployer) deployTip(reason Reason) (Checked, error) {
 
 // fetchTip fetches the branch into the cache repository and returns its tip.
 func (d *Deployer) fetchTip(ctx context.Context, g *git, cfg Config) (tip, branch string, err error) {
-	if err := g.initCache(ctx); err != nil {
+	if err := d.initCache(ctx, g); err != nil {
 		return "", "", err
 	}
 	branch = cfg.Branch
@@ -142,7 +142,7 @@ func (d *Deployer) fetchTip(ctx context.Context, g *git, cfg Config) (tip, branc
 			d.mu.Unlock()
 		}
 	}
-	tip, err = g.fetch(ctx, branch, cfg.Depth)
+	tip, err = d.fetch(ctx, g, branch, cfg.Depth)
 	return tip, branch, err
 }
 

@@ -36,12 +36,19 @@ type Deployer struct {
 
 	// Tests shorten these.
 	now       func() time.Time
+	idleAfter time.Duration
 	retryBase time.Duration
 	gateBase  time.Duration
 	gateMax   time.Duration
 	gateFor   time.Duration
 
 	diskMu sync.Mutex // serialises switches of current and writes of state
+
+	// Only the worker goroutine uses these.
+	cat  *catFile     // the long-lived git cat-file; nil until needed
+	made *madeRelease // what reuseSpare wrote into the release being built
+	// cleanConfig is the cache repository's config as last found clean.
+	cleanConfig []byte
 
 	mu       sync.Mutex // guards what follows
 	cfg      Config
@@ -79,6 +86,7 @@ func New(cfg Config, logger *zap.Logger) (*Deployer, error) {
 		wakeC:     make(chan struct{}, 1),
 		reconf:    make(chan struct{}, 1),
 		now:       time.Now,
+		idleAfter: idleAfter,
 		retryBase: retryBase,
 		gateBase:  gateBase,
 		gateMax:   gateMax,
@@ -265,6 +273,7 @@ func (d *Deployer) take() Reason {
 func (d *Deployer) loop() {
 	defer close(d.done)
 	defer d.lock.Close() // drops the flock, even if Close gave up waiting
+	defer d.closeCatFile()
 	d.recoverFolder()
 	d.Wake(ReasonStartup)
 
@@ -277,6 +286,8 @@ func (d *Deployer) loop() {
 		pollC       <-chan time.Time
 		pollEvery   time.Duration
 		gate        gateBackoff // looks at a tip the gate holds back
+		idle        *time.Timer // fires when the worker has been idle a while
+		idleC       <-chan time.Time
 	)
 	stopRetry := func() {
 		if retry != nil {
@@ -305,6 +316,9 @@ func (d *Deployer) loop() {
 		if poll != nil {
 			poll.Stop()
 		}
+		if idle != nil {
+			idle.Stop()
+		}
 	}()
 	resetPoll()
 
@@ -326,6 +340,10 @@ func (d *Deployer) loop() {
 			gate.stop()
 			d.Wake(ReasonRetry)
 			continue
+		case <-idleC:
+			idle, idleC = nil, nil
+			d.maintain()
+			continue
 		case <-d.wakeC:
 		}
 		reason := d.take()
@@ -333,6 +351,13 @@ func (d *Deployer) loop() {
 			continue
 		}
 		err := d.deploy(reason)
+		if idle != nil {
+			idle.Stop()
+		}
+		d.mu.Lock()
+		idle = time.NewTimer(d.idleAfter)
+		d.mu.Unlock()
+		idleC = idle.C
 		var gw *gateWait
 		if errors.As(err, &gw) && d.ctx.Err() == nil {
 			stopRetry()

@@ -455,8 +455,10 @@ func TestKeepPrunes(t *testing.T) {
 	}
 	s := tg.Status()
 	dirs := releaseDirs(t, path)
-	if len(dirs) != 2 || len(s.Releases) != 2 {
-		t.Fatalf("releases on disk %v, in status %v; want 2", dirs, s.Releases)
+	// On disk: the two kept, and one past keep, the spare that the next
+	// deploy reuses (never offered for rollback).
+	if len(dirs) != 3 || len(s.Releases) != 2 {
+		t.Fatalf("releases on disk %v, in status %v; want 2 kept and a spare", dirs, s.Releases)
 	}
 	if s.Releases[0] != s.Live.Release {
 		t.Errorf("newest release %s is not live %s", s.Releases[0], s.Live.Release)

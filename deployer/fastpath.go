@@ -1,8 +1,6 @@
 package deployer
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,14 +9,15 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 )
 
 // A deploy without commands publishes the commit's tree as it is. Writing
 // every file of a large site again for a one-file change costs as much as a
-// fresh clone; instead linkRelease hard-links the unchanged files from the
-// live release and writes only what changed. This is safe only because
+// fresh clone. When there is a spare release to reuse, reuseSpare (reuse.go)
+// updates it in place and touches only what changed; when there is none yet
+// (the first deploys), linkRelease hard-links the unchanged files from the
+// live release and writes only what changed: a link per file of the site. This is safe only because
 // nothing writes into such a release after it is made: no command runs in
 // it, and the deployer itself replaces files (write, then rename) rather than
 // writing into them. With commands, or submodules, or .gitattributes (whose
@@ -51,7 +50,7 @@ var errNeedsCheckout = errors.New("the change needs a full checkout")
 
 // linkRelease makes dir a copy of commit's tree, given prevDir, a pristine
 // release of prevCommit: unchanged files are hard links into prevDir.
-func linkRelease(ctx context.Context, g *git, prevDir, prevCommit, dir, commit string) error {
+func (d *Deployer) linkRelease(ctx context.Context, g *git, prevDir, prevCommit, dir, commit string) error {
 	out, err := g.run(ctx, g.cacheDir, "diff-tree", "-r", "-z", "--no-renames", "--raw", prevCommit, commit)
 	if err != nil {
 		return fmt.Errorf("listing changes: %w", err)
@@ -147,7 +146,7 @@ func linkRelease(ctx context.Context, g *git, prevDir, prevCommit, dir, commit s
 		return err
 	}
 	defer root.Close()
-	return writeObjects(ctx, g, root, paths, changes)
+	return d.writeObjects(ctx, g, root, paths, changes)
 }
 
 // safeGitPath reports whether p, a path that git lists, may be written into a
@@ -195,52 +194,26 @@ func parseDiffTree(out string) (map[string]change, error) {
 	return changes, nil
 }
 
-// writeObjects writes the blobs of paths into dir through one
-// `git cat-file --batch`, each to a temporary file renamed into place.
-func writeObjects(ctx context.Context, g *git, root *os.Root, paths []string, changes map[string]change) error {
-	var req bytes.Buffer
-	for _, p := range paths {
-		req.WriteString(changes[p].object + "\n")
-	}
-	cmd, err := g.start(ctx, g.cacheDir, &req, "cat-file", "--batch")
-	if err != nil {
-		return err
-	}
-	r := bufio.NewReader(cmd.Stdout)
-	werr := func() error {
+// writeObjects writes the blobs of paths into root, read through the
+// deployer's cat-file, each to a temporary file renamed into place.
+func (d *Deployer) writeObjects(ctx context.Context, g *git, root *os.Root, paths []string, changes map[string]change) error {
+	err := d.withCatFile(ctx, g, func(c *catFile) error {
 		for _, p := range paths {
-			c := changes[p]
-			header, err := r.ReadString('\n')
-			if err != nil {
-				return err
-			}
-			f := strings.Fields(header)
-			if len(f) != 3 || f[0] != c.object || f[1] != "blob" {
-				return fmt.Errorf("unexpected object header %q", strings.TrimSpace(header))
-			}
-			size, err := strconv.ParseInt(f[2], 10, 64)
-			if err != nil {
-				return err
-			}
+			ch := changes[p]
 			name := filepath.FromSlash(p)
 			if err := root.MkdirAll(filepath.Dir(name), 0o755); err != nil {
 				return err
 			}
-			if err := writeObject(root, name, c.mode, io.LimitReader(r, size)); err != nil {
-				return err
-			}
-			if _, err := r.Discard(1); err != nil { // the newline after the content
+			if err := c.blob(ch.object, func(content io.Reader) error {
+				return writeObject(root, name, ch.mode, content)
+			}); err != nil {
 				return err
 			}
 		}
 		return nil
-	}()
-	io.Copy(io.Discard, r)
-	if err := cmd.Wait(); err != nil {
-		return err
-	}
-	if werr != nil {
-		return fmt.Errorf("writing changed files: %w", werr)
+	})
+	if err != nil {
+		return fmt.Errorf("writing changed files: %w", err)
 	}
 	return nil
 }

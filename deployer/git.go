@@ -27,14 +27,16 @@ const credentialHelper = `!f() { test "$1" = get || exit 0; echo username=x-acce
 // git runs the git commands of one target. Every git command of the package
 // is meant to pass through run, with an explicit directory and environment,
 // its output captured, and errors that name the command and never the token.
-// (Note: the fast path's long-lived `git cat-file --batch` in fastpath.go
-// still starts on its own; issue 14 moves it onto the one runner.)
+// Long-lived ones (the deployer's cat-file) start through start.
 type git struct {
 	cacheDir   string // the cache repository (bare)
 	remote     string
 	token      string
 	sshKey     string
 	knownHosts string
+	// cleanConfig is the content of the cache repository's config that
+	// cleanCache found clean last: the same bytes need no git to check.
+	cleanConfig []byte
 }
 
 // keptGitEnv names the only GIT_* variables of the process's environment that
@@ -244,6 +246,11 @@ func (g *git) cleanCache(ctx context.Context) error {
 		}
 	}
 	file := filepath.Join(g.cacheDir, "config")
+	before, _ := os.ReadFile(file)
+	if before != nil && bytes.Equal(before, g.cleanConfig) {
+		return nil
+	}
+	g.cleanConfig = nil
 	out, err := g.run(ctx, g.cacheDir, "config", "--file", file, "--no-includes", "--list", "-z")
 	if err != nil {
 		if ctx.Err() != nil {
@@ -269,6 +276,9 @@ func (g *git) cleanCache(ctx context.Context) error {
 		sections[section] = append(sections[section], "\t"+name+" = "+value+"\n")
 	}
 	if !dirty {
+		if after, _ := os.ReadFile(file); bytes.Equal(after, before) {
+			g.cleanConfig = after
+		}
 		return nil
 	}
 	for _, section := range []string{"core", "extensions"} {
@@ -284,6 +294,7 @@ func (g *git) cleanCache(ctx context.Context) error {
 		os.Remove(tmp)
 		return fmt.Errorf("resetting the cache repository's config: %w", err)
 	}
+	g.cleanConfig = []byte(kept.String())
 	return nil
 }
 
@@ -317,11 +328,13 @@ func (g *git) defaultBranch(ctx context.Context) (string, error) {
 	return "", errors.New("resolving the remote's default branch: the remote has no HEAD branch")
 }
 
-// fetch brings branch's tip into the cache repository and returns its commit.
-// depth 0 fetches the full history, with tags.
-func (g *git) fetch(ctx context.Context, branch string, depth int) (string, error) {
+// fetchRef brings branch's tip into the cache repository and returns the
+// ref that holds it. depth 0 fetches the full history, with tags. Neither
+// gc nor maintenance runs from the fetch (fixedGitConfig, and the flag
+// for a git that ignores the config): they run when the worker is idle.
+func (g *git) fetchRef(ctx context.Context, branch string, depth int) (string, error) {
 	ref := "refs/remotes/origin/" + branch
-	args := []string{"fetch", "--quiet", "--no-write-fetch-head", "--prune", "--force"}
+	args := []string{"fetch", "--quiet", "--no-write-fetch-head", "--prune", "--force", "--no-auto-maintenance"}
 	if depth > 0 {
 		args = append(args, fmt.Sprintf("--depth=%d", depth))
 	} else {
@@ -334,11 +347,7 @@ func (g *git) fetch(ctx context.Context, branch string, depth int) (string, erro
 	if _, err := g.run(ctx, g.cacheDir, args...); err != nil {
 		return "", fmt.Errorf("fetching %s: %w", branch, err)
 	}
-	out, err := g.run(ctx, g.cacheDir, "rev-parse", "--verify", "--end-of-options", ref+"^{commit}")
-	if err != nil {
-		return "", fmt.Errorf("reading the tip of %s: %w", branch, err)
-	}
-	return strings.TrimSpace(out), nil
+	return ref, nil
 }
 
 // clearLocks removes the lock files a killed git leaves in the cache

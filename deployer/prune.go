@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"go.uber.org/zap"
@@ -26,8 +27,25 @@ func (d *Deployer) prune(cfg Config) {
 			drop = append(drop, r.Name)
 		}
 	}
+	// The newest release past Keep that is exact stays on disk as the spare
+	// that the next deploy without commands reuses (see reuse.go), in place
+	// of the spare before it. With keep 1 the user asked for nothing but
+	// the live release on disk: no spare.
+	spare := spareOf(d.st.Releases, keep, cfg.Keep)
+	if old := d.st.Spare; old != nil && (cfg.Keep < 2 || spare != nil && old.Name != spare.Name) {
+		if !keep[old.Name] {
+			drop = append(drop, old.Name)
+		}
+		d.st.Spare = nil
+	}
+	if spare != nil {
+		d.st.Spare = spare
+	}
 	for _, name := range drop {
 		d.st.remove(name)
+	}
+	if d.st.Spare != nil {
+		drop = slices.DeleteFunc(drop, func(name string) bool { return name == d.st.Spare.Name })
 	}
 	st := d.st
 	lastLog := ""
@@ -56,16 +74,27 @@ func (d *Deployer) prune(cfg Config) {
 		}
 		errs = append(errs, os.Remove(filepath.Join(dir, e.Name())))
 	}
-	g := d.git(cfg)
-	if _, err := os.Stat(filepath.Join(g.cacheDir, "worktrees")); err == nil {
-		if _, err := g.run(d.ctx, g.cacheDir, "worktree", "prune"); err != nil && d.ctx.Err() == nil {
-			errs = append(errs, err)
-		}
-	}
 	if err := errors.Join(errs...); err != nil {
 		d.log().Warn("pruning releases", zap.Error(err))
 	}
 	if len(drop) > 0 {
 		d.log().Debug("pruned releases", zap.Strings("releases", drop))
 	}
+}
+
+// spareOf returns the release of releases (oldest first) to keep as the
+// spare: the newest one not in keep, if it is exact; nil with keep 1.
+func spareOf(releases []releaseRecord, keep map[string]bool, keepN int) *releaseRecord {
+	if keepN < 2 {
+		return nil
+	}
+	for i := len(releases) - 1; i >= 0; i-- {
+		if r := releases[i]; !keep[r.Name] {
+			if !r.Exact || r.Commit == "" {
+				return nil
+			}
+			return &r
+		}
+	}
+	return nil
 }

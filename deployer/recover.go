@@ -59,6 +59,12 @@ func (d *Deployer) recoverFolder() {
 		}
 	}
 	st.Releases = kept
+	if sp := st.Spare; sp != nil {
+		fi, err := os.Stat(filepath.Join(dir, sp.Name))
+		if err != nil || !fi.IsDir() || known[sp.Name] || sp.Name == live || !validReleaseName(sp.Name) {
+			st.Spare = nil
+		}
+	}
 	if live != "" && !known[live] {
 		if fi, err := os.Stat(filepath.Join(dir, live)); err == nil && fi.IsDir() {
 			// Live, but unknown to the state: keep it, with no commit, so
@@ -69,7 +75,7 @@ func (d *Deployer) recoverFolder() {
 	}
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
-		if e.IsDir() && !known[e.Name()] {
+		if e.IsDir() && !known[e.Name()] && (st.Spare == nil || e.Name() != st.Spare.Name) {
 			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
 				d.log().Error("removing a half-built release", zap.String("release", e.Name()), zap.Error(err))
 			} else {

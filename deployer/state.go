@@ -35,6 +35,10 @@ type state struct {
 	// Building is the release being built and its process group, so that the
 	// next start can end a build a crash left running, and remove its folder.
 	Building *building `json:"building,omitempty"`
+	// Spare is a release past Keep that prune left on disk for the next
+	// deploy without commands to reuse (see reuse.go). It is never offered
+	// for rollback and never live.
+	Spare *releaseRecord `json:"spare,omitempty"`
 }
 
 type releaseRecord struct {
@@ -46,6 +50,16 @@ type releaseRecord struct {
 	// ran in it and it has no submodules. A next release without commands
 	// may then hard-link its unchanged files instead of writing them again.
 	Pristine bool `json:"pristine,omitempty"`
+	// Exact says the release's files are its commit's blobs as they are:
+	// Pristine, and no .gitattributes anywhere in its tree (whose rules a
+	// checkout applies). Only such a release may be reused in place.
+	Exact bool `json:"exact,omitempty"`
+	// LinksKnown says Links lists every symlink of the release (paths
+	// relative to it, slash-separated), so that the release made from it by
+	// reuse has its links checked without a walk. A release with more
+	// than maxKnownLinks links has them walked.
+	LinksKnown bool     `json:"links_known,omitempty"`
+	Links      []string `json:"links,omitempty"`
 }
 
 type building struct {

@@ -49,6 +49,49 @@ func checkLinks(dir, pub, publish string) error {
 	if err != nil {
 		return fmt.Errorf("checking symlinks: %w", err)
 	}
+	return linksOutside(count, bad, publish)
+}
+
+// checkLinkList is checkLinks for a release whose symlinks are known: links,
+// relative to dir and slash-separated, are all of them, and the folders
+// above each are real folders (as in a checkout of a tree). Only those under
+// pub are served, and checked; nothing is walked.
+func checkLinkList(dir, pub, publish string, links []string) error {
+	root, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return fmt.Errorf("resolving the release: %w", err)
+	}
+	under, err := filepath.Rel(root, pub)
+	if err != nil {
+		return fmt.Errorf("checking symlinks: %w", err)
+	}
+	var bad []string
+	count := 0
+	for _, l := range links {
+		rel := filepath.FromSlash(l)
+		if under != "." {
+			var ok bool
+			if rel, ok = strings.CutPrefix(rel, under+string(filepath.Separator)); !ok {
+				continue
+			}
+		}
+		target, out, err := linkLeaves(pub, rel)
+		if err != nil {
+			return fmt.Errorf("checking symlinks: %w", err)
+		}
+		if out {
+			count++
+			if len(bad) < 3 {
+				bad = append(bad, fmt.Sprintf("%q -> %q", l, target))
+			}
+		}
+	}
+	return linksOutside(count, bad, publish)
+}
+
+// linksOutside is the error of count links that resolve outside what is
+// served, bad the first few, or nil.
+func linksOutside(count int, bad []string, publish string) error {
 	if count == 0 {
 		return nil
 	}

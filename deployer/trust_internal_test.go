@@ -36,12 +36,12 @@ func TestSyncBeforeSwitch(t *testing.T) {
 	var calls []call
 	var path string
 	real := syncRelease
-	syncRelease = func(dir string) error {
+	syncRelease = func(dir string, made *madeRelease) error {
 		b, _ := os.ReadFile(filepath.Join(dir, "index.html"))
 		mu.Lock()
 		calls = append(calls, call{liveRelease(path), string(b)})
 		mu.Unlock()
-		return real(dir)
+		return real(dir, made)
 	}
 	t.Cleanup(func() { syncRelease = real })
 
