@@ -82,8 +82,11 @@ type Config struct {
 	// an error.
 	Timeout time.Duration
 
-	// Keep is how many releases stay on disk, the live one included. Zero
-	// means DefaultKeep; negative is an error.
+	// Keep is how many releases stay on disk for rollback, the live one
+	// included. Zero means DefaultKeep; negative is an error. Without
+	// Commands, and with Keep of 2 or more, one more folder stays: the spare,
+	// the newest release past Keep, never live and never offered for
+	// rollback, which the next deploy reuses (updating only what changed).
 	Keep int
 
 	// Depth is the fetch depth, as git fetch --depth takes it, also for
