@@ -33,6 +33,7 @@ var scenarios = []scenario{
 	{"diskfull", "4. disk full", (*run).diskFull},
 	{"latency", "5. delivery to live", (*run).latency},
 	{"handler", "6. handler vs go-github", (*run).handlerBench},
+	{"cluster", "7. several nodes", (*run).cluster},
 }
 
 func main() {
