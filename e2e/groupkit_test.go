@@ -266,7 +266,7 @@ func (g *group) waitServing(commit string, nodes ...*node) string {
 			}
 			switch {
 			case st.Cluster == nil:
-				return fmt.Errorf("no cluster in the status: %+v", st.Status)
+				return fmt.Errorf("no cluster in the status: live %+v, last %+v", st.Live, st.Last)
 			case st.Live == nil || st.Live.Commit != commit || st.Running != nil:
 				return fmt.Errorf("live %+v, running %+v, last %+v, cluster %+v", st.Live, st.Running, st.Last, st.Cluster)
 			case st.Cluster.Live == nil || st.Cluster.Live.Commit != commit:
