@@ -82,6 +82,10 @@ const (
 	// OutcomeFollowed: this node switched to its group's live release,
 	// from the group's archive or a release it kept, without building.
 	OutcomeFollowed = "followed"
+	// OutcomeStorageFailed: the group's storage (Config.Cluster) could not
+	// be read or written; retried with backoff, and the tip is not marked
+	// failed. Detail says what failed.
+	OutcomeStorageFailed = "storage_failed"
 )
 
 // Checked is the worker's last look at the branch's tip, whatever came of
