@@ -285,8 +285,9 @@ func (g *group) waitServing(commit string, nodes ...*node) string {
 	return g.sameBytes(nodes...)
 }
 
-// waitConverged waits until every running node's status says the group has
-// converged on commit: every node record serves the live release.
+// waitConverged waits until every running node's status lists every node
+// of the group and says the group has converged on commit: every node
+// record serves the live release.
 func (g *group) waitConverged(commit string) {
 	g.t.Helper()
 	for _, n := range g.running() {
@@ -295,7 +296,7 @@ func (g *group) waitConverged(commit string) {
 			if err != nil {
 				return err
 			}
-			if c := st.Cluster; c == nil || !c.Converged || c.Live == nil || c.Live.Commit != commit || c.Behind != 0 || c.Error != "" {
+			if c := st.Cluster; c == nil || !c.Converged || len(c.Nodes) != len(g.nodes) || c.Live == nil || c.Live.Commit != commit || c.Behind != 0 || c.Error != "" {
 				return fmt.Errorf("cluster %+v", c)
 			}
 			return nil
