@@ -1,6 +1,7 @@
 package caddywebhook
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -42,9 +43,17 @@ func (h *Handler) unmarshalCluster(d *caddyfile.Dispenser, name string) error {
 func (h *Handler) provisionCluster(ctx caddy.Context) error {
 	if h.Cluster == "" {
 		if h.ClusterPoll != 0 {
-			return fmt.Errorf("cluster_poll needs cluster")
+			return errors.New("cluster_poll needs cluster")
 		}
 		return nil
+	}
+	// Checked before anything is read: the deployer's Validate checks
+	// them again, with the rest.
+	if err := deployer.ValidateClusterName(h.Cluster); err != nil {
+		return err
+	}
+	if h.ClusterPoll < 0 {
+		return fmt.Errorf("cluster_poll %s must be positive", time.Duration(h.ClusterPoll))
 	}
 	id, err := caddy.InstanceID()
 	if err != nil {

@@ -619,6 +619,10 @@ func TestProvisionErrors(t *testing.T) {
 		{"bad env name", func(h *Handler) { h.Env = map[string]string{"A=B": "c"} }, "env name"},
 		{"empty command", func(h *Handler) { h.Command = [][]string{{}} }, "command 1 is empty"},
 		{"bad branch", func(h *Handler) { h.Branch = "-x" }, "not a valid branch"},
+		{"cluster name with a slash", func(h *Handler) { h.Cluster = "a/b" }, `cluster name "a/b" must be`},
+		{"cluster name too long", func(h *Handler) { h.Cluster = strings.Repeat("a", 65) }, "cluster name"},
+		{"cluster_poll without cluster", func(h *Handler) { h.ClusterPoll = caddy.Duration(time.Second) }, "cluster_poll needs cluster"},
+		{"negative cluster_poll", func(h *Handler) { h.Cluster = "blog"; h.ClusterPoll = caddy.Duration(-time.Second) }, "cluster_poll -1s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
