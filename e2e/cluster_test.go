@@ -215,6 +215,7 @@ func TestClusterBuilderKilledMidBuild(t *testing.T) {
 		t.Fatalf("a does not build %s: running %+v", second[:12], st.Running)
 	}
 	a.stop(syscall.SIGKILL)
+	killed := time.Now()
 	waitUntil(t, 10*time.Second, "a's build to end with it", func() error {
 		if !processGone(pid) {
 			return fmt.Errorf("build %d still runs", pid)
@@ -231,6 +232,15 @@ func TestClusterBuilderKilledMidBuild(t *testing.T) {
 	if code != http.StatusAccepted {
 		t.Fatalf("wake through b's admin API: %d %s", code, body)
 	}
+	// b waits for a's lock to go stale, then builds: the build script's
+	// second start. Should it not, the lock file says why.
+	waitUntil(t, 40*time.Second, "b to take the group's lock and build", func() error {
+		if started, _ := g.buildCount(second); started < 2 {
+			return fmt.Errorf("b's status %+v; the group's lock file (a was killed %v ago): %s",
+				b.status().Running, time.Since(killed).Round(time.Second), g.lockFile())
+		}
+		return nil
+	})
 	built2 := g.waitServing(second, b, c)
 	w.requireServed(t, built1, built2)
 	if started, done := g.buildCount(second); started != 2 || done != 1 {

@@ -528,3 +528,14 @@ func (w *watcher) first(name string) (string, bool) {
 	}
 	return "", false
 }
+
+// lockFile returns what the group's build lock file in the shared storage
+// holds (certmagic's file_system lock: created and updated times), for
+// messages.
+func (g *group) lockFile() string {
+	b, err := os.ReadFile(filepath.Join(g.storage, "locks", "github_webhookclusters"+groupName+"build.lock"))
+	if err != nil {
+		return err.Error()
+	}
+	return strings.TrimSpace(string(b))
+}
