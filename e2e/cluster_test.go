@@ -371,3 +371,76 @@ func TestClusterStorageOutage(t *testing.T) {
 	g.requireOneBuild(second)
 	w.requireServed(t, built1, built2)
 }
+
+// TestClusterTamperedArchive starts node c, after a push it missed, with
+// the group's archive of that push altered in storage: c refuses it (its
+// digest differs from the live record's), keeps serving its last release,
+// and says how long it has been behind, in its status and in
+// caddy_github_webhook_cluster_behind_seconds. It does not load that
+// archive again by itself; once the archive is restored, a wake through its
+// admin API makes it follow, without a build.
+func TestClusterTamperedArchive(t *testing.T) {
+	g := newGroup(t, 3)
+	a, b, c := g.nodes[0], g.nodes[1], g.nodes[2]
+	first := g.remote.Git("rev-parse", "HEAD")
+	g.startAll()
+	built1 := g.waitServing(first, a, b, c)
+	g.waitConverged(first)
+
+	c.stop(syscall.SIGTERM)
+	second := g.remote.Commit("Second version", map[string]string{"index.html": "<h1>Second version</h1>\n"})
+	a.deliver("e2e-cluster-tamper", first, second)
+	built2 := g.waitServing(second, a, b)
+	live := a.status().Cluster.Live
+	archive := filepath.Join(g.storage, filepath.FromSlash(live.Archive))
+	orig, err := os.ReadFile(archive)
+	if err != nil {
+		t.Fatalf("the group's archive of %s: %v", second[:12], err)
+	}
+	// The same size, one byte changed in the middle.
+	bad := append([]byte(nil), orig...)
+	bad[len(bad)/2] ^= 0xff
+	if err := os.WriteFile(archive, bad, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	w := g.watch(c)
+	w.starting = true
+	c.start()
+	waitUntil(t, 30*time.Second, "c to say it is behind", func() error {
+		st := c.status()
+		if cl := st.Cluster; cl == nil || cl.Live == nil || cl.Live.Commit != second || cl.Behind <= 0 {
+			return fmt.Errorf("cluster %+v, last %+v", st.Cluster, st.Last)
+		}
+		if v, ok := c.metric(metricBehind, nil); !ok || v <= 0 {
+			return fmt.Errorf("%s = %v (present %v)", metricBehind, v, ok)
+		}
+		return nil
+	})
+	st := c.status()
+	t.Logf("c with a tampered archive: live %+v, last %+v, cluster error %q", st.Live, st.Last, st.Cluster.Error)
+	if st.Live == nil || st.Live.Commit != first {
+		t.Errorf("c's live release %+v, want the first commit's", st.Live)
+	}
+	if st.Last == nil || st.Last.Result != "error" || !strings.Contains(st.Last.Error, "digest") || st.Last.Commit != second {
+		t.Errorf("c's last deploy %+v, want an error naming the digest of %s's archive", st.Last, second[:12])
+	}
+	if got, err := c.served(); err != nil || got != built1 {
+		t.Errorf("c serves %q (%v) with the archive tampered, want its last release's %q", got, err, built1)
+	}
+
+	// c does not load a refused archive again until the group's live
+	// record changes; a wake through its admin API tries again.
+	if err := os.WriteFile(archive, orig, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := c.adminPost("/github_webhook/deploy", map[string]string{"path": c.path}); code != http.StatusAccepted {
+		t.Fatalf("wake through c's admin API: %d %s", code, body)
+	}
+	if got := g.waitServing(second, a, b, c); got != built2 {
+		t.Errorf("c serves %q once the archive is restored, want %q", got, built2)
+	}
+	g.waitConverged(second)
+	w.requireServed(t, built1, built2)
+	g.requireOneBuild(second)
+}
