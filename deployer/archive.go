@@ -10,7 +10,9 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -45,6 +47,7 @@ func packTree(dir string) ([]byte, string, error) {
 		return nil, "", fmt.Errorf("packing the release: %w", err)
 	}
 	tw := tar.NewWriter(zw)
+	copyBuf := make([]byte, 64<<10)
 	err = filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -92,7 +95,7 @@ func packTree(dir string) ([]byte, string, error) {
 			return err
 		}
 		defer f.Close()
-		if _, err := io.Copy(tw, f); err != nil {
+		if _, err := io.CopyBuffer(writerOnly{tw}, f, copyBuf); err != nil {
 			return err
 		}
 		return nil
@@ -137,6 +140,8 @@ func unpackTree(archive []byte, dir string) error {
 		return fmt.Errorf("unpacking the archive: %w", err)
 	}
 	defer root.Close()
+	folders := rootFolders{root: root, open: map[string]*os.Root{}}
+	defer folders.close()
 
 	type stamp struct {
 		name string
@@ -144,6 +149,7 @@ func unpackTree(archive []byte, dir string) error {
 	}
 	var dirs []stamp
 	var total int64
+	buf := make([]byte, 64<<10)
 	tr := tar.NewReader(zr)
 	for n := 0; ; n++ {
 		hdr, err := tr.Next()
@@ -174,18 +180,22 @@ func unpackTree(archive []byte, dir string) error {
 			if total += hdr.Size; total > maxUnpacked {
 				return fmt.Errorf("unpacking the archive: more than %d bytes", int64(maxUnpacked))
 			}
-			f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm|0o644)
+			in, base, err := folders.of(name)
 			if err != nil {
 				return fmt.Errorf("unpacking %q: %w", name, err)
 			}
-			_, err = io.Copy(f, tr) // tar stops at hdr.Size
+			f, err := in.OpenFile(base, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm|0o644)
+			if err != nil {
+				return fmt.Errorf("unpacking %q: %w", name, err)
+			}
+			_, err = io.CopyBuffer(writerOnly{f}, tr, buf) // tar stops at hdr.Size
 			if cerr := f.Close(); err == nil {
 				err = cerr
 			}
 			if err != nil {
 				return fmt.Errorf("unpacking %q: %w", name, err)
 			}
-			if err := root.Chtimes(name, hdr.ModTime, hdr.ModTime); err != nil {
+			if err := in.Chtimes(base, hdr.ModTime, hdr.ModTime); err != nil {
 				return fmt.Errorf("unpacking %q: %w", name, err)
 			}
 		case tar.TypeSymlink:
@@ -203,4 +213,41 @@ func unpackTree(archive []byte, dir string) error {
 		root.Chtimes(dirs[i].name, dirs[i].at, dirs[i].at)
 	}
 	return nil
+}
+
+// writerOnly hides the ReadFrom of an *os.File or a tar.Writer, so that
+// io.CopyBuffer uses the one buffer of a whole archive instead of
+// allocating one per file.
+type writerOnly struct{ io.Writer }
+
+// rootFolders opens each folder of an archive once, inside root, so that a
+// file is created with one openat(2) of its base name rather than a walk of
+// its whole path. Entries come in lexical order: a folder's files follow
+// each other.
+type rootFolders struct {
+	root *os.Root
+	open map[string]*os.Root
+}
+
+// of returns the folder of name, opened inside root, and name's base.
+func (r *rootFolders) of(name string) (*os.Root, string, error) {
+	dir, base := path.Split(name)
+	if dir == "" {
+		return r.root, base, nil
+	}
+	if in, ok := r.open[dir]; ok {
+		return in, base, nil
+	}
+	in, err := r.root.OpenRoot(strings.TrimSuffix(dir, "/"))
+	if err != nil {
+		return nil, "", err
+	}
+	r.open[dir] = in
+	return in, base, nil
+}
+
+func (r *rootFolders) close() {
+	for _, in := range r.open {
+		in.Close()
+	}
 }

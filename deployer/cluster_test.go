@@ -194,7 +194,16 @@ func TestClusterBuildsOnceAndEveryNodeServesIt(t *testing.T) {
 	if stamp3 == stamp1 {
 		t.Error("c3 served the bytes of c1's build")
 	}
-	waitConverged(t, b, 3)
+	// A node that was never in the group before serves the group's
+	// release as soon as it starts, without building.
+	d := g.node("d")
+	if got := g.waitServing(c3, a, d); got != stamp3 {
+		t.Errorf("a new node serves %q, want %q", got, stamp3)
+	}
+	if n := g.buildCount(); n != 3 {
+		t.Fatalf("%d builds after a new node joined, want 3", n)
+	}
+	waitConverged(t, b, 4)
 }
 
 // A storage outage (the storage folder replaced by a plain file, so that
@@ -309,6 +318,9 @@ func TestClusterRefusesBadArchives(t *testing.T) {
 			})
 			if !strings.Contains(cs.Error, tc.want) || !strings.Contains(cs.Error, "refused") {
 				t.Errorf("cluster error %q, want it to say %q", cs.Error, tc.want)
+			}
+			if cs.Converged || cs.Behind <= 0 {
+				t.Errorf("a node that cannot follow shows converged %v, behind %v", cs.Converged, cs.Behind)
 			}
 			if l := a.Status().Last; l.Result != "error" || l.Error != cs.Error {
 				t.Errorf("last result %+v", l)
