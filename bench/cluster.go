@@ -26,7 +26,9 @@ const clusterNodes = 3
 // delivery to the change served by each node: to the last node, and the
 // spread between the first and the last. Every push must be served by all
 // three nodes and built once in the group (deploys_total{result="ok"}
-// summed over the nodes).
+// summed over the nodes). A follower's lag is the wait for its next read of
+// the group's live record (up to the poll) and the follow itself, reported
+// apart.
 func (r *run) cluster() error {
 	nfiles, rounds := 2000, 20
 	if r.short {
@@ -75,7 +77,7 @@ func (r *run) cluster() error {
 		}
 	}
 
-	var toFirst, toLast, spread []time.Duration
+	var toFirst, toLast, spread, follow []time.Duration
 	converged := 0
 	for i := 1; i <= rounds; i++ {
 		name, marker := pageName(i), fmt.Sprintf("round %d %s", i, testkit.DeliveryID())
@@ -104,6 +106,11 @@ func (r *run) cluster() error {
 			continue
 		}
 		converged++
+		for _, p := range nodes[1:] {
+			if st, err := p.status(); err == nil && st.Last != nil && st.Last.Reason == "group" && st.Last.Commit == sha {
+				follow = append(follow, time.Duration(st.Last.Duration))
+			}
+		}
 		first, last := slices.Min(live), slices.Max(live)
 		toFirst, toLast, spread = append(toFirst, first), append(toLast, last), append(spread, last-first)
 		r.logf("round %d: live on the nodes after %v", i, live)
@@ -126,6 +133,7 @@ func (r *run) cluster() error {
 	slices.Sort(toFirst)
 	slices.Sort(toLast)
 	slices.Sort(spread)
+	slices.Sort(follow)
 	r.rep.info("site", fmt.Sprintf("%d nodes, one `storage file_system` folder, default poll; %d files of 2 KiB, no build; %d one-file changes delivered to one node", clusterNodes, nfiles, rounds))
 	r.rep.check("pushes served by all three nodes", fmt.Sprintf("%d of %d", converged, rounds), fmt.Sprint(rounds), converged == rounds)
 	r.rep.check("builds in the group (deploys_total{result=ok}, summed)", fmt.Sprint(ok), fmt.Sprint(rounds+1), ok == float64(rounds+1))
@@ -135,6 +143,9 @@ func (r *run) cluster() error {
 	}
 	r.rep.info("delivery → first node serves the change: median / max", pair(toFirst))
 	r.rep.info("delivery → last node serves the change: median / max", pair(toLast))
+	if len(follow) > 0 {
+		r.rep.info("a follow (read the archive, check its digest, unpack, switch), from the status: median / max", pair(follow))
+	}
 	r.rep.perf("first node → last node: median / max", pair(spread), "max ≤ 2 s", spread[len(spread)-1] <= 2*time.Second)
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -443,4 +444,56 @@ func TestClusterTamperedArchive(t *testing.T) {
 	g.waitConverged(second)
 	w.requireServed(t, built1, built2)
 	g.requireOneBuild(second)
+}
+
+// TestClusterAnyNodeBuildsAndArchivesPruned delivers three pushes, each to
+// another node: whichever node is woken builds, once, and the others
+// follow; storage keeps the archives of the last three releases (keep's
+// default), the live one among them, and every node keeps the same three
+// releases.
+func TestClusterAnyNodeBuildsAndArchivesPruned(t *testing.T) {
+	g := newGroup(t, 3)
+	first := g.remote.Git("rev-parse", "HEAD")
+	g.startAll()
+	g.waitServing(first, g.nodes...)
+	g.waitConverged(first)
+
+	prev := first
+	for i, n := range g.nodes {
+		commit := g.remote.Commit(fmt.Sprintf("Version %d", i+2), map[string]string{"index.html": fmt.Sprintf("<h1>Version %d</h1>\n", i+2)})
+		n.deliver(fmt.Sprintf("e2e-cluster-any-%d", i), prev, commit)
+		g.waitServing(commit, g.nodes...)
+		g.waitConverged(commit)
+		g.requireOneBuild(commit)
+		if live := n.status().Cluster.Live; live.Node != n.id() {
+			t.Errorf("push %d, delivered to %s: built by %s, want %s", i+1, n.name, live.Node, n.id())
+		}
+		prev = commit
+	}
+
+	live := g.nodes[0].status().Cluster.Live
+	dir := filepath.Join(g.storage, filepath.FromSlash(filepath.Dir(live.Archive)))
+	waitUntil(t, 30*time.Second, "the group's archives to be pruned to three", func() error {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			return err
+		}
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		if len(names) != 3 || !slices.Contains(names, filepath.Base(live.Archive)) {
+			return fmt.Errorf("archives %v, want three, %s among them", names, filepath.Base(live.Archive))
+		}
+		return nil
+	})
+	want := g.nodes[0].status().Releases
+	if len(want) != 3 || want[0] != live.Release {
+		t.Errorf("a's releases %v, want three, %s first", want, live.Release)
+	}
+	for _, n := range g.nodes[1:] {
+		if got := n.status().Releases; !slices.Equal(got, want) {
+			t.Errorf("node %s keeps releases %v, a keeps %v", n.name, got, want)
+		}
+	}
 }
