@@ -29,16 +29,19 @@ const (
 
 // groupState is what this node knows of its group; Deployer.mu guards it.
 type groupState struct {
-	live     *GroupLive
-	readAt   time.Time
-	err      string // last storage error; "" once a read works
-	errors   int    // storage calls that failed since start
-	nodes    []nodeRecord
-	wrote    nodeRecord // this node's record as last written; zero: write it
-	ticks    int
-	refused  string // the digest of an archive refused: not loaded again
-	retry    Reason // a deploy that failed on storage, woken again when it works
-	watching bool
+	live    *GroupLive
+	readAt  time.Time
+	err     string // last storage error; "" once a read works
+	errors  int    // storage calls that failed since start
+	nodes   []nodeRecord
+	wrote   nodeRecord // this node's record as last written; zero: write it
+	ticks   int
+	refused string // the digest of an archive refused: not loaded again
+	// refusedErr says why; the status shows it while live names that
+	// archive, whatever storage reads do meanwhile.
+	refusedErr string
+	retry      Reason // a deploy that failed on storage, woken again when it works
+	watching   bool
 }
 
 // storageError marks a deploy that could not read or write the group's
@@ -219,6 +222,9 @@ func (d *Deployer) clusterStatus(cl *Cluster, live string, commit string) *Clust
 	if g.live != nil {
 		l := *g.live
 		s.Live = &l
+		if s.Error == "" && g.refused == l.Digest {
+			s.Error = g.refusedErr
+		}
 	}
 	self := false
 	for _, n := range g.nodes {
@@ -268,7 +274,7 @@ func (d *Deployer) follow(ctx context.Context, cfg Config, gl *GroupLive, reason
 			// A broken archive is not loaded again until live changes.
 			d.mu.Lock()
 			d.group.refused = gl.Digest
-			d.group.err = err.Error()
+			d.group.refusedErr = err.Error()
 			d.mu.Unlock()
 		}
 		now := d.now()
