@@ -25,6 +25,11 @@ const (
 	nodesEveryTicks = 15
 	storeRetryBase  = time.Second
 	storeRetryMax   = 30 * time.Second
+	rollbackTimeout = time.Minute
+	// A node whose record is older than nodeStale (it rewrites it every
+	// nodeHeartbeat while it runs) is down or gone: it is listed, marked
+	// stale, and not counted in Converged.
+	nodeStale = 3 * nodeHeartbeat
 )
 
 // groupState is what this node knows of its group; Deployer.mu guards it.
@@ -241,14 +246,18 @@ func (d *Deployer) clusterStatus(cl *Cluster, live string, commit string) *Clust
 			Updated: g.wrote.Updated, Self: true})
 	}
 	slices.SortFunc(s.Nodes, func(a, b NodeStatus) int { return strings.Compare(a.Node, b.Node) })
+	now := d.now()
+	for i := range s.Nodes {
+		s.Nodes[i].Stale = !s.Nodes[i].Self && now.Sub(s.Nodes[i].Updated) > nodeStale
+	}
 	if s.Live != nil {
 		s.Converged = true
 		for i := range s.Nodes {
 			s.Nodes[i].Converged = s.Nodes[i].Release == s.Live.Release
-			s.Converged = s.Converged && s.Nodes[i].Converged
+			s.Converged = s.Converged && (s.Nodes[i].Converged || s.Nodes[i].Stale)
 		}
 		if live != s.Live.Release {
-			if behind := d.now().Sub(s.Live.At); behind > 0 {
+			if behind := now.Sub(s.Live.At); behind > 0 {
 				s.Behind = Seconds(behind)
 			}
 		}
@@ -592,7 +601,10 @@ func (d *Deployer) rollbackGroup(cfg Config, target releaseRecord) error {
 	if target.Commit == "" {
 		return fmt.Errorf("rolling back the group to %s: its commit is unknown", target.Name)
 	}
-	ctx, cancel := context.WithTimeout(d.ctx, cfg.Timeout)
+	// A rollback is a request that waits for its answer: storage that
+	// does not answer fails it rather than holding it for a deploy's
+	// timeout.
+	ctx, cancel := context.WithTimeout(d.ctx, min(cfg.Timeout, rollbackTimeout))
 	defer cancel()
 	gl, err := d.readLive(ctx, cl)
 	if err != nil {
@@ -606,9 +618,7 @@ func (d *Deployer) rollbackGroup(cfg Config, target releaseRecord) error {
 		}
 	}
 	key := cl.archiveKey(target.Name)
-	lctx, lcancel := context.WithTimeout(ctx, storageTimeout+time.Minute)
-	data, err := cl.Storage.Load(lctx, key)
-	lcancel()
+	data, err := cl.Storage.Load(ctx, key)
 	switch {
 	case err == nil:
 		next := &GroupLive{Commit: target.Commit, Release: target.Name, Archive: key, Digest: digestOf(data),
