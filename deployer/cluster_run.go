@@ -34,6 +34,7 @@ const (
 
 // groupState is what this node knows of its group; Deployer.mu guards it.
 type groupState struct {
+	name    string // the group this is about: a reload may change it
 	live    *GroupLive
 	readAt  time.Time
 	err     string // last storage error; "" once a read works
@@ -93,6 +94,11 @@ func (d *Deployer) readLive(ctx context.Context, cl *Cluster) (*GroupLive, error
 		}
 	}
 	d.mu.Lock()
+	if d.group.name != cl.Name {
+		// Another group since a reload: what this node knew of the last
+		// one, and wrote there, is not about this one.
+		d.group = groupState{name: cl.Name, errors: d.group.errors, retry: d.group.retry}
+	}
 	d.group.live = gl
 	d.group.readAt = d.now()
 	d.group.err = ""
@@ -223,6 +229,10 @@ func (d *Deployer) selfRecord(cl *Cluster) nodeRecord {
 // clusterStatus returns the group as this node knows it; d.mu is held.
 func (d *Deployer) clusterStatus(cl *Cluster, live string, commit string) *ClusterStatus {
 	g := &d.group
+	if g.name != cl.Name {
+		// Not read since a reload named another group (or ever).
+		g = &groupState{err: g.err, errors: g.errors}
+	}
 	s := &ClusterStatus{Name: cl.Name, Node: cl.Node, Error: g.err, StorageErrors: g.errors, ReadAt: g.readAt, Nodes: []NodeStatus{}}
 	if g.live != nil {
 		l := *g.live

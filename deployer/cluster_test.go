@@ -443,7 +443,7 @@ func TestClusterStatusConverged(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := &Deployer{now: func() time.Time { return now }}
-			d.group = groupState{live: live, nodes: append([]nodeRecord{self}, tc.others...)}
+			d.group = groupState{name: "blog", live: live, nodes: append([]nodeRecord{self}, tc.others...)}
 			cs := d.clusterStatus(&Cluster{Name: "blog", Node: "a"}, tc.serving, "")
 			if cs.Converged != tc.converged || time.Duration(cs.Behind) != tc.behind {
 				t.Errorf("converged %v behind %v, want %v %v", cs.Converged, time.Duration(cs.Behind), tc.converged, tc.behind)
@@ -461,5 +461,35 @@ func TestClusterStatusConverged(t *testing.T) {
 				t.Errorf("nodes %+v", cs.Nodes)
 			}
 		})
+	}
+}
+
+// A reload that moves a target to another group (Update) makes the node
+// record itself there, and its status speak of that group alone.
+func TestClusterUpdateMovesToAnotherGroup(t *testing.T) {
+	g := newGroup(t)
+	c1 := g.remote.commit(map[string]string{"index.html": "v1"})
+	cfg := g.config("a", filepath.Join(t.TempDir(), "a"))
+	a := start(t, cfg)
+	g.waitServing(c1, a)
+	waitConverged(t, a, 1)
+
+	moved := *cfg.Cluster
+	moved.Name = "www"
+	cfg.Cluster = &moved
+	if err := a.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a's record in group www", func() bool {
+		_, err := g.storage.Load(context.Background(), "github_webhook/clusters/www/nodes/a")
+		return err == nil
+	})
+	var cs *ClusterStatus
+	waitFor(t, "a's status about group www", func() bool {
+		cs = a.Status().Cluster
+		return cs.Name == "www" && len(cs.Nodes) == 1
+	})
+	if cs.Live != nil || cs.Converged {
+		t.Errorf("group www has no live record yet, status says %+v", cs)
 	}
 }
