@@ -130,6 +130,11 @@ type NodeStatus struct {
 	Converged bool `json:"converged"`
 	// Self marks this node.
 	Self bool `json:"self"`
+	// Stale says the node has not written its record for 15 minutes
+	// (a running node rewrites it every 5): it is down or gone, and
+	// not counted in ClusterStatus.Converged. Delete the storage key
+	// nodes/<id> of a node that left the group for good.
+	Stale bool `json:"stale,omitempty"`
 }
 
 // ClusterStatus is the group of a target, as this node last read it.
@@ -141,7 +146,8 @@ type ClusterStatus struct {
 	// Nodes are the records of every node, this one included, sorted by
 	// node id.
 	Nodes []NodeStatus `json:"nodes"`
-	// Converged says every listed node serves Live.Release.
+	// Converged says every listed node that is not stale serves
+	// Live.Release.
 	Converged bool `json:"converged"`
 	// Behind is how long this node has not served Live (0 when it does).
 	Behind Seconds `json:"behind"`

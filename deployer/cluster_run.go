@@ -25,20 +25,29 @@ const (
 	nodesEveryTicks = 15
 	storeRetryBase  = time.Second
 	storeRetryMax   = 30 * time.Second
+	rollbackTimeout = time.Minute
+	// A node whose record is older than nodeStale (it rewrites it every
+	// nodeHeartbeat while it runs) is down or gone: it is listed, marked
+	// stale, and not counted in Converged.
+	nodeStale = 3 * nodeHeartbeat
 )
 
 // groupState is what this node knows of its group; Deployer.mu guards it.
 type groupState struct {
-	live     *GroupLive
-	readAt   time.Time
-	err      string // last storage error; "" once a read works
-	errors   int    // storage calls that failed since start
-	nodes    []nodeRecord
-	wrote    nodeRecord // this node's record as last written; zero: write it
-	ticks    int
-	refused  string // the digest of an archive refused: not loaded again
-	retry    Reason // a deploy that failed on storage, woken again when it works
-	watching bool
+	name    string // the group this is about: a reload may change it
+	live    *GroupLive
+	readAt  time.Time
+	err     string // last storage error; "" once a read works
+	errors  int    // storage calls that failed since start
+	nodes   []nodeRecord
+	wrote   nodeRecord // this node's record as last written; zero: write it
+	ticks   int
+	refused string // the digest of an archive refused: not loaded again
+	// refusedErr says why; the status shows it while live names that
+	// archive, whatever storage reads do meanwhile.
+	refusedErr string
+	retry      Reason // a deploy that failed on storage, woken again when it works
+	watching   bool
 }
 
 // storageError marks a deploy that could not read or write the group's
@@ -85,6 +94,11 @@ func (d *Deployer) readLive(ctx context.Context, cl *Cluster) (*GroupLive, error
 		}
 	}
 	d.mu.Lock()
+	if d.group.name != cl.Name {
+		// Another group since a reload: what this node knew of the last
+		// one, and wrote there, is not about this one.
+		d.group = groupState{name: cl.Name, errors: d.group.errors, retry: d.group.retry}
+	}
 	d.group.live = gl
 	d.group.readAt = d.now()
 	d.group.err = ""
@@ -215,10 +229,17 @@ func (d *Deployer) selfRecord(cl *Cluster) nodeRecord {
 // clusterStatus returns the group as this node knows it; d.mu is held.
 func (d *Deployer) clusterStatus(cl *Cluster, live string, commit string) *ClusterStatus {
 	g := &d.group
+	if g.name != cl.Name {
+		// Not read since a reload named another group (or ever).
+		g = &groupState{err: g.err, errors: g.errors}
+	}
 	s := &ClusterStatus{Name: cl.Name, Node: cl.Node, Error: g.err, StorageErrors: g.errors, ReadAt: g.readAt, Nodes: []NodeStatus{}}
 	if g.live != nil {
 		l := *g.live
 		s.Live = &l
+		if s.Error == "" && g.refused == l.Digest {
+			s.Error = g.refusedErr
+		}
 	}
 	self := false
 	for _, n := range g.nodes {
@@ -235,14 +256,18 @@ func (d *Deployer) clusterStatus(cl *Cluster, live string, commit string) *Clust
 			Updated: g.wrote.Updated, Self: true})
 	}
 	slices.SortFunc(s.Nodes, func(a, b NodeStatus) int { return strings.Compare(a.Node, b.Node) })
+	now := d.now()
+	for i := range s.Nodes {
+		s.Nodes[i].Stale = !s.Nodes[i].Self && now.Sub(s.Nodes[i].Updated) > nodeStale
+	}
 	if s.Live != nil {
 		s.Converged = true
 		for i := range s.Nodes {
 			s.Nodes[i].Converged = s.Nodes[i].Release == s.Live.Release
-			s.Converged = s.Converged && s.Nodes[i].Converged
+			s.Converged = s.Converged && (s.Nodes[i].Converged || s.Nodes[i].Stale)
 		}
 		if live != s.Live.Release {
-			if behind := d.now().Sub(s.Live.At); behind > 0 {
+			if behind := now.Sub(s.Live.At); behind > 0 {
 				s.Behind = Seconds(behind)
 			}
 		}
@@ -268,7 +293,7 @@ func (d *Deployer) follow(ctx context.Context, cfg Config, gl *GroupLive, reason
 			// A broken archive is not loaded again until live changes.
 			d.mu.Lock()
 			d.group.refused = gl.Digest
-			d.group.err = err.Error()
+			d.group.refusedErr = err.Error()
 			d.mu.Unlock()
 		}
 		now := d.now()
@@ -586,7 +611,10 @@ func (d *Deployer) rollbackGroup(cfg Config, target releaseRecord) error {
 	if target.Commit == "" {
 		return fmt.Errorf("rolling back the group to %s: its commit is unknown", target.Name)
 	}
-	ctx, cancel := context.WithTimeout(d.ctx, cfg.Timeout)
+	// A rollback is a request that waits for its answer: storage that
+	// does not answer fails it rather than holding it for a deploy's
+	// timeout.
+	ctx, cancel := context.WithTimeout(d.ctx, min(cfg.Timeout, rollbackTimeout))
 	defer cancel()
 	gl, err := d.readLive(ctx, cl)
 	if err != nil {
@@ -600,9 +628,7 @@ func (d *Deployer) rollbackGroup(cfg Config, target releaseRecord) error {
 		}
 	}
 	key := cl.archiveKey(target.Name)
-	lctx, lcancel := context.WithTimeout(ctx, storageTimeout+time.Minute)
-	data, err := cl.Storage.Load(lctx, key)
-	lcancel()
+	data, err := cl.Storage.Load(ctx, key)
 	switch {
 	case err == nil:
 		next := &GroupLive{Commit: target.Commit, Release: target.Name, Archive: key, Digest: digestOf(data),

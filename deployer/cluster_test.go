@@ -421,3 +421,75 @@ func wakeFor(n *target, r Reason) Checked {
 	})
 	return *c
 }
+
+// The group has converged when every node that is not stale serves live's
+// release; a node silent for longer than nodeStale is listed as stale.
+func TestClusterStatusConverged(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	live := &GroupLive{Commit: "c2", Release: "r2", At: now.Add(-time.Minute)}
+	self := nodeRecord{Node: "a", Release: "r2", Updated: now}
+	for _, tc := range []struct {
+		name      string
+		serving   string // what this node serves
+		others    []nodeRecord
+		converged bool
+		stale     []string
+		behind    time.Duration
+	}{
+		{"all on live", "r2", []nodeRecord{{Node: "b", Release: "r2", Updated: now}}, true, nil, 0},
+		{"one behind", "r2", []nodeRecord{{Node: "b", Release: "r1", Updated: now.Add(-time.Minute)}}, false, nil, 0},
+		{"this node behind", "r1", []nodeRecord{{Node: "b", Release: "r2", Updated: now}}, false, nil, time.Minute},
+		{"a silent node does not count", "r2", []nodeRecord{{Node: "gone", Release: "r1", Updated: now.Add(-time.Hour)}}, true, []string{"gone"}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := &Deployer{now: func() time.Time { return now }}
+			d.group = groupState{name: "blog", live: live, nodes: append([]nodeRecord{self}, tc.others...)}
+			cs := d.clusterStatus(&Cluster{Name: "blog", Node: "a"}, tc.serving, "")
+			if cs.Converged != tc.converged || time.Duration(cs.Behind) != tc.behind {
+				t.Errorf("converged %v behind %v, want %v %v", cs.Converged, time.Duration(cs.Behind), tc.converged, tc.behind)
+			}
+			var stale []string
+			for _, n := range cs.Nodes {
+				if n.Stale {
+					stale = append(stale, n.Node)
+				}
+			}
+			if !slices.Equal(stale, tc.stale) {
+				t.Errorf("stale %v, want %v", stale, tc.stale)
+			}
+			if len(cs.Nodes) != 1+len(tc.others) || cs.Nodes[0].Node != "a" || !cs.Nodes[0].Self {
+				t.Errorf("nodes %+v", cs.Nodes)
+			}
+		})
+	}
+}
+
+// A reload that moves a target to another group (Update) makes the node
+// record itself there, and its status speak of that group alone.
+func TestClusterUpdateMovesToAnotherGroup(t *testing.T) {
+	g := newGroup(t)
+	c1 := g.remote.commit(map[string]string{"index.html": "v1"})
+	cfg := g.config("a", filepath.Join(t.TempDir(), "a"))
+	a := start(t, cfg)
+	g.waitServing(c1, a)
+	waitConverged(t, a, 1)
+
+	moved := *cfg.Cluster
+	moved.Name = "www"
+	cfg.Cluster = &moved
+	if err := a.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a's record in group www", func() bool {
+		_, err := g.storage.Load(context.Background(), "github_webhook/clusters/www/nodes/a")
+		return err == nil
+	})
+	var cs *ClusterStatus
+	waitFor(t, "a's status about group www", func() bool {
+		cs = a.Status().Cluster
+		return cs.Name == "www" && len(cs.Nodes) == 1
+	})
+	if cs.Live != nil || cs.Converged {
+		t.Errorf("group www has no live record yet, status says %+v", cs)
+	}
+}
