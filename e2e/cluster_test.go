@@ -426,6 +426,9 @@ func TestClusterTamperedArchive(t *testing.T) {
 	if st.Last == nil || st.Last.Result != "error" || !strings.Contains(st.Last.Error, "digest") || st.Last.Commit != second {
 		t.Errorf("c's last deploy %+v, want an error naming the digest of %s's archive", st.Last, second[:12])
 	}
+	if !strings.Contains(st.Cluster.Error, live.Archive) {
+		t.Errorf("c's cluster error %q does not name the refused archive %s", st.Cluster.Error, live.Archive)
+	}
 	if got, err := c.served(); err != nil || got != built1 {
 		t.Errorf("c serves %q (%v) with the archive tampered, want its last release's %q", got, err, built1)
 	}
@@ -441,6 +444,7 @@ func TestClusterTamperedArchive(t *testing.T) {
 	if got := g.waitServing(second, a, b, c); got != built2 {
 		t.Errorf("c serves %q once the archive is restored, want %q", got, built2)
 	}
+	// Once c serves the group's release, its status has no error left.
 	g.waitConverged(second)
 	w.requireServed(t, built1, built2)
 	g.requireOneBuild(second)
