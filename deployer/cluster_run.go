@@ -138,8 +138,15 @@ func (d *Deployer) watchGroup() {
 			ctx, cancel := context.WithTimeout(d.ctx, cfg.Timeout)
 			err := d.follow(ctx, cfg, gl, ReasonGroup)
 			cancel()
+			if err != nil && d.ctx.Err() != nil {
+				return // stopping
+			}
 			c := Checked{Reason: ReasonGroup, Commit: gl.Commit, Outcome: OutcomeFollowed, At: d.now()}
-			if err != nil {
+			var se *storageError
+			switch {
+			case errors.As(err, &se):
+				c.Outcome, c.Detail = OutcomeStorageFailed, err.Error()
+			case err != nil:
 				c.Outcome, c.Detail = OutcomeFailed, err.Error()
 			}
 			d.mu.Lock()
