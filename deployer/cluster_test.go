@@ -14,6 +14,7 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"github.com/klauspost/compress/zstd"
+	"go.uber.org/goleak"
 	"go.uber.org/zap"
 )
 
@@ -533,5 +534,20 @@ func TestClusterDeadBuilderLeaseExpires(t *testing.T) {
 	}
 	if _, err := g.storage.Load(ctx, "github_webhook/clusters/blog/building"); err == nil {
 		t.Error("the build lease is left after the build")
+	}
+}
+
+// Close ends the group's watch with the worker: no goroutine of the node
+// is left, but certmagic's own lock refresher, which ends by itself.
+func TestClusterCloseEndsTheWatch(t *testing.T) {
+	g := newGroup(t)
+	c1 := g.remote.commit(map[string]string{"index.html": "v1"})
+	others := goleak.IgnoreCurrent()
+	a := g.node("a")
+	g.waitServing(c1, a)
+	waitConverged(t, a, 1)
+	a.close()
+	if err := goleak.Find(others, goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.keepLockfileFresh")); err != nil {
+		t.Errorf("a goroutine outlived Close: %v", err)
 	}
 }
