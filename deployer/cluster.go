@@ -83,6 +83,7 @@ func (c *Cluster) poll() time.Duration {
 func (c *Cluster) prefix() string               { return "github_webhook/clusters/" + c.Name + "/" }
 func (c *Cluster) liveKey() string              { return c.prefix() + "live" }
 func (c *Cluster) lockName() string             { return c.prefix() + "build" }
+func (c *Cluster) buildingKey() string          { return c.prefix() + "building" }
 func (c *Cluster) archivesKey() string          { return c.prefix() + "archives" }
 func (c *Cluster) nodesKey() string             { return c.prefix() + "nodes" }
 func (c *Cluster) nodeKey(node string) string   { return c.nodesKey() + "/" + node }

@@ -26,6 +26,12 @@ const (
 	storeRetryBase  = time.Second
 	storeRetryMax   = 30 * time.Second
 	rollbackTimeout = time.Minute
+	// A build lease expires buildLease after its holder last renewed it;
+	// the holder renews it every leaseRenew; a node waiting for another's
+	// build looks again every claimRetry.
+	buildLease = 15 * time.Second
+	leaseRenew = 5 * time.Second
+	claimRetry = time.Second
 	// A node whose record is older than nodeStale (it rewrites it every
 	// nodeHeartbeat while it runs) is down or gone: it is listed, marked
 	// stale, and not counted in Converged.
@@ -138,8 +144,15 @@ func (d *Deployer) watchGroup() {
 			ctx, cancel := context.WithTimeout(d.ctx, cfg.Timeout)
 			err := d.follow(ctx, cfg, gl, ReasonGroup)
 			cancel()
+			if err != nil && d.ctx.Err() != nil {
+				return // stopping
+			}
 			c := Checked{Reason: ReasonGroup, Commit: gl.Commit, Outcome: OutcomeFollowed, At: d.now()}
-			if err != nil {
+			var se *storageError
+			switch {
+			case errors.As(err, &se):
+				c.Outcome, c.Detail = OutcomeStorageFailed, err.Error()
+			case err != nil:
 				c.Outcome, c.Detail = OutcomeFailed, err.Error()
 			}
 			d.mu.Lock()
@@ -480,23 +493,109 @@ func (d *Deployer) pruneArchives(ctx context.Context, cfg Config, live string) {
 	}
 }
 
-// lockGroup takes the group's build lock; the returned func releases it.
-func (d *Deployer) lockGroup(ctx context.Context, cl *Cluster) (func(), error) {
-	if err := cl.Storage.Lock(ctx, cl.lockName()); err != nil {
+// buildingRecord is the group's build lease (storage key `building`): the
+// node that builds, and until when its claim holds unless renewed.
+type buildingRecord struct {
+	Node    string    `json:"node"`
+	Host    string    `json:"host"`
+	Commit  string    `json:"commit"`
+	Since   time.Time `json:"since"`
+	Expires time.Time `json:"expires"`
+}
+
+// claimBuild tries once to claim the group's build for this node. Under the
+// storage's lock (`build`), held only for this test-and-set, it reads the
+// lease (`building`): when no other node holds one that has not expired, it
+// writes its own, renewed every leaseRenew until the returned release is
+// called (which deletes it). Otherwise it returns the other node's lease.
+//
+// The storage's lock is not held for the whole build because its expiry is
+// the storage module's own business: certmagic's file_system renews a lock
+// from a goroutine that outlives the Unlock by up to 5 s and renews
+// whatever lock file has that name meanwhile, so a builder killed with a
+// lock taken just after another node released it would leave a lock that
+// never goes stale. A lease that only its holder renews expires buildLease
+// after its holder died, whatever the storage.
+func (d *Deployer) claimBuild(ctx context.Context, cl *Cluster, tip string) (func(), *buildingRecord, error) {
+	lctx, cancel := context.WithTimeout(ctx, storageTimeout)
+	defer cancel()
+	if err := cl.Storage.Lock(lctx, cl.lockName()); err != nil {
 		err = fmt.Errorf("taking the group's build lock: %w", err)
 		if d.ctx.Err() == nil {
 			d.storageFailed(err)
 		}
-		return nil, &storageError{err}
+		return nil, nil, &storageError{err}
 	}
-	return func() {
+	unlocked := false
+	unlock := func() {
+		if unlocked {
+			return
+		}
+		unlocked = true
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storageTimeout)
 		defer cancel()
 		if err := cl.Storage.Unlock(uctx, cl.lockName()); err != nil {
 			d.storageFailed(fmt.Errorf("releasing the group's build lock: %w", err))
 			d.log().Warn("releasing the group's build lock; it expires on its own", zap.Error(err))
 		}
-	}, nil
+	}
+	defer unlock()
+	b, err := cl.Storage.Load(lctx, cl.buildingKey())
+	var cur buildingRecord
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		err = fmt.Errorf("reading the group's build lease: %w", err)
+		d.storageFailed(err)
+		return nil, nil, &storageError{err}
+	default:
+		json.Unmarshal(b, &cur) // unreadable: nobody's
+	}
+	now := d.now()
+	if cur.Node != "" && cur.Node != cl.Node && now.Before(cur.Expires) {
+		return nil, &cur, nil
+	}
+	lease := buildingRecord{Node: cl.Node, Host: cl.Host, Commit: tip, Since: now, Expires: now.Add(buildLease)}
+	b, _ = json.Marshal(lease)
+	if err := cl.Storage.Store(lctx, cl.buildingKey(), b); err != nil {
+		err = fmt.Errorf("writing the group's build lease: %w", err)
+		d.storageFailed(err)
+		return nil, nil, &storageError{err}
+	}
+	unlock()
+
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(leaseRenew)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			lease.Expires = d.now().Add(buildLease)
+			b, _ := json.Marshal(lease)
+			sctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
+			err := cl.Storage.Store(sctx, cl.buildingKey(), b)
+			cancel()
+			if err != nil {
+				d.storageFailed(fmt.Errorf("renewing the group's build lease: %w", err))
+			}
+		}
+	}()
+	release := func() {
+		close(stop)
+		<-done
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storageTimeout)
+		defer cancel()
+		if err := cl.Storage.Delete(rctx, cl.buildingKey()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			d.storageFailed(fmt.Errorf("ending the group's build lease: %w", err))
+			d.log().Warn("ending the group's build lease; it expires on its own", zap.Error(err))
+		}
+	}
+	return release, nil, nil
 }
 
 // deployGroupTip is deployTip for a target in a group: it follows the
@@ -521,15 +620,39 @@ func (d *Deployer) deployGroupTip(ctx context.Context, cfg Config, g *git, reaso
 		}
 	}
 	d.setRunning(&Running{Reason: reason, Commit: tip, Since: start})
-	unlock, err := d.lockGroup(ctx, cl)
-	if err != nil {
-		if d.ctx.Err() != nil {
-			return Checked{Commit: tip, Outcome: OutcomeInterrupted}, nil
+	var release func()
+	for waited := false; ; waited = true {
+		rel, holder, err := d.claimBuild(ctx, cl, tip)
+		if err != nil {
+			if d.ctx.Err() != nil {
+				return Checked{Commit: tip, Outcome: OutcomeInterrupted}, nil
+			}
+			return Checked{Commit: tip, Outcome: OutcomeStorageFailed, Detail: err.Error()}, err
 		}
-		return Checked{Commit: tip, Outcome: OutcomeStorageFailed, Detail: err.Error()}, err
+		if rel != nil {
+			release = rel
+			break
+		}
+		if !waited {
+			d.log().Info("another node builds for the group; waiting for it", zap.String("node", holder.Node),
+				zap.String("host", holder.Host), zap.String("its_commit", holder.Commit), zap.Time("lease_expires", holder.Expires))
+		}
+		select {
+		case <-ctx.Done():
+			if d.ctx.Err() != nil {
+				return Checked{Commit: tip, Outcome: OutcomeInterrupted}, nil
+			}
+			err := fmt.Errorf("waiting for node %s's build: %w", holder.Node, ctx.Err())
+			return Checked{Commit: tip, Outcome: OutcomeStorageFailed, Detail: err.Error()}, &storageError{err}
+		case <-time.After(claimRetry):
+		}
+		// That node may have put tip live meanwhile.
+		if c, done, err := d.groupCheck(ctx, cfg, reason, tip); done {
+			return c, err
+		}
 	}
-	defer unlock()
-	// Another node may have built tip while this one waited for the lock.
+	defer release()
+	// Another node may have built tip just before this one claimed.
 	if c, done, err := d.groupCheck(ctx, cfg, reason, tip); done {
 		return c, err
 	}

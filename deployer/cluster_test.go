@@ -14,6 +14,8 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"github.com/klauspost/compress/zstd"
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
 )
 
 // group is the shared storage of a test's nodes: certmagic's FileStorage,
@@ -491,5 +493,61 @@ func TestClusterUpdateMovesToAnotherGroup(t *testing.T) {
 	})
 	if cs.Live != nil || cs.Converged {
 		t.Errorf("group www has no live record yet, status says %+v", cs)
+	}
+}
+
+// A builder that died (kill -9) leaves its build lease, and may leave the
+// storage's lock file if it died while holding it: the lease expires, the
+// file_system lock goes stale, and the next wake on another node builds.
+func TestClusterDeadBuilderLeaseExpires(t *testing.T) {
+	g := newGroup(t)
+	c1 := g.remote.commit(map[string]string{"index.html": "v1"})
+	a := g.node("a")
+	g.waitServing(c1, a)
+
+	ctx := context.Background()
+	now := time.Now()
+	lease, _ := json.Marshal(buildingRecord{Node: "dead", Commit: "0000", Since: now.Add(-time.Minute), Expires: now.Add(time.Second)})
+	if err := g.storage.Store(ctx, "github_webhook/clusters/blog/building", lease); err != nil {
+		t.Fatal(err)
+	}
+	lockFile := filepath.Join(g.dir, "locks", certmagic.StorageKeys.Safe("github_webhook/clusters/blog/build")+".lock")
+	stale, _ := json.Marshal(map[string]time.Time{"created": now.Add(-time.Minute), "updated": now.Add(-time.Minute)})
+	if err := os.MkdirAll(filepath.Dir(lockFile), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(lockFile, stale, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	c2 := g.remote.commit(map[string]string{"index.html": "v2"})
+	if got := wakeFor(a, ReasonDelivery); got.Outcome != OutcomeDeployed || got.Commit != c2 {
+		t.Fatalf("a delivery after the builder died: %+v", got)
+	}
+	g.waitServing(c2, a)
+	if n := g.buildCount(); n != 2 {
+		t.Errorf("%d builds, want 2", n)
+	}
+	// It respected the lease while it held.
+	if n := a.logs.FilterMessage("another node builds for the group; waiting for it").FilterField(zap.String("node", "dead")).Len(); n != 1 {
+		t.Errorf("a waited for the dead node's lease %d times, want 1", n)
+	}
+	if _, err := g.storage.Load(ctx, "github_webhook/clusters/blog/building"); err == nil {
+		t.Error("the build lease is left after the build")
+	}
+}
+
+// Close ends the group's watch with the worker: no goroutine of the node
+// is left, but certmagic's own lock refresher, which ends by itself.
+func TestClusterCloseEndsTheWatch(t *testing.T) {
+	g := newGroup(t)
+	c1 := g.remote.commit(map[string]string{"index.html": "v1"})
+	others := goleak.IgnoreCurrent()
+	a := g.node("a")
+	g.waitServing(c1, a)
+	waitConverged(t, a, 1)
+	a.close()
+	if err := goleak.Find(others, goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.keepLockfileFresh")); err != nil {
+		t.Errorf("a goroutine outlived Close: %v", err)
 	}
 }
