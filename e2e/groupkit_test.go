@@ -529,13 +529,21 @@ func (w *watcher) first(name string) (string, bool) {
 	return "", false
 }
 
-// lockFile returns what the group's build lock file in the shared storage
-// holds (certmagic's file_system lock: created and updated times), for
-// messages.
+// lockFile returns what the group's build lock file (certmagic's
+// file_system lock: created and updated times) and its build claim (the
+// storage key "building") hold, for messages.
 func (g *group) lockFile() string {
-	b, err := os.ReadFile(filepath.Join(g.storage, "locks", "github_webhookclusters"+groupName+"build.lock"))
-	if err != nil {
-		return err.Error()
+	var out []string
+	for _, p := range []string{
+		filepath.Join(g.storage, "locks", "github_webhookclusters"+groupName+"build.lock"),
+		filepath.Join(g.storage, "github_webhook", "clusters", groupName, "building"),
+	} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			out = append(out, err.Error())
+		} else {
+			out = append(out, filepath.Base(p)+": "+strings.TrimSpace(string(b)))
+		}
 	}
-	return strings.TrimSpace(string(b))
+	return strings.Join(out, "; ")
 }
