@@ -606,3 +606,50 @@ func TestClusterClaimBuild(t *testing.T) {
 		})
 	}
 }
+
+// packTree refuses, on the builder, a name that every other node would
+// refuse to unpack, and what it packs unpacks to the same tree: files,
+// folders, the executable bit, symlinks and modification times.
+func TestPackTree(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "pub")
+	mtime := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for name, content := range map[string]string{"index.html": "home", "a/b/page.html": "page", "run.sh": "#!/bin/sh"} {
+		p := filepath.Join(dir, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, []byte(content), 0o644)
+		os.Chtimes(p, mtime, mtime)
+	}
+	os.Chmod(filepath.Join(dir, "run.sh"), 0o755)
+	os.Symlink("a/b/page.html", filepath.Join(dir, "link.html"))
+
+	data, digest, err := packTree(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if digest != digestOf(data) || !strings.HasPrefix(digest, "sha256:") {
+		t.Errorf("digest %s", digest)
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	if err := unpackTree(data, out); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{"index.html": "home", "a/b/page.html": "page", "link.html": "page"} {
+		if b, err := os.ReadFile(filepath.Join(out, name)); err != nil || string(b) != want {
+			t.Errorf("%s: %q %v, want %q", name, b, err, want)
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(out, "run.sh")); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("run.sh: %v %v, want mode 0755", fi.Mode(), err)
+	}
+	if fi, err := os.Stat(filepath.Join(out, "index.html")); err != nil || !fi.ModTime().Equal(mtime) {
+		t.Errorf("index.html's mtime %v, want %v: nodes would send other Last-Modified and ETag", fi.ModTime(), mtime)
+	}
+	if target, err := os.Readlink(filepath.Join(out, "link.html")); err != nil || target != "a/b/page.html" {
+		t.Errorf("link.html -> %q %v", target, err)
+	}
+
+	os.WriteFile(filepath.Join(dir, "a", "GIT~1"), []byte("x"), 0o644)
+	if _, _, err := packTree(dir); err == nil || !strings.Contains(err.Error(), `"a/GIT~1" is a name other nodes refuse`) {
+		t.Errorf("packing a .git look-alike: %v", err)
+	}
+}
