@@ -59,6 +59,11 @@ func packTree(dir string) ([]byte, string, error) {
 		if err != nil {
 			return err
 		}
+		if !safeGitPath(filepath.ToSlash(rel)) {
+			// Every node would refuse it: fail here, on the builder,
+			// with the name.
+			return fmt.Errorf("%q is a name other nodes refuse to unpack (a .git look-alike, a backslash)", filepath.ToSlash(rel))
+		}
 		fi, err := e.Info()
 		if err != nil {
 			return err

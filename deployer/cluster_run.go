@@ -141,10 +141,14 @@ func (d *Deployer) watchGroup() {
 		refused := d.group.refused == gl.Digest
 		d.mu.Unlock()
 		if !refused {
+			// Running while it follows, cleared with Checked set, as for
+			// a deploy: a Status without Running shows how it ended.
+			d.setRunning(&Running{Reason: ReasonGroup, Commit: gl.Commit, Release: gl.Release, Since: d.now()})
 			ctx, cancel := context.WithTimeout(d.ctx, cfg.Timeout)
 			err := d.follow(ctx, cfg, gl, ReasonGroup)
 			cancel()
 			if err != nil && d.ctx.Err() != nil {
+				d.setRunning(nil)
 				return // stopping
 			}
 			c := Checked{Reason: ReasonGroup, Commit: gl.Commit, Outcome: OutcomeFollowed, At: d.now()}
@@ -156,6 +160,7 @@ func (d *Deployer) watchGroup() {
 				c.Outcome, c.Detail = OutcomeFailed, err.Error()
 			}
 			d.mu.Lock()
+			d.running = nil
 			d.checks++
 			c.Count = d.checks
 			d.checked = &c
