@@ -547,3 +547,30 @@ func (g *group) lockFile() string {
 	}
 	return strings.Join(out, "; ")
 }
+
+// sameETags checks that nodes answer the same ETag for each of paths, as a
+// cache or a browser behind a load balancer needs: file_server's ETag is
+// made of the file's modification time and size.
+func (g *group) sameETags(nodes []*node, paths ...string) {
+	g.t.Helper()
+	client := &http.Client{Timeout: 5 * time.Second}
+	for _, p := range paths {
+		var first string
+		for i, n := range nodes {
+			resp, err := client.Head(n.url(p))
+			if err != nil {
+				g.t.Fatalf("node %s: HEAD %s: %v", n.name, p, err)
+			}
+			resp.Body.Close()
+			etag := resp.Header.Get("ETag")
+			if resp.StatusCode != http.StatusOK || etag == "" {
+				g.t.Errorf("node %s: HEAD %s: %d, ETag %q", n.name, p, resp.StatusCode, etag)
+			}
+			if i == 0 {
+				first = etag
+			} else if etag != first {
+				g.t.Errorf("%s: node %s answers ETag %s, node %s %s", p, n.name, etag, nodes[0].name, first)
+			}
+		}
+	}
+}
