@@ -89,6 +89,11 @@ func packTree(dir string) ([]byte, string, error) {
 		hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname = 0, 0, "", ""
 		hdr.AccessTime, hdr.ChangeTime = time.Time{}, time.Time{}
 		hdr.Mode &= 0o777
+		// PAX keeps the nanoseconds of the modification time (USTAR
+		// rounds to the second): Caddy's ETag is made of them, so a
+		// follower's ETag and Last-Modified equal the builder's only
+		// with the time exact.
+		hdr.Format = tar.FormatPAX
 		if err := tw.WriteHeader(hdr); err != nil {
 			return err
 		}

@@ -612,7 +612,7 @@ func TestClusterClaimBuild(t *testing.T) {
 // folders, the executable bit, symlinks and modification times.
 func TestPackTree(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "pub")
-	mtime := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	mtime := time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.UTC) // Caddy's ETag holds the nanoseconds
 	for name, content := range map[string]string{"index.html": "home", "a/b/page.html": "page", "run.sh": "#!/bin/sh"} {
 		p := filepath.Join(dir, name)
 		os.MkdirAll(filepath.Dir(p), 0o755)
