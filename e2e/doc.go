@@ -11,6 +11,6 @@
 // or a fixed time. The cluster tests (DESIGN.md, "Several nodes") run three
 // such Caddy processes, each with its own HOME and XDG folders (so its own
 // instance id) and deploy folder, sharing one `storage file_system` folder
-// and one `cluster` group. Hugo is needed for the tests that build the Hugo blog;
-// they skip, saying so, only when it is not installed.
+// and one `cluster` group. Hugo is needed for the tests that build the
+// Hugo blog; they skip, saying so, only when it is not installed.
 package e2e
