@@ -41,6 +41,8 @@ func init() {
 //		deployments <environment> [<url>]
 //		require_checks [<name>...]
 //		api_url     <url>
+//		cluster     <name>
+//		cluster_poll <duration>
 //	}
 //
 // repo, secret and path are required. secret, command, env and cache may
@@ -57,7 +59,9 @@ func init() {
 // address; it needs token. require_checks deploys a tip only once the
 // named checks (check runs, workflows or status contexts), or all of its
 // checks, passed. api_url is the REST API's base, for GitHub Enterprise
-// Server.
+// Server. cluster shares deploys with every node whose Caddy uses the same
+// storage and names the same group; cluster_poll (for tests) sets how often
+// the group's live record is read.
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	handler := new(Handler)
 	err := handler.UnmarshalCaddyfile(h.Dispenser)
@@ -205,6 +209,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "api_url":
 			if !d.AllArgs(&h.APIURL) {
 				return d.ArgErr()
+			}
+		case "cluster", "cluster_poll":
+			if err := h.unmarshalCluster(d, name); err != nil {
+				return err
 			}
 		case "max_body":
 			var s string

@@ -135,6 +135,15 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "require_checks twice", input: "github_webhook {\n require_checks\n require_checks CI\n}", err: "require_checks may be given only once"},
 		{name: "api_url", input: "github_webhook {\n api_url https://ghe.example.com/api/v3\n}",
 			want: Handler{APIURL: "https://ghe.example.com/api/v3"}},
+		{name: "cluster", input: "github_webhook {\n cluster blog.example-1_a\n cluster_poll 50ms\n}",
+			want: Handler{Cluster: "blog.example-1_a", ClusterPoll: caddy.Duration(50 * time.Millisecond)}},
+		{name: "cluster without name", input: "github_webhook {\n cluster\n}", err: "wrong argument count"},
+		{name: "cluster with two names", input: "github_webhook {\n cluster a b\n}", err: "wrong argument count"},
+		{name: "cluster twice", input: "github_webhook {\n cluster a\n cluster b\n}", err: "cluster may be given only once"},
+		{name: "cluster name with a slash", input: "github_webhook {\n cluster a/b\n}", err: `cluster name "a/b" must be 1 to 64 letters`},
+		{name: "cluster name of dots", input: "github_webhook {\n cluster ..\n}", err: "cluster name"},
+		{name: "cluster_poll not a duration", input: "github_webhook {\n cluster_poll often\n}", err: "parsing cluster_poll"},
+		{name: "cluster_poll without value", input: "github_webhook {\n cluster_poll\n}", err: "wrong argument count"},
 		{name: "api_url without value", input: "github_webhook {\n api_url\n}", err: "wrong argument count"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -225,6 +225,28 @@ type Handler struct {
 	// own read_body timeout; a slower one is answered 408.
 	MaxBody int64 `json:"max_body,omitempty"`
 
+	// Share deploys with the other nodes whose Caddy uses the same storage
+	// (the global storage option: file_system on a shared folder, or a
+	// storage module such as Redis, Consul, S3 or PostgreSQL) and names
+	// the same group here. Whichever node is woken (a delivery, poll, the
+	// admin API) takes the group's build lock in storage, builds once,
+	// and stores the published tree as one archive (tar, zstd) with its
+	// SHA-256, then the group's live record; every node reads that record
+	// every 2 seconds, checks the archive's digest, unpacks it into its
+	// own releases/ under the same name and switches current, so all
+	// nodes serve the same bytes. A rollback through any node moves the
+	// group. Each node records what it serves; the admin API shows every
+	// node of the group and whether it has converged. The nodes must
+	// deploy the same repository, branch, commands and publish folder. A
+	// storage outage leaves every node serving what it has, retrying and
+	// saying so in its status and metrics. The name is 1 to 64 letters,
+	// digits, '.', '_' or '-'. Default: off, this node deploys alone.
+	Cluster string `json:"cluster,omitempty"`
+
+	// How often a node reads its group's live record. For tests; default
+	// (unset or 0): 2s.
+	ClusterPoll caddy.Duration `json:"cluster_poll,omitempty"`
+
 	logger   *zap.Logger
 	verifier *verifier
 	cfg      deployer.Config // what the deployer gets, placeholders resolved
@@ -305,6 +327,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.key = abs
 	}
 	h.cfg = h.deployerConfig(token)
+	if err := h.provisionCluster(ctx); err != nil {
+		return err
+	}
 	// Build commands do not get the variables the secret and token come from.
 	h.cfg.Unset = envPlaceholders(append(slices.Clone(h.Secret), h.Token)...)
 
@@ -352,6 +377,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.wake = h.target.d.Wake
 	h.branch = h.target.d.Branch
 	m.restore(h.key, h.target.d.Status())
+	if h.Cluster != "" {
+		m.cluster.add(h.key, h.target.d.Status)
+	}
 
 	// The deployer starts when Caddy runs this configuration, not when it
 	// only validates it.

@@ -622,6 +622,10 @@ func TestProvisionErrors(t *testing.T) {
 		{"cache climbs out (JSON)", func(h *Handler) { h.Command = [][]string{{"make"}}; h.Cache = []string{"gen", "../x"} },
 			`cache folder "../x" climbs out of the release`},
 		{"cache without command", func(h *Handler) { h.Cache = []string{"node_modules"} }, `cache "node_modules" needs a command`},
+		{"cluster name with a slash", func(h *Handler) { h.Cluster = "a/b" }, `cluster name "a/b" must be`},
+		{"cluster name too long", func(h *Handler) { h.Cluster = strings.Repeat("a", 65) }, "cluster name"},
+		{"cluster_poll without cluster", func(h *Handler) { h.ClusterPoll = caddy.Duration(time.Second) }, "cluster_poll needs cluster"},
+		{"negative cluster_poll", func(h *Handler) { h.Cluster = "blog"; h.ClusterPoll = caddy.Duration(-time.Second) }, "cluster_poll -1s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})

@@ -29,6 +29,7 @@ type metrics struct {
 	lastSuccess *prometheus.GaugeVec     // path
 	liveInfo    *prometheus.GaugeVec     // path, commit, release
 	apiRequests *prometheus.CounterVec   // path, endpoint (the API's path template), result
+	cluster     *clusterCollector        // path: the groups' behind and storage errors
 }
 
 // newMetrics registers the collectors in reg, or takes those a handler of the
@@ -42,7 +43,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"path", "event", "result"}),
 		deploys: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "deploys_total",
-			Help: "Deploys that ran, by result (ok or error). A wake that finds the tip live is not a deploy.",
+			Help: "Deploys that ran, by result (ok or error; followed: this node switched to its group's live release without building). A wake that finds the tip live is not a deploy.",
 		}, []string{"path", "result"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "deploy_duration_seconds",
@@ -62,6 +63,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Requests to GitHub's REST API (deployments, checks), by endpoint (its path template) and result: " +
 				"ok, retry (failed, tried again), error (failed for good) or dropped (a report given up).",
 		}, []string{"path", "endpoint", "result"}),
+		cluster: newClusterCollector(),
 	}
 	var err error
 	m.deliveries, err = register(reg, m.deliveries)
@@ -79,6 +81,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	if err == nil {
 		m.apiRequests, err = register(reg, m.apiRequests)
+	}
+	if err == nil {
+		m.cluster, err = register(reg, m.cluster)
 	}
 	return m, err
 }
@@ -182,6 +187,11 @@ func (o *observer) notify(e deployer.Event) {
 		o.metrics.setLive(o.path, &deployer.Live{Commit: e.Commit, Release: e.Release})
 		return
 	case deployer.EventInterrupted:
+		return
+	case deployer.EventFollowed:
+		o.metrics.deploys.WithLabelValues(o.path, "followed").Inc()
+		o.metrics.lastSuccess.WithLabelValues(o.path).Set(float64(e.At.UnixNano()) / 1e9)
+		o.metrics.setLive(o.path, &deployer.Live{Commit: e.Commit, Release: e.Release})
 		return
 	case deployer.EventFailed:
 		name = EventDeployFailed

@@ -43,6 +43,7 @@ func TestObserverKinds(t *testing.T) {
 		{deployer.EventFailed, EventDeployFailed, "error", false},
 		{deployer.EventRolledBack, "", "", true},
 		{deployer.EventRecovered, "", "", true},
+		{deployer.EventFollowed, "", "followed", true},
 		{"deploy_paused", "", "", false}, // a kind this observer does not know
 	} {
 		t.Run(string(tc.kind), func(t *testing.T) {
@@ -71,7 +72,7 @@ func TestObserverKinds(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, result := range []string{"ok", "error"} {
+			for _, result := range []string{"ok", "error", "followed"} {
 				want := 0.0
 				if result == tc.deploys {
 					want = 1

@@ -163,6 +163,10 @@ type Config struct {
 	// ReasonDelivery or ReasonManual asks again. Only the tip is ever
 	// asked about, and deployed. Status.Checked says what it answered.
 	Gate Gate
+
+	// Cluster, when set, shares deploys with the other nodes of a group
+	// (see Cluster); nil: this node alone.
+	Cluster *Cluster
 }
 
 // withDefaults returns c with its zero values replaced by defaults.
@@ -235,6 +239,11 @@ func (c Config) Validate() error {
 	}
 	if c.Depth < 0 {
 		return fmt.Errorf("depth %d must be 0 (full history) or more", c.Depth)
+	}
+	if c.Cluster != nil {
+		if err := c.Cluster.validate(); err != nil {
+			return err
+		}
 	}
 	for _, p := range c.Hide {
 		if !filepath.IsAbs(p) {

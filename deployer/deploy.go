@@ -50,6 +50,9 @@ func (d *Deployer) deployTip(reason Reason) (Checked, error) {
 		d.finish(reason, start, "", "", "", err)
 		return Checked{Outcome: OutcomeFetchFailed}, &fetchError{err}
 	}
+	if cfg.Cluster != nil {
+		return d.deployGroupTip(ctx, cfg, g, reason, tip, branch, start)
+	}
 
 	d.mu.Lock()
 	st := d.st
@@ -77,6 +80,14 @@ func (d *Deployer) deployTip(reason Reason) (Checked, error) {
 		}
 	}
 
+	return d.buildTip(ctx, cfg, g, reason, tip, branch, start, nil)
+}
+
+// buildTip builds tip into a new release and publishes it; store, when
+// set, is called with the release's name and published folder once it is
+// checked, before current switches to it.
+func (d *Deployer) buildTip(ctx context.Context, cfg Config, g *git, reason Reason, tip, branch string, start time.Time,
+	store func(name, pub string) error) (Checked, error) {
 	name := d.releaseName(start, tip)
 	d.setRunning(&Running{Reason: reason, Commit: tip, Release: name, Since: start})
 	d.notify(Event{Kind: EventStarted, Commit: tip, Release: name, Reason: reason})
@@ -85,19 +96,23 @@ func (d *Deployer) deployTip(reason Reason) (Checked, error) {
 
 	tail, err := d.build(ctx, g, cfg, branch, tip, name)
 	if err == nil {
-		err = d.publish(cfg, tip, name)
+		err = d.publish(cfg, tip, name, store)
 	}
 	// Stopping (Caddy shutting down, the handler removed) is not the
 	// build's fault: the tip is not marked failed, so the next start builds
 	// it again. A timeout is the build's fault.
 	interrupted := err != nil && d.ctx.Err() != nil
+	// Storage that failed is no fault of the build either: retried with
+	// backoff.
+	var se *storageError
+	storage := errors.As(err, &se)
 	if err != nil {
 		os.RemoveAll(filepath.Join(d.path, releasesName, name))
 		g.run(context.WithoutCancel(ctx), g.cacheDir, "worktree", "prune")
 		d.diskMu.Lock()
 		d.mu.Lock()
 		d.st.Building = nil
-		if !interrupted {
+		if !interrupted && !storage {
 			d.st.FailedCommit = tip
 		}
 		st := d.st
@@ -112,6 +127,11 @@ func (d *Deployer) deployTip(reason Reason) (Checked, error) {
 			zap.String("commit", tip), zap.String("release", name))
 		d.notify(Event{Kind: EventInterrupted, Commit: tip, Release: name, Reason: reason, Duration: d.now().Sub(start)})
 		return Checked{Commit: tip, Outcome: OutcomeInterrupted}, nil
+	}
+	if storage {
+		d.log().Warn("built, but the group's storage failed; deploying again with backoff",
+			zap.String("commit", tip), zap.String("release", name), zap.Error(err))
+		return Checked{Commit: tip, Outcome: OutcomeStorageFailed, Detail: err.Error()}, err
 	}
 	d.finish(reason, start, tip, name, tail, err)
 	if err != nil {

@@ -65,6 +65,7 @@ type Deployer struct {
 	gateFailed gateFailure
 	started    bool
 	closed     bool
+	group      groupState // Config.Cluster's group, as last read
 }
 
 // New returns the worker of cfg.Path, not started: it touches neither the
@@ -208,12 +209,20 @@ func (d *Deployer) Status() Status {
 	if s.Branch == "" {
 		s.Branch = d.resolved
 	}
-	if name := liveRelease(d.path); name != "" {
+	name := liveRelease(d.path)
+	if name != "" {
 		live := &Live{Release: name, At: d.liveAt}
 		if r := d.st.find(name); r != nil {
 			live.Commit = r.Commit
 		}
 		s.Live = live
+	}
+	if cl := d.cfg.Cluster; cl != nil {
+		commit := ""
+		if s.Live != nil {
+			commit = s.Live.Commit
+		}
+		s.Cluster = d.clusterStatus(cl, name, commit)
 	}
 	if d.running != nil {
 		r := *d.running
@@ -288,6 +297,9 @@ func (d *Deployer) loop() {
 		gate        gateBackoff // looks at a tip the gate holds back
 		idle        *time.Timer // fires when the worker has been idle a while
 		idleC       <-chan time.Time
+		watch       *time.Ticker
+		watchC      <-chan time.Time
+		watchEvery  time.Duration
 	)
 	stopRetry := func() {
 		if retry != nil {
@@ -310,6 +322,25 @@ func (d *Deployer) loop() {
 			pollC = poll.C
 		}
 	}
+	// resetWatch reads the group's live record on Cluster.Poll.
+	resetWatch := func() {
+		var every time.Duration
+		if cl := d.config().Cluster; cl != nil {
+			every = cl.poll()
+		}
+		if every == watchEvery {
+			return
+		}
+		if watch != nil {
+			watch.Stop()
+			watch, watchC = nil, nil
+		}
+		watchEvery = every
+		if every > 0 {
+			watch = time.NewTicker(every)
+			watchC = watch.C
+		}
+	}
 	defer func() {
 		stopRetry()
 		gate.stop()
@@ -319,8 +350,12 @@ func (d *Deployer) loop() {
 		if idle != nil {
 			idle.Stop()
 		}
+		if watch != nil {
+			watch.Stop()
+		}
 	}()
 	resetPoll()
+	resetWatch()
 
 	for {
 		select {
@@ -328,6 +363,10 @@ func (d *Deployer) loop() {
 			return
 		case <-d.reconf:
 			resetPoll()
+			resetWatch()
+			continue
+		case <-watchC:
+			d.watchGroup()
 			continue
 		case <-pollC:
 			d.Wake(ReasonPoll)
@@ -358,6 +397,10 @@ func (d *Deployer) loop() {
 		idle = time.NewTimer(d.idleAfter)
 		d.mu.Unlock()
 		idleC = idle.C
+		if d.ctx.Err() == nil {
+			// Record what this node serves now, and see the group.
+			d.watchGroup()
+		}
 		var gw *gateWait
 		if errors.As(err, &gw) && d.ctx.Err() == nil {
 			stopRetry()
@@ -374,7 +417,14 @@ func (d *Deployer) loop() {
 		}
 		gate.stop()
 		var fe *fetchError
-		if errors.As(err, &fe) && d.ctx.Err() == nil {
+		var se *storageError
+		if errors.As(err, &se) && d.ctx.Err() == nil {
+			// The watch wakes it again as soon as storage answers.
+			d.mu.Lock()
+			d.group.retry = retryReasonOf(reason)
+			d.mu.Unlock()
+		}
+		if (errors.As(err, &fe) || se != nil) && d.ctx.Err() == nil {
 			failures++
 			d.mu.Lock()
 			wait := d.retryBase << min(failures-1, 16)
@@ -387,12 +437,8 @@ func (d *Deployer) loop() {
 			}
 			retry = time.NewTimer(wait)
 			retryC = retry.C
-			if reason.strength() == 0 {
-				retryReason = ReasonRetry
-			} else {
-				retryReason = reason // a delivery's fetch, retried, still counts as a delivery
-			}
-			d.log().Info("retrying the fetch", zap.Duration("in", wait), zap.Int("failures", failures))
+			retryReason = retryReasonOf(reason)
+			d.log().Info("retrying the deploy", zap.Duration("in", wait), zap.Int("failures", failures), zap.Error(err))
 			continue
 		}
 		stopRetry()
@@ -417,6 +463,16 @@ func (d *Deployer) notify(e Event) {
 		e.At = d.now()
 	}
 	notify(e)
+}
+
+// retryReasonOf is the reason a deploy for r that failed to reach the
+// remote or the storage is retried with: a delivery's, retried, still
+// counts as a delivery.
+func retryReasonOf(r Reason) Reason {
+	if r.strength() == 0 {
+		return ReasonRetry
+	}
+	return r
 }
 
 // liveRelease returns the name of the release path/current points to, or "".

@@ -18,6 +18,9 @@ const (
 	// answer otherwise now). It asks the gate again about a tip it failed,
 	// but leaves a failed build and a rollback pin alone.
 	ReasonChecks Reason = "checks"
+	// ReasonGroup: the group's live record moved (Config.Cluster), and
+	// this node followed it.
+	ReasonGroup Reason = "group"
 )
 
 // explicit reports whether r is a request that must not be ignored because of
@@ -58,6 +61,10 @@ const (
 	// (Close) before the deploy ended: Commit was not deployed, and is
 	// deployed again on the next start.
 	EventInterrupted EventKind = "deploy_interrupted"
+	// EventFollowed: this node switched to its group's live release
+	// without building it (Config.Cluster); Commit and Release are live
+	// now, Duration is how long fetching and unpacking took.
+	EventFollowed EventKind = "followed"
 )
 
 // Event is passed to Config.Notify.

@@ -23,8 +23,9 @@ var syncRelease = func(dir string, made *madeRelease) error {
 }
 
 // publish checks the release, strips what must not be served, puts it on
-// disk and switches current to it.
-func (d *Deployer) publish(cfg Config, commit, name string) error {
+// disk and switches current to it. store, when set, is called with the
+// published folder before the switch; its error stops the publish.
+func (d *Deployer) publish(cfg Config, commit, name string, store func(name, pub string) error) error {
 	dir := filepath.Join(d.path, releasesName, name)
 	pub, err := publishedDir(dir, cfg.Publish)
 	if err != nil {
@@ -66,6 +67,11 @@ func (d *Deployer) publish(cfg Config, commit, name string) error {
 	// files that were never written out.
 	if err := syncRelease(dir, made); err != nil {
 		return err
+	}
+	if store != nil {
+		if err := store(name, pub); err != nil {
+			return err
+		}
 	}
 	d.diskMu.Lock()
 	defer d.diskMu.Unlock()

@@ -52,6 +52,11 @@ func (d *Deployer) Rollback(release string) (Live, error) {
 	if err != nil {
 		return Live{}, fmt.Errorf("rolling back to %s: %w", target.Name, err)
 	}
+	if cfg := d.config(); cfg.Cluster != nil {
+		if err := d.rollbackGroup(cfg, *target); err != nil {
+			return Live{}, err
+		}
+	}
 	if target.Name != live {
 		if err := switchCurrent(d.path, filepath.Join(releasesName, target.Name, target.Publish)); err != nil {
 			return Live{}, err

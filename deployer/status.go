@@ -64,6 +64,8 @@ type Status struct {
 	Last     *Result  `json:"last"`
 	Checked  *Checked `json:"checked"`  // nil until the first wake is handled
 	Releases []string `json:"releases"` // on disk, newest first
+	// Cluster is the target's group; nil when it deploys alone.
+	Cluster *ClusterStatus `json:"cluster,omitempty"`
 }
 
 // Outcomes of a wake, in Checked.Outcome.
@@ -77,6 +79,13 @@ const (
 	// OutcomeChecksFailed: Config.Gate failed the tip, which is not
 	// deployed; Detail says why (which check failed).
 	OutcomeChecksFailed = "checks_failed"
+	// OutcomeFollowed: this node switched to its group's live release,
+	// from the group's archive or a release it kept, without building.
+	OutcomeFollowed = "followed"
+	// OutcomeStorageFailed: the group's storage (Config.Cluster) could not
+	// be read or written; retried with backoff, and the tip is not marked
+	// failed. Detail says what failed.
+	OutcomeStorageFailed = "storage_failed"
 )
 
 // Checked is the worker's last look at the branch's tip, whatever came of

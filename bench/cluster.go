@@ -1,0 +1,222 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/caddy-webhooks/caddy-github-webhook/internal/testkit"
+)
+
+// clusterNodes is how many Caddy processes the cluster scenario runs.
+const clusterNodes = 3
+
+// cluster measures DESIGN.md's "Several nodes": three Caddy processes, each
+// with its own instance id, ports and deploy folder, share one
+// `storage file_system` folder and the group `cluster bench`, with the
+// default poll (2 s). For one-file changes of a 2,000-file site without a
+// build, each delivered to the first node, it measures the time from the
+// delivery to the change served by each node: to the last node, and the
+// spread between the first and the last. Every push must be served by all
+// three nodes and built once in the group (deploys_total{result="ok"}
+// summed over the nodes). A follower's lag is the wait for its next read of
+// the group's live record (up to the poll) and the follow itself, reported
+// apart.
+func (r *run) cluster() error {
+	nfiles, rounds := 2000, 20
+	if r.short {
+		nfiles, rounds = 200, 3
+	}
+	dir, err := r.mkdir("cluster")
+	if err != nil {
+		return err
+	}
+	repo, err := testkit.NewRepo(dir, benchBranch)
+	if err != nil {
+		return err
+	}
+	prev, err := repo.Commit("version 0", plainSite(nfiles))
+	if err != nil {
+		return err
+	}
+	storage := filepath.Join(dir, "storage")
+	var nodes []*caddyProc
+	var sites []*site
+	defer func() {
+		for _, p := range nodes {
+			p.stop()
+		}
+	}()
+	for i := range clusterNodes {
+		ndir, err := r.mkdir(fmt.Sprintf("cluster/node-%d", i))
+		if err != nil {
+			return err
+		}
+		ports, err := testkit.FreePorts(1)
+		if err != nil {
+			return err
+		}
+		s := &site{path: filepath.Join(ndir, "site"), port: ports[0], remote: "file://" + repo.Bare,
+			extra: []string{"cluster bench"}}
+		p, err := r.startNode(ndir, storage, s)
+		if err != nil {
+			return err
+		}
+		nodes, sites = append(nodes, p), append(sites, s)
+	}
+	for i, s := range sites {
+		if _, err := waitLive(s.path, prev, time.Minute); err != nil {
+			return fmt.Errorf("node %d at start: %w", i, err)
+		}
+	}
+
+	var toFirst, toLast, spread, follow []time.Duration
+	converged := 0
+	for i := 1; i <= rounds; i++ {
+		name, marker := pageName(i), fmt.Sprintf("round %d %s", i, testkit.DeliveryID())
+		sha, err := repo.Commit("change "+name, map[string]string{name: page(i, marker)})
+		if err != nil {
+			return err
+		}
+		want := "<p id=marker>" + marker + "</p>"
+		start := time.Now()
+		if d := r.push(sites[0], prev, sha); d.err != nil {
+			return d.err
+		}
+		live := make([]time.Duration, len(sites))
+		errs := make([]error, len(sites))
+		var wg sync.WaitGroup
+		for j, s := range sites {
+			wg.Go(func() { live[j], errs[j] = waitServed(s.url("/"+name), want, start, time.Minute) })
+		}
+		wg.Wait()
+		for j, err := range errs {
+			if err != nil {
+				r.logf("round %d: node %d: %v", i, j, err)
+			}
+		}
+		if slices.ContainsFunc(errs, func(e error) bool { return e != nil }) {
+			continue
+		}
+		converged++
+		for _, p := range nodes[1:] {
+			if st, err := p.status(); err == nil && st.Last != nil && st.Last.Reason == "group" && st.Last.Commit == sha {
+				follow = append(follow, time.Duration(st.Last.Duration))
+			}
+		}
+		first, last := slices.Min(live), slices.Max(live)
+		toFirst, toLast, spread = append(toFirst, first), append(toLast, last), append(spread, last-first)
+		r.logf("round %d: live on the nodes after %v", i, live)
+		prev = sha
+	}
+
+	// One build per commit in the group: the start-up's and one per push.
+	var ok, followed float64
+	for _, p := range nodes {
+		v, err := p.metric("caddy_github_webhook_deploys_total", map[string]string{"result": "ok"})
+		if err != nil {
+			return err
+		}
+		ok += v
+		if v, err = p.metric("caddy_github_webhook_deploys_total", map[string]string{"result": "followed"}); err != nil {
+			return err
+		}
+		followed += v
+	}
+	slices.Sort(toFirst)
+	slices.Sort(toLast)
+	slices.Sort(spread)
+	slices.Sort(follow)
+	r.rep.info("site", fmt.Sprintf("%d nodes, one `storage file_system` folder, default poll; %d files of 2 KiB, no build; %d one-file changes delivered to one node", clusterNodes, nfiles, rounds))
+	r.rep.check("pushes served by all three nodes", fmt.Sprintf("%d of %d", converged, rounds), fmt.Sprint(rounds), converged == rounds)
+	r.rep.check("builds in the group (deploys_total{result=ok}, summed)", fmt.Sprint(ok), fmt.Sprint(rounds+1), ok == float64(rounds+1))
+	r.rep.check("follows (deploys_total{result=followed}, summed)", fmt.Sprint(followed), fmt.Sprint((clusterNodes-1)*(rounds+1)), followed == float64((clusterNodes-1)*(rounds+1)))
+	if converged == 0 {
+		return nil
+	}
+	r.rep.info("delivery → first node serves the change: median / max", pair(toFirst))
+	r.rep.info("delivery → last node serves the change: median / max", pair(toLast))
+	if len(follow) > 0 {
+		r.rep.info("a follow (read the archive, check its digest, unpack, switch), from the status: median / max", pair(follow))
+	}
+	r.rep.perf("first node → last node: median / max", pair(spread), "max ≤ 2 s", spread[len(spread)-1] <= 2*time.Second)
+	return nil
+}
+
+// pair formats the median and the maximum of sorted durations.
+func pair(d []time.Duration) string {
+	return fmt.Sprintf("%v / %v", pct(d, 50).Round(time.Millisecond), d[len(d)-1].Round(time.Millisecond))
+}
+
+// waitServed GETs url every 2 ms until its body holds want, and returns the
+// time since start then.
+func waitServed(url, want string, start time.Time, timeout time.Duration) (time.Duration, error) {
+	for {
+		status, body, err := get(url)
+		if err == nil && status == 200 && strings.Contains(string(body), want) {
+			return time.Since(start), nil
+		}
+		if time.Since(start) > timeout {
+			return 0, fmt.Errorf("%s does not serve the change after %v: %d %v", url, timeout, status, err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// startNode is run.startCaddy for a node of a group: the Caddyfile adds the
+// global `storage file_system <storage>`, and the node has its own HOME and
+// XDG folders under dir, so its own caddy.InstanceID (the node's id).
+func (r *run) startNode(dir, storage string, s *site) (*caddyProc, error) {
+	ports, err := testkit.FreePorts(1)
+	if err != nil {
+		return nil, err
+	}
+	cf := filepath.Join(dir, "Caddyfile")
+	config := strings.Replace(s.caddyfile(ports[0], filepath.Join(dir, "caddy.log")), "{\n", "{\n\tstorage file_system "+storage+"\n", 1)
+	if err := os.WriteFile(cf, []byte(config), 0o644); err != nil {
+		return nil, err
+	}
+	stderr := filepath.Join(dir, "caddy.stderr")
+	f, err := os.OpenFile(stderr, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	home := filepath.Join(dir, "home")
+	cmd := exec.Command(r.caddy, "run", "--config", cf, "--adapter", "caddyfile")
+	// Later entries win: the node's own folders over the run's.
+	cmd.Dir, cmd.Env = dir, append(r.baseEnv(), "HOME="+home,
+		"XDG_CONFIG_HOME="+filepath.Join(home, ".config"),
+		"XDG_DATA_HOME="+filepath.Join(home, ".local", "share"),
+		"XDG_CACHE_HOME="+filepath.Join(home, ".cache"))
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // should the harness die
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting caddy: %w", err)
+	}
+	p := &caddyProc{cmd: cmd, done: make(chan struct{}), admin: fmt.Sprintf("127.0.0.1:%d", ports[0]),
+		path: s.path, stderr: stderr, started: time.Now()}
+	go func() { cmd.Wait(); close(p.done) }()
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		if c, err := net.DialTimeout("tcp", p.admin, time.Second); err == nil {
+			c.Close()
+			return p, nil
+		}
+		select {
+		case <-p.done:
+			return nil, fmt.Errorf("caddy exited at start: %s", tail(stderr, 2000))
+		case <-time.After(5 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			p.kill()
+			return nil, fmt.Errorf("caddy's admin endpoint did not listen on %s within 20s: %s", p.admin, tail(stderr, 2000))
+		}
+	}
+}

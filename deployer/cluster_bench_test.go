@@ -1,0 +1,133 @@
+package deployer
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+)
+
+// BenchmarkArchive packs and unpacks the published tree of a 2,000-file
+// site (20 folders), as the builder and each other node do, and reports the
+// archive's size: pages as benchSite writes them (HTML that compresses
+// well), and pages of 4 KiB of random base64 (the worst case for zstd):
+//
+//	go test -run '^$' -bench Archive -benchtime 20x ./deployer
+func BenchmarkArchive(b *testing.B) {
+	for _, kind := range []string{"html", "random4k"} {
+		dir := filepath.Join(b.TempDir(), "pub")
+		total := 0
+		for i := 0; i < 2000; i++ {
+			p := filepath.Join(dir, fmt.Sprintf("d%02d", i%20), fmt.Sprintf("page%04d.html", i))
+			os.MkdirAll(filepath.Dir(p), 0o755)
+			data := fmt.Sprintf("<html><body><h1>page %d</h1><p>%0200d</p></body></html>\n", i, i)
+			if kind == "random4k" {
+				raw := make([]byte, 3072)
+				rand.Read(raw)
+				data = base64.StdEncoding.EncodeToString(raw)
+			}
+			total += len(data)
+			os.WriteFile(p, []byte(data), 0o644)
+		}
+		data, _, err := packTree(dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(kind+"/pack", func(b *testing.B) {
+			for b.Loop() {
+				if _, _, err := packTree(dir); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(len(data)), "archive-bytes")
+			b.ReportMetric(float64(total), "site-bytes")
+		})
+		b.Run(kind+"/unpack", func(b *testing.B) {
+			out := b.TempDir()
+			n := 0
+			for b.Loop() {
+				n++
+				dst := filepath.Join(out, fmt.Sprint(n))
+				if err := unpackTree(data, dst); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				os.RemoveAll(dst)
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(len(data)), "archive-bytes")
+		})
+	}
+}
+
+// countingStorage counts the calls a node makes to storage.
+type countingStorage struct {
+	Storage
+	loads, lists, stores atomic.Int64
+}
+
+func (s *countingStorage) Load(ctx context.Context, key string) ([]byte, error) {
+	s.loads.Add(1)
+	return s.Storage.Load(ctx, key)
+}
+
+func (s *countingStorage) List(ctx context.Context, path string, recursive bool) ([]string, error) {
+	s.lists.Add(1)
+	return s.Storage.List(ctx, path, recursive)
+}
+
+func (s *countingStorage) Store(ctx context.Context, key string, value []byte) error {
+	s.stores.Add(1)
+	return s.Storage.Store(ctx, key, value)
+}
+
+// BenchmarkClusterWatch is one read of the group's live record by a node of
+// a converged group of three on FileStorage (what each node does every
+// Cluster.Poll, 2 s by default), and reports the storage calls it makes:
+// multiply by 30 for a minute at the default poll.
+//
+//	go test -run '^$' -bench ClusterWatch -benchtime 300x ./deployer
+func BenchmarkClusterWatch(b *testing.B) {
+	dir := filepath.Join(b.TempDir(), "storage")
+	r := newRemote(b)
+	tip := r.commit(map[string]string{"index.html": "v1"})
+	var nodes []*target
+	var counted *countingStorage
+	for _, id := range []string{"a", "b", "c"} {
+		var s Storage = &certmagic.FileStorage{Path: dir}
+		if id == "a" {
+			counted = &countingStorage{Storage: s}
+			s = counted
+		}
+		// The loops do not tick: the benchmark calls the watch itself.
+		nodes = append(nodes, start(b, Config{Path: filepath.Join(b.TempDir(), id), Remote: r.bare,
+			Cluster: &Cluster{Name: "blog", Node: id, Storage: s, Poll: time.Hour}}))
+	}
+	for _, n := range nodes {
+		n.waitLive(tip)
+	}
+	a := nodes[0]
+	waitFor(b, "a sees the group converged", func() bool {
+		a.watchGroup()
+		cs := a.Status().Cluster
+		return cs.Converged && len(cs.Nodes) == 3
+	})
+	counted.loads.Store(0)
+	counted.lists.Store(0)
+	counted.stores.Store(0)
+	b.ResetTimer()
+	for b.Loop() {
+		a.watchGroup()
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(counted.loads.Load())/n, "loads/watch")
+	b.ReportMetric(float64(counted.lists.Load())/n, "lists/watch")
+	b.ReportMetric(float64(counted.stores.Load())/n, "stores/watch")
+}
