@@ -583,10 +583,21 @@ func (d *Deployer) claimBuild(ctx context.Context, cl *Cluster, tip string) (fun
 				return
 			case <-t.C:
 			}
+			sctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
+			mine, err := d.holdsLease(sctx, cl, lease)
+			if err == nil && !mine {
+				// Another node took over a lease this one let
+				// expire (a stall, slow storage): never overwrite
+				// its lease.
+				cancel()
+				d.log().Warn("the group's build lease expired and another node took it over")
+				return
+			}
 			lease.Expires = d.now().Add(buildLease)
 			b, _ := json.Marshal(lease)
-			sctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
-			err := cl.Storage.Store(sctx, cl.buildingKey(), b)
+			if err == nil {
+				err = cl.Storage.Store(sctx, cl.buildingKey(), b)
+			}
 			cancel()
 			if err != nil {
 				d.storageFailed(fmt.Errorf("renewing the group's build lease: %w", err))
@@ -598,12 +609,35 @@ func (d *Deployer) claimBuild(ctx context.Context, cl *Cluster, tip string) (fun
 		<-done
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storageTimeout)
 		defer cancel()
+		if mine, err := d.holdsLease(rctx, cl, lease); err != nil || !mine {
+			return // another node's lease now, or unreadable: it expires on its own
+		}
 		if err := cl.Storage.Delete(rctx, cl.buildingKey()); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			d.storageFailed(fmt.Errorf("ending the group's build lease: %w", err))
 			d.log().Warn("ending the group's build lease; it expires on its own", zap.Error(err))
 		}
 	}
 	return release, nil, nil
+}
+
+// holdsLease reports whether the group's build lease in storage is still
+// lease, the one this node took (same node, same start). Storage has no
+// compare-and-set, so a takeover between this read and the caller's write
+// remains possible, in a window of one storage call instead of a whole
+// renewal period.
+func (d *Deployer) holdsLease(ctx context.Context, cl *Cluster, lease buildingRecord) (bool, error) {
+	b, err := cl.Storage.Load(ctx, cl.buildingKey())
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	var cur buildingRecord
+	if json.Unmarshal(b, &cur) != nil {
+		return false, nil
+	}
+	return cur.Node == lease.Node && cur.Since.Equal(lease.Since), nil
 }
 
 // deployGroupTip is deployTip for a target in a group: it follows the

@@ -607,6 +607,38 @@ func TestClusterClaimBuild(t *testing.T) {
 	}
 }
 
+// A builder that stalled past its lease, which another node then took
+// over, neither deletes nor overwrites the other node's lease when it ends.
+func TestClusterReleaseKeepsATakenOverLease(t *testing.T) {
+	g := newGroup(t)
+	cfg := g.config("a", filepath.Join(t.TempDir(), "a"))
+	d, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close(context.Background())
+	ctx := context.Background()
+	key := "github_webhook/clusters/blog/building"
+	release, _, err := d.claimBuild(ctx, cfg.Cluster, "c0ffee")
+	if err != nil || release == nil {
+		t.Fatalf("claim: %v, %v", release != nil, err)
+	}
+	other := buildingRecord{Node: "b", Commit: "beef", Since: time.Now(), Expires: time.Now().Add(time.Hour)}
+	b, _ := json.Marshal(other)
+	if err := g.storage.Store(ctx, key, b); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	var got buildingRecord
+	b, err = g.storage.Load(ctx, key)
+	if err == nil {
+		err = json.Unmarshal(b, &got)
+	}
+	if err != nil || got.Node != "b" || got.Commit != "beef" {
+		t.Errorf("after a's release the lease is %+v (%v), want b's, untouched", got, err)
+	}
+}
+
 // packTree refuses, on the builder, a name that every other node would
 // refuse to unpack, and what it packs unpacks to the same tree: files,
 // folders, the executable bit, symlinks and modification times.
