@@ -768,9 +768,8 @@ func (d *Deployer) groupCheck(ctx context.Context, cfg Config, reason Reason, ti
 }
 
 // rollbackGroup moves the group's live record to target, a release of this
-// node, before this node switches to it: every node follows. The group's
-// archive of target is used when storage still has it, else this node's
-// release is packed and stored again.
+// node, before this node switches to it: every node follows. This node's
+// release is packed and stored again as the group's archive of target.
 func (d *Deployer) rollbackGroup(cfg Config, target releaseRecord) error {
 	cl := cfg.Cluster
 	if target.Commit == "" {
@@ -792,26 +791,16 @@ func (d *Deployer) rollbackGroup(cfg Config, target releaseRecord) error {
 			pinned = gl.Commit
 		}
 	}
-	key := cl.archiveKey(target.Name)
-	data, err := cl.Storage.Load(ctx, key)
-	switch {
-	case err == nil:
-		next := &GroupLive{Commit: target.Commit, Release: target.Name, Archive: key, Digest: digestOf(data),
-			Size: int64(len(data)), Node: cl.Node, PinnedFrom: pinned}
-		if err := d.storeLive(ctx, cl, next); err != nil {
-			return fmt.Errorf("rolling back the group: %w", err)
-		}
-	case errors.Is(err, fs.ErrNotExist):
-		pub, err := publishedDir(filepath.Join(d.path, releasesName, target.Name), target.Publish)
-		if err == nil {
-			_, err = d.storeRelease(ctx, cfg, target.Commit, target.Name, pub, pinned)
-		}
-		if err != nil {
-			return fmt.Errorf("rolling back the group: %w", err)
-		}
-	default:
-		d.storageFailed(err)
-		return fmt.Errorf("rolling back the group: loading archive %s: %w", key, err)
+	// The archive is packed again from this node's own release, never
+	// taken from storage as it is: its digest must come from bytes this
+	// node checked, or a corrupted archive in storage would pass every
+	// follower's check after a rollback.
+	pub, err := publishedDir(filepath.Join(d.path, releasesName, target.Name), target.Publish)
+	if err == nil {
+		_, err = d.storeRelease(ctx, cfg, target.Commit, target.Name, pub, pinned)
+	}
+	if err != nil {
+		return fmt.Errorf("rolling back the group: %w", err)
 	}
 	return nil
 }

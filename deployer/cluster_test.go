@@ -207,6 +207,41 @@ func TestClusterBuildsOnceAndEveryNodeServesIt(t *testing.T) {
 	waitConverged(t, b, 4)
 }
 
+// A rollback packs the node's own release again rather than trusting the
+// archive in storage: with that archive corrupted, a node that joins after
+// the rollback (and so must load the archive) still serves the first
+// build's bytes.
+func TestClusterRollbackStoresItsOwnRelease(t *testing.T) {
+	g := newGroup(t)
+	c1 := g.remote.commit(map[string]string{"index.html": "v1"})
+	a := g.node("a")
+	stamp1 := g.waitServing(c1, a)
+	c2 := g.remote.commit(map[string]string{"index.html": "v2"})
+	if got := a.wake(ReasonDelivery); got.Outcome != OutcomeDeployed {
+		t.Fatalf("a's delivery: %+v", got)
+	}
+	g.waitServing(c2, a)
+	ctx := context.Background()
+	keys, err := g.storage.List(ctx, "github_webhook/clusters/blog/archives", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if !strings.HasSuffix(k, g.live().Release+".tar.zst") {
+			if err := g.storage.Store(ctx, k, []byte("not an archive")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := a.Rollback(""); err != nil {
+		t.Fatalf("rollback: %v", err)
+	}
+	b := g.node("b")
+	if got := g.waitServing(c1, a, b); got != stamp1 {
+		t.Errorf("after the rollback the group serves %q, want the first build's %q", got, stamp1)
+	}
+}
+
 // A storage outage (the storage folder replaced by a plain file, so that
 // every call fails with ENOTDIR: tests run as root, and chmod stops no
 // root) leaves every node serving, says so in the status, does not build
