@@ -182,8 +182,11 @@ func (d *Deployer) syncNodes(cl *Cluster, gl *GroupLive) {
 	d.group.ticks++
 	refresh := d.group.ticks%nodesEveryTicks == 1
 	if gl != nil {
+		now := d.now()
 		for _, n := range d.group.nodes {
-			if n.Release != gl.Release {
+			// A node that stopped writing its record (gone for good,
+			// or down) does not keep every node reading all records.
+			if n.Release != gl.Release && n.Node != cl.Node && now.Sub(n.Updated) <= nodeStale {
 				refresh = true
 			}
 		}
@@ -357,6 +360,26 @@ func (d *Deployer) followRelease(ctx context.Context, cl *Cluster, gl *GroupLive
 		if got := digestOf(data); got != gl.Digest {
 			return fmt.Errorf("archive %s refused: its digest is %s, the group's live record says %s", gl.Archive, got, gl.Digest)
 		}
+		// The folder may be this node's spare (a rollback to a release
+		// this node had pruned): it stops being the spare before it is
+		// replaced, or the next deploy would update a tree that is no
+		// longer its commit's.
+		d.diskMu.Lock()
+		d.mu.Lock()
+		var st *state
+		if d.st.Spare != nil && d.st.Spare.Name == gl.Release {
+			d.st.Spare = nil
+			s := d.st
+			st = &s
+		}
+		d.mu.Unlock()
+		if st != nil {
+			if err := st.save(d.path); err != nil {
+				d.diskMu.Unlock()
+				return err
+			}
+		}
+		d.diskMu.Unlock()
 		if err := os.RemoveAll(dir); err != nil {
 			return fmt.Errorf("removing a leftover release: %w", err)
 		}
