@@ -16,22 +16,63 @@ import (
 // into subtrees whose ids differ: no process per deploy, and no startup
 // cost on top of reading the two trees.
 
-// gitTreeEntry is one entry of a git tree object.
-type gitTreeEntry struct {
-	mode string // as git writes it: 100644, 100755, 120000, 160000, 40000
-	name string
-	oid  string // hex
+// treeIter walks the entries of a tree object's content in place: an
+// entry is "<mode> <name>\0" and the binary id, of idLen bytes. Nothing is
+// allocated for an entry that is the same on both sides of a diff.
+type treeIter struct {
+	raw             []byte
+	idLen           int
+	mode, name, oid []byte // the current entry
+	entry           []byte // all of it, to compare with another tree's
+	ok              bool
 }
 
-func (e gitTreeEntry) isTree() bool { return e.mode == "40000" }
-
-// key is what git orders a tree's entries by: a subtree's name sorts as if
-// it ended with a slash.
-func (e gitTreeEntry) key() string {
-	if e.isTree() {
-		return e.name + "/"
+// next moves to the next entry; it reports false at the end.
+func (t *treeIter) next() (bool, error) {
+	t.ok = false
+	if len(t.raw) == 0 {
+		return false, nil
 	}
-	return e.name
+	sp := bytes.IndexByte(t.raw, ' ')
+	nul := bytes.IndexByte(t.raw, 0)
+	if sp <= 0 || nul < sp+2 || len(t.raw) < nul+1+t.idLen {
+		return false, errors.New("parsing a tree: malformed entry")
+	}
+	end := nul + 1 + t.idLen
+	t.mode, t.name, t.oid, t.entry = t.raw[:sp], t.raw[sp+1:nul], t.raw[nul+1:end], t.raw[:end]
+	t.raw = t.raw[end:]
+	t.ok = true
+	return true, nil
+}
+
+func (t *treeIter) isTree() bool { return t.ok && string(t.mode) == "40000" }
+
+// compareEntries orders the current entries of a and b as git orders a
+// tree's entries: by name, a subtree's as if it ended with a slash.
+// An iterator at its end sorts last.
+func compareEntries(a, b *treeIter) int {
+	switch {
+	case !a.ok:
+		return 1
+	case !b.ok:
+		return -1
+	}
+	n := min(len(a.name), len(b.name))
+	if c := bytes.Compare(a.name[:n], b.name[:n]); c != 0 {
+		return c
+	}
+	c1, c2 := byte(0), byte(0)
+	if n < len(a.name) {
+		c1 = a.name[n]
+	} else if a.isTree() {
+		c1 = '/'
+	}
+	if n < len(b.name) {
+		c2 = b.name[n]
+	} else if b.isTree() {
+		c2 = '/'
+	}
+	return int(c1) - int(c2)
 }
 
 // diffCommits returns the changes from commit from to commit to, each path
@@ -75,104 +116,99 @@ func (c *catFile) diffTrees(a, b, prefix string, changes map[string]change) erro
 	if a == b {
 		return nil
 	}
-	var ea, eb []gitTreeEntry
-	var err error
-	if a != "" {
-		if ea, err = c.tree(a); err != nil {
+	x, y := &treeIter{}, &treeIter{} // the old tree, the new one
+	for _, t := range []struct {
+		oid  string
+		iter *treeIter
+	}{{a, x}, {b, y}} {
+		if t.oid == "" {
+			continue
+		}
+		raw, err := c.tree(t.oid)
+		if err != nil {
 			return err
 		}
+		t.iter.raw, t.iter.idLen = raw, len(t.oid)/2
 	}
-	if b != "" {
-		if eb, err = c.tree(b); err != nil {
-			return err
-		}
+	advance := func(t *treeIter) error {
+		_, err := t.next()
+		return err
 	}
-	for i, j := 0, 0; i < len(ea) || j < len(eb); {
-		var x, y *gitTreeEntry // the old entry, the new one
-		switch {
-		case j == len(eb):
-			x = &ea[i]
-			i++
-		case i == len(ea):
-			y = &eb[j]
-			j++
-		default:
-			switch cmp := strings.Compare(ea[i].key(), eb[j].key()); {
-			case cmp < 0:
-				x = &ea[i]
-				i++
-			case cmp > 0:
-				y = &eb[j]
-				j++
-			default:
-				x, y = &ea[i], &eb[j]
-				i++
-				j++
-			}
-		}
-		switch {
-		case x != nil && x.isTree() || y != nil && y.isTree():
-			// Same key: both trees. A file that became a folder (or back)
-			// has two keys, and comes here once for each side.
-			var from, to string
-			if x != nil {
-				from = x.oid
-			}
-			if y != nil {
-				to = y.oid
-			}
-			name := x
-			if name == nil {
-				name = y
-			}
-			if err := c.diffTrees(from, to, prefix+name.name+"/", changes); err != nil {
+	if err := errors.Join(advance(x), advance(y)); err != nil {
+		return err
+	}
+	for x.ok || y.ok {
+		cmp := compareEntries(x, y)
+		if cmp == 0 && bytes.Equal(x.entry, y.entry) {
+			if err := errors.Join(advance(x), advance(y)); err != nil {
 				return err
 			}
-		case y == nil:
-			changes[prefix+x.name] = change{mode: "000000", object: strings.Repeat("0", len(x.oid)), status: 'D'}
-		case x == nil:
-			changes[prefix+y.name] = change{mode: y.mode, object: y.oid, status: 'A'}
-		case x.oid != y.oid || x.mode != y.mode:
+			continue
+		}
+		old, cur := x, y // the entries this step compares; nil when absent
+		switch {
+		case cmp < 0:
+			cur = nil
+		case cmp > 0:
+			old = nil
+		}
+		var name string
+		if old != nil {
+			name = prefix + string(old.name)
+		} else {
+			name = prefix + string(cur.name)
+		}
+		switch {
+		case old != nil && old.isTree() || cur != nil && cur.isTree():
+			// Same name and both trees, or a tree on one side only: a
+			// file that became a folder (or back) has two places in the
+			// order, and comes here once for each.
+			var from, to string
+			if old != nil {
+				from = hex.EncodeToString(old.oid)
+			}
+			if cur != nil {
+				to = hex.EncodeToString(cur.oid)
+			}
+			if err := c.diffTrees(from, to, name+"/", changes); err != nil {
+				return err
+			}
+		case cur == nil:
+			changes[name] = change{mode: "000000", object: strings.Repeat("0", 2*len(old.oid)), status: 'D'}
+		case old == nil:
+			changes[name] = change{mode: string(cur.mode), object: hex.EncodeToString(cur.oid), status: 'A'}
+		default:
 			status := byte('M')
-			if x.mode[:2] != y.mode[:2] { // 10 (file), 12 (symlink), 16 (submodule)
+			if !bytes.Equal(old.mode[:2], cur.mode[:2]) { // 10 (file), 12 (symlink), 16 (submodule)
 				status = 'T'
 			}
-			changes[prefix+y.name] = change{mode: y.mode, object: y.oid, status: status}
+			changes[name] = change{mode: string(cur.mode), object: hex.EncodeToString(cur.oid), status: status}
+		}
+		if old != nil {
+			if err := advance(old); err != nil {
+				return err
+			}
+		}
+		if cur != nil {
+			if err := advance(cur); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
-// tree reads the entries of tree oid, in git's order.
-func (c *catFile) tree(oid string) ([]gitTreeEntry, error) {
-	var entries []gitTreeEntry
-	err := c.object(oid, "tree", func(r io.Reader) error {
-		raw, err := io.ReadAll(r)
-		if err != nil {
+// tree reads the content of tree oid.
+func (c *catFile) tree(oid string) ([]byte, error) {
+	var raw []byte
+	err := c.object(oid, "tree", func(r io.Reader) (err error) {
+		if lr, ok := r.(*io.LimitedReader); ok { // its size is known
+			raw = make([]byte, lr.N)
+			_, err = io.ReadFull(r, raw)
 			return err
 		}
-		entries, err = parseTree(raw, len(oid)/2)
+		raw, err = io.ReadAll(r)
 		return err
 	})
-	return entries, err
-}
-
-// parseTree parses a tree object's content: entries of "<mode> <name>\0"
-// and the binary id, of idLen bytes.
-func parseTree(raw []byte, idLen int) ([]gitTreeEntry, error) {
-	var entries []gitTreeEntry
-	for len(raw) > 0 {
-		sp := bytes.IndexByte(raw, ' ')
-		nul := bytes.IndexByte(raw, 0)
-		if sp <= 0 || nul < sp+2 || len(raw) < nul+1+idLen {
-			return nil, errors.New("parsing a tree: malformed entry")
-		}
-		entries = append(entries, gitTreeEntry{
-			mode: string(raw[:sp]),
-			name: string(raw[sp+1 : nul]),
-			oid:  hex.EncodeToString(raw[nul+1 : nul+1+idLen]),
-		})
-		raw = raw[nul+1+idLen:]
-	}
-	return entries, nil
+	return raw, err
 }
