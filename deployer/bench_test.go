@@ -122,12 +122,16 @@ func median(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-// BenchmarkSyncOneFileChange compares the two ways publish puts a release
-// on disk after a one-file change made by reusing the spare: syncfs(2) of
-// the whole file system (which also flushes whatever else is dirty there),
-// and fsync of the file written and the folders whose entries changed:
+// BenchmarkSyncOneFileChange compares the two ways publish could put a
+// release on disk after a one-file change made by reusing the spare:
+// syncfs(2) of the whole file system (which also flushes whatever else is
+// dirty there), and syncMade, fsync of the file written and the folders
+// whose entries changed, which publish uses. In the "busy" cases another
+// writer on the same file system leaves data dirty before each deploy: one
+// file of 16 MiB (a log, a build's output), or a fresh checkout of 20,000
+// files of 2 KiB (another site's deploy):
 //
-//	go test -run '^$' -bench SyncOneFileChange -benchtime 20x ./deployer
+//	go test -run '^$' -bench SyncOneFileChange -benchtime 10x ./deployer
 func BenchmarkSyncOneFileChange(b *testing.B) {
 	dir := filepath.Join(b.TempDir(), "releases", "r")
 	for i := 0; i < 2000; i++ {
@@ -144,26 +148,39 @@ func BenchmarkSyncOneFileChange(b *testing.B) {
 	}
 	defer root.Close()
 	made := &madeRelease{files: []string{"pages/d01/page0001.html"}, dirs: []string{".", "pages", "pages/d01"}}
-	// Another writer on the same file system (a build, a log) leaves
-	// 16 MiB dirty before each deploy, in the "busy" cases.
-	other := filepath.Join(b.TempDir(), "other")
+	other := b.TempDir()
 	junk := make([]byte, 16<<20)
+	page := make([]byte, 2<<10)
+	bigFile := func() { os.WriteFile(filepath.Join(other, "big"), junk, 0o644) }
+	checkout := func() {
+		co := filepath.Join(other, "checkout")
+		os.RemoveAll(co)
+		syncTree(other) // the removal is not what is measured
+		for i := 0; i < 20000; i++ {
+			if i%1000 == 0 {
+				os.MkdirAll(filepath.Join(co, fmt.Sprint(i/1000)), 0o755)
+			}
+			os.WriteFile(filepath.Join(co, fmt.Sprint(i/1000), fmt.Sprint(i)), page, 0o644)
+		}
+	}
 	for _, tc := range []struct {
-		name string
-		busy bool
-		sync func() error
+		name  string
+		dirty func()
+		sync  func() error
 	}{
-		{"syncfs", false, func() error { return syncTree(dir) }},
-		{"fsync-written", false, func() error { return fsyncMade(dir, made) }},
-		{"busy/syncfs", true, func() error { return syncTree(dir) }},
-		{"busy/fsync-written", true, func() error { return fsyncMade(dir, made) }},
+		{"syncfs", nil, func() error { return syncTree(dir) }},
+		{"fsync-written", nil, func() error { return syncMade(dir, made) }},
+		{"busy-16MiB/syncfs", bigFile, func() error { return syncTree(dir) }},
+		{"busy-16MiB/fsync-written", bigFile, func() error { return syncMade(dir, made) }},
+		{"busy-20000-files/syncfs", checkout, func() error { return syncTree(dir) }},
+		{"busy-20000-files/fsync-written", checkout, func() error { return syncMade(dir, made) }},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			i := 0
 			for b.Loop() {
-				if tc.busy {
+				if tc.dirty != nil {
 					b.StopTimer()
-					os.WriteFile(other, junk, 0o644)
+					tc.dirty()
 					b.StartTimer()
 				}
 				i++
@@ -179,26 +196,53 @@ func BenchmarkSyncOneFileChange(b *testing.B) {
 	}
 }
 
-// fsyncMade fsyncs each file made wrote, each folder whose entries changed
-// and releases/: what a targeted sync of a reused release would do.
-func fsyncMade(dir string, made *madeRelease) error {
-	paths := []string{}
-	for _, p := range made.files {
-		paths = append(paths, filepath.Join(dir, filepath.FromSlash(p)))
+// BenchmarkOneFileChange measures a one-file change without a build on a
+// flat site (every page in one folder, so the change rewrites one large
+// tree object) of 2,000 and of 20,000 files: each deploy after the warm-up
+// reuses the spare release. It reports the median time from the wake to
+// the deploy's success event:
+//
+//	go test -run '^$' -bench '^BenchmarkOneFileChange$' -benchtime 10x ./deployer
+func BenchmarkOneFileChange(b *testing.B) {
+	for _, files := range []int{2000, 20000} {
+		b.Run("files="+strconv.Itoa(files), func(b *testing.B) {
+			r := benchSite(b, files, 2)
+			done := make(chan Event, 16)
+			notify := func(e Event) {
+				if e.Kind != EventStarted {
+					done <- e
+				}
+			}
+			d, err := New(Config{Path: filepath.Join(b.TempDir(), "site"), Remote: "file://" + r.bare, Depth: DefaultDepth, Notify: notify}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := d.Start(); err != nil {
+				b.Fatal(err)
+			}
+			defer (&target{Deployer: d, t: b}).close()
+			if e := <-done; e.Kind != EventSucceeded {
+				b.Fatalf("first deploy: %v", e.Err)
+			}
+			deploy := func(i int) time.Duration {
+				r.commit(map[string]string{fmt.Sprintf("site/page%04d.html", 1+i%(files-1)): "change " + strconv.Itoa(i)})
+				begin := time.Now()
+				d.Wake(ReasonDelivery)
+				if e := <-done; e.Kind != EventSucceeded {
+					b.Fatalf("deploy: %v", e.Err)
+				}
+				return time.Since(begin)
+			}
+			for i := range 4 { // until a spare is there to reuse
+				deploy(1000 + i)
+			}
+			var times []time.Duration
+			i := 0
+			for b.Loop() {
+				i++
+				times = append(times, deploy(i))
+			}
+			b.ReportMetric(float64(median(times).Microseconds())/1000, "deploy-ms")
+		})
 	}
-	for _, p := range made.dirs {
-		paths = append(paths, filepath.Join(dir, filepath.FromSlash(p)))
-	}
-	for _, p := range append(paths, filepath.Dir(dir)) {
-		f, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		err = f.Sync()
-		f.Close()
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }

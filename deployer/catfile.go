@@ -129,14 +129,20 @@ func (c *catFile) resolve(rev string) (string, error) {
 // blob passes the content of blob oid to fn, which may read as much of it
 // as it likes; the rest is skipped.
 func (c *catFile) blob(oid string, fn func(io.Reader) error) error {
+	return c.object(oid, "blob", fn)
+}
+
+// object passes the content of object oid, of type want, to fn, as blob
+// does.
+func (c *catFile) object(oid, want string, fn func(io.Reader) error) error {
 	got, typ, size, err := c.ask("contents", oid)
 	if err != nil {
 		return err
 	}
 	content := io.LimitReader(c.r, size)
 	ferr := error(nil)
-	if got != oid || typ != "blob" {
-		ferr = fmt.Errorf("object %s is a %s, not a blob", oid, typ)
+	if got != oid || typ != want {
+		ferr = fmt.Errorf("object %s is a %s, not a %s", oid, typ, want)
 	} else {
 		ferr = fn(content)
 	}

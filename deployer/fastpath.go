@@ -39,7 +39,8 @@ func (d *Deployer) linkable(cfg Config) (releaseRecord, bool) {
 	return *r, true
 }
 
-// change is one line of git diff-tree's raw output.
+// change is what differs at one path: one line of git diff-tree's raw
+// output, or what diffCommits found.
 type change struct {
 	mode   string // the new mode: 100644, 100755, 120000 (symlink), 160000 (submodule)
 	object string
@@ -51,11 +52,7 @@ var errNeedsCheckout = errors.New("the change needs a full checkout")
 // linkRelease makes dir a copy of commit's tree, given prevDir, a pristine
 // release of prevCommit: unchanged files are hard links into prevDir.
 func (d *Deployer) linkRelease(ctx context.Context, g *git, prevDir, prevCommit, dir, commit string) error {
-	out, err := g.run(ctx, g.cacheDir, "diff-tree", "-r", "-z", "--no-renames", "--raw", prevCommit, commit)
-	if err != nil {
-		return fmt.Errorf("listing changes: %w", err)
-	}
-	changes, err := parseDiffTree(out)
+	changes, err := d.diffCommits(ctx, g, prevCommit, commit)
 	if err != nil {
 		return err
 	}
@@ -178,20 +175,6 @@ func isDotGit(c string) bool {
 	c, _, _ = strings.Cut(c, ":") // NTFS streams: ".git::$INDEX_ALLOCATION"
 	c = strings.ToLower(strings.TrimRight(c, ". "))
 	return c == ".git" || c == "git~1"
-}
-
-// parseDiffTree parses `git diff-tree -r -z --raw` output.
-func parseDiffTree(out string) (map[string]change, error) {
-	changes := map[string]change{}
-	fields := strings.Split(out, "\x00")
-	for i := 0; i+1 < len(fields); i += 2 {
-		meta := strings.Fields(strings.TrimPrefix(fields[i], ":"))
-		if len(meta) != 5 || meta[4] == "" {
-			return nil, fmt.Errorf("parsing diff-tree output: %q", fields[i])
-		}
-		changes[fields[i+1]] = change{mode: meta[1], object: meta[3], status: meta[4][0]}
-	}
-	return changes, nil
 }
 
 // writeObjects writes the blobs of paths into root, read through the

@@ -329,14 +329,17 @@ func (g *git) defaultBranch(ctx context.Context) (string, error) {
 }
 
 // fetchRef brings branch's tip into the cache repository and returns the
-// ref that holds it. depth 0 fetches the full history, with tags. Neither
-// gc nor maintenance runs from the fetch (fixedGitConfig, and the flag
-// for a git that ignores the config): they run when the worker is idle.
+// ref that holds it. depth 0 fetches the full history, with tags; a
+// shallow fetch fetches no tag. Neither gc nor maintenance runs from the
+// fetch (fixedGitConfig, and the flag for a git that ignores the config):
+// they run when the worker is idle.
 func (g *git) fetchRef(ctx context.Context, branch string, depth int) (string, error) {
 	ref := "refs/remotes/origin/" + branch
 	args := []string{"fetch", "--quiet", "--no-write-fetch-head", "--prune", "--force", "--no-auto-maintenance"}
 	if depth > 0 {
-		args = append(args, fmt.Sprintf("--depth=%d", depth))
+		// No tags: they are not deployed, and following them would make
+		// the remote list every tag it has on each fetch.
+		args = append(args, fmt.Sprintf("--depth=%d", depth), "--no-tags")
 	} else {
 		if _, err := os.Stat(filepath.Join(g.cacheDir, "shallow")); err == nil {
 			args = append(args, "--unshallow")

@@ -18,7 +18,8 @@ import (
 // A deploy without commands costs what changed, not the size of the site:
 // prune leaves one release past Keep on disk, the spare (state.Spare), and
 // the next such deploy renames it to the new release and updates, in
-// place, only the paths that `git diff-tree <spare's commit> <tip>` lists.
+// place, only the paths that differ between the spare's commit and the tip
+// (diffCommits: what `git diff-tree -r` would list).
 // New content always goes through a new inode (written beside, then renamed
 // over): the spare's unchanged files may be hard links shared with kept
 // releases, which must not change. Only an Exact spare (its files its
@@ -121,11 +122,7 @@ func (d *Deployer) isKept(name string) bool {
 // fromLinks, when not nil, are from's symlinks; the release made then
 // lists to's.
 func (d *Deployer) updateRelease(ctx context.Context, g *git, dir, from, to string, fromLinks map[string]bool) (*madeRelease, error) {
-	out, err := g.run(ctx, g.cacheDir, "diff-tree", "-r", "-z", "--no-renames", "--raw", from, to)
-	if err != nil {
-		return nil, fmt.Errorf("listing changes: %w", err)
-	}
-	changes, err := parseDiffTree(out)
+	changes, err := d.diffCommits(ctx, g, from, to)
 	if err != nil {
 		return nil, err
 	}
