@@ -35,7 +35,7 @@ var scenarios = []scenario{
 	{"cost", "5. cost of a deploy, 2,000 vs 20,000 files", (*run).cost},
 	{"handler", "6. handler vs go-github", (*run).handlerBench},
 	{"hugocache", "7. build cache (Hugo images)", (*run).hugoCache},
-	{"cluster", "7. several nodes", (*run).cluster},
+	{"cluster", "8. several nodes", (*run).cluster},
 }
 
 func main() {
