@@ -720,3 +720,50 @@ func TestPackTree(t *testing.T) {
 		t.Errorf("packing a .git look-alike: %v", err)
 	}
 }
+
+// A rollback to a release that this node had pruned down to its spare: the
+// node follows by unpacking the group's archive (only the published
+// folder) into that folder; that folder is never taken for the spare again,
+// and the next deploy serves its commit. (Here the prune after the follow
+// also picks another spare; followRelease drops the spare itself too, for
+// when no other release can be the spare, a case this test does not reach.)
+func TestClusterFollowIntoTheSpareDropsIt(t *testing.T) {
+	g := newGroup(t)
+	cfgA := g.config("a", filepath.Join(t.TempDir(), "a"))
+	cfgA.Commands, cfgA.Publish, cfgA.Keep = nil, "public", 2
+	cfgB := g.config("b", filepath.Join(t.TempDir(), "b"))
+	cfgB.Commands, cfgB.Publish, cfgB.Keep = nil, "public", 5
+	c1 := g.remote.commit(map[string]string{"public/index.html": "v1", "notes.txt": "n1"})
+	a := start(t, cfgA)
+	a.waitLive(c1)
+	b := start(t, cfgB)
+	b.waitLive(c1)
+	r1 := g.live().Release
+	var tip string
+	for _, v := range []string{"v2", "v3"} {
+		tip = g.remote.commit(map[string]string{"public/index.html": v, "notes.txt": "n" + v})
+		if got := a.wake(ReasonDelivery); got.Outcome != OutcomeDeployed {
+			t.Fatalf("a's delivery of %s: %+v", v, got)
+		}
+		b.waitLive(tip)
+	}
+	st, err := loadState(cfgA.Path)
+	if err != nil || st.Spare == nil || st.Spare.Name != r1 {
+		t.Fatalf("a's spare %+v (%v), want %s: the test needs the release rolled back to as a's spare", st.Spare, err, r1)
+	}
+	if _, err := b.Rollback(r1); err != nil {
+		t.Fatalf("rollback through b: %v", err)
+	}
+	a.waitLive(c1)
+	if st, err := loadState(cfgA.Path); err != nil || st.Spare != nil && st.Spare.Name == r1 {
+		t.Fatalf("a still takes %s, now its live release unpacked from the group's archive, for its spare (%v)", r1, err)
+	}
+	c4 := g.remote.commit(map[string]string{"public/index.html": "v4", "notes.txt": "n4"})
+	if got := a.wake(ReasonDelivery); got.Outcome != OutcomeDeployed {
+		t.Fatalf("a's delivery of v4: %+v", got)
+	}
+	b.waitLive(c4)
+	if got := readCurrent(t, cfgA.Path, "index.html"); got != "v4" {
+		t.Errorf("a serves %q, want v4", got)
+	}
+}
