@@ -2,14 +2,10 @@ package main
 
 import (
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/caddy-webhooks/caddy-github-webhook/internal/testkit"
@@ -172,51 +168,13 @@ func waitServed(url, want string, start time.Time, timeout time.Duration) (time.
 
 // startNode is run.startCaddy for a node of a group: the Caddyfile adds the
 // global `storage file_system <storage>`, and the node has its own HOME and
-// XDG folders under dir, so its own caddy.InstanceID (the node's id).
+// XDG folders under dir, so its own caddy.InstanceID (the node's id). It
+// returns once the node's admin endpoint listens.
 func (r *run) startNode(dir, storage string, s *site) (*caddyProc, error) {
-	ports, err := testkit.FreePorts(1)
-	if err != nil {
-		return nil, err
-	}
-	cf := filepath.Join(dir, "Caddyfile")
-	config := strings.Replace(s.caddyfile(ports[0], filepath.Join(dir, "caddy.log")), "{\n", "{\n\tstorage file_system "+storage+"\n", 1)
-	if err := os.WriteFile(cf, []byte(config), 0o644); err != nil {
-		return nil, err
-	}
-	stderr := filepath.Join(dir, "caddy.stderr")
-	f, err := os.OpenFile(stderr, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
 	home := filepath.Join(dir, "home")
-	cmd := exec.Command(r.caddy, "run", "--config", cf, "--adapter", "caddyfile")
-	// Later entries win: the node's own folders over the run's.
-	cmd.Dir, cmd.Env = dir, append(r.baseEnv(), "HOME="+home,
-		"XDG_CONFIG_HOME="+filepath.Join(home, ".config"),
-		"XDG_DATA_HOME="+filepath.Join(home, ".local", "share"),
-		"XDG_CACHE_HOME="+filepath.Join(home, ".cache"))
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // should the harness die
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting caddy: %w", err)
-	}
-	p := &caddyProc{cmd: cmd, done: make(chan struct{}), admin: fmt.Sprintf("127.0.0.1:%d", ports[0]),
-		path: s.path, stderr: stderr, started: time.Now()}
-	go func() { cmd.Wait(); close(p.done) }()
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		if c, err := net.DialTimeout("tcp", p.admin, time.Second); err == nil {
-			c.Close()
-			return p, nil
-		}
-		select {
-		case <-p.done:
-			return nil, fmt.Errorf("caddy exited at start: %s", tail(stderr, 2000))
-		case <-time.After(5 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			p.kill()
-			return nil, fmt.Errorf("caddy's admin endpoint did not listen on %s within 20s: %s", p.admin, tail(stderr, 2000))
-		}
-	}
+	env := []string{"HOME=" + home,
+		"XDG_CONFIG_HOME=" + filepath.Join(home, ".config"),
+		"XDG_DATA_HOME=" + filepath.Join(home, ".local", "share"),
+		"XDG_CACHE_HOME=" + filepath.Join(home, ".cache")}
+	return r.launch(dir, s, "storage file_system "+storage, env, func(admin string) string { return admin })
 }

@@ -195,12 +195,24 @@ type caddyProc struct {
 // port (a restart, or a port the kernel picked again) would meet a reset.
 func (r *run) startCaddy(dir string, s *site) (*caddyProc, error) {
 	getClient.CloseIdleConnections()
+	return r.launch(dir, s, "", s.env, func(admin string) string { return fmt.Sprintf("127.0.0.1:%d", s.port) })
+}
+
+// launch writes s's Caddyfile into dir, with global (one line of global
+// options, or "") added to its global block, runs Caddy on it with the
+// run's environment plus env (later entries win), and returns once the
+// address that ready names (given the admin endpoint) accepts connections.
+func (r *run) launch(dir string, s *site, global string, env []string, ready func(admin string) string) (*caddyProc, error) {
 	ports, err := testkit.FreePorts(1)
 	if err != nil {
 		return nil, err
 	}
 	cf := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(cf, []byte(s.caddyfile(ports[0], filepath.Join(dir, "caddy.log"))), 0o644); err != nil {
+	config := s.caddyfile(ports[0], filepath.Join(dir, "caddy.log"))
+	if global != "" {
+		config = strings.Replace(config, "{\n", "{\n\t"+global+"\n", 1)
+	}
+	if err := os.WriteFile(cf, []byte(config), 0o644); err != nil {
 		return nil, err
 	}
 	stderr := filepath.Join(dir, "caddy.stderr")
@@ -210,7 +222,7 @@ func (r *run) startCaddy(dir string, s *site) (*caddyProc, error) {
 	}
 	defer f.Close()
 	cmd := exec.Command(r.caddy, "run", "--config", cf, "--adapter", "caddyfile")
-	cmd.Dir, cmd.Env = dir, append(r.baseEnv(), s.env...)
+	cmd.Dir, cmd.Env = dir, append(r.baseEnv(), env...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // should the harness die
 	if err := cmd.Start(); err != nil {
@@ -219,8 +231,9 @@ func (r *run) startCaddy(dir string, s *site) (*caddyProc, error) {
 	p := &caddyProc{cmd: cmd, done: make(chan struct{}), admin: fmt.Sprintf("127.0.0.1:%d", ports[0]),
 		path: s.path, stderr: stderr, started: time.Now()}
 	go func() { cmd.Wait(); close(p.done) }()
+	addr := ready(p.admin)
 	for deadline := time.Now().Add(20 * time.Second); ; {
-		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", s.port), time.Second); err == nil {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 			c.Close()
 			return p, nil
 		}
@@ -231,7 +244,7 @@ func (r *run) startCaddy(dir string, s *site) (*caddyProc, error) {
 		}
 		if time.Now().After(deadline) {
 			p.kill()
-			return nil, fmt.Errorf("caddy did not listen on %d within 20s: %s", s.port, tail(stderr, 2000))
+			return nil, fmt.Errorf("caddy did not listen on %s within 20s: %s", addr, tail(stderr, 2000))
 		}
 	}
 }
