@@ -72,23 +72,7 @@ func BenchmarkDeployVsClone(b *testing.B) {
 	for _, commits := range []int{50, 500, 5000} {
 		b.Run("commits="+strconv.Itoa(commits), func(b *testing.B) {
 			r := benchSite(b, 2000, commits)
-			done := make(chan Event, 16)
-			notify := func(e Event) {
-				if e.Kind != EventStarted {
-					done <- e
-				}
-			}
-			d, err := New(Config{Path: filepath.Join(b.TempDir(), "site"), Remote: "file://" + r.bare, Depth: DefaultDepth, Notify: notify}, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := d.Start(); err != nil {
-				b.Fatal(err)
-			}
-			defer (&target{Deployer: d, t: b}).close()
-			if e := <-done; e.Kind != EventSucceeded {
-				b.Fatalf("first deploy: %v", e.Err)
-			}
+			d, done := startBenchDeployer(b, r)
 			clones := b.TempDir()
 			var deploys, cloneTimes []time.Duration
 			b.ResetTimer()
@@ -207,23 +191,7 @@ func BenchmarkOneFileChange(b *testing.B) {
 	for _, files := range []int{2000, 20000} {
 		b.Run("files="+strconv.Itoa(files), func(b *testing.B) {
 			r := benchSite(b, files, 2)
-			done := make(chan Event, 16)
-			notify := func(e Event) {
-				if e.Kind != EventStarted {
-					done <- e
-				}
-			}
-			d, err := New(Config{Path: filepath.Join(b.TempDir(), "site"), Remote: "file://" + r.bare, Depth: DefaultDepth, Notify: notify}, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := d.Start(); err != nil {
-				b.Fatal(err)
-			}
-			defer (&target{Deployer: d, t: b}).close()
-			if e := <-done; e.Kind != EventSucceeded {
-				b.Fatalf("first deploy: %v", e.Err)
-			}
+			d, done := startBenchDeployer(b, r)
 			deploy := func(i int) time.Duration {
 				r.commit(map[string]string{fmt.Sprintf("site/page%04d.html", 1+i%(files-1)): "change " + strconv.Itoa(i)})
 				begin := time.Now()
@@ -245,4 +213,29 @@ func BenchmarkOneFileChange(b *testing.B) {
 			b.ReportMetric(float64(median(times).Microseconds())/1000, "deploy-ms")
 		})
 	}
+}
+
+// startBenchDeployer starts a deployer of r's site (no build, depth 1) that
+// stops with b, waits for its first deploy, and returns it with the
+// channel that receives the end of each later deploy.
+func startBenchDeployer(b *testing.B, r *remote) (*Deployer, chan Event) {
+	b.Helper()
+	done := make(chan Event, 16)
+	notify := func(e Event) {
+		if e.Kind != EventStarted {
+			done <- e
+		}
+	}
+	d, err := New(Config{Path: filepath.Join(b.TempDir(), "site"), Remote: "file://" + r.bare, Depth: DefaultDepth, Notify: notify}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := d.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup((&target{Deployer: d, t: b}).close)
+	if e := <-done; e.Kind != EventSucceeded {
+		b.Fatalf("first deploy: %v", e.Err)
+	}
+	return d, done
 }
