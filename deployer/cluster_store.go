@@ -1,0 +1,118 @@
+// Storing a release for the group: its archive, the live record, and
+// pruning archives past Keep.
+
+package deployer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// storeWithRetry stores value at key, retrying with backoff until it works
+// or ctx ends: an outage of the storage does not fail a build.
+func (d *Deployer) storeWithRetry(ctx context.Context, cl *Cluster, key string, value []byte) error {
+	wait := storeRetryBase
+	for {
+		sctx, cancel := context.WithTimeout(ctx, max(storageTimeout, time.Duration(len(value)>>20)*time.Second))
+		err := cl.Storage.Store(sctx, key, value)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		err = fmt.Errorf("storing %s: %w", key, err)
+		d.storageFailed(err)
+		d.log().Warn("storing in the group's storage; retrying", zap.Duration("in", wait), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return &storageError{err}
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, storeRetryMax)
+	}
+}
+
+// storeRelease packs the published folder pub of release name, stores it
+// as the group's archive and then the group's live record, and prunes
+// archives past Keep. The caller holds the group's build lock.
+func (d *Deployer) storeRelease(ctx context.Context, cfg Config, commit, name, pub, pinnedFrom string) (*GroupLive, error) {
+	cl := cfg.Cluster
+	start := d.now()
+	data, digest, err := packTree(pub)
+	if err != nil {
+		return nil, err
+	}
+	gl := &GroupLive{Commit: commit, Release: name, Archive: cl.archiveKey(name), Digest: digest,
+		Size: int64(len(data)), Node: cl.Node, PinnedFrom: pinnedFrom}
+	if err := d.storeWithRetry(ctx, cl, gl.Archive, data); err != nil {
+		return nil, err
+	}
+	if err := d.storeLive(ctx, cl, gl); err != nil {
+		return nil, err
+	}
+	d.log().Info("stored the release for the group", zap.String("release", name), zap.Int64("size", gl.Size),
+		zap.String("digest", digest), zap.Duration("duration", d.now().Sub(start)))
+	d.pruneArchives(ctx, cfg, name)
+	return gl, nil
+}
+
+// storeLive stores gl as the group's live record.
+func (d *Deployer) storeLive(ctx context.Context, cl *Cluster, gl *GroupLive) error {
+	gl.At = d.now()
+	b, err := json.Marshal(gl)
+	if err != nil {
+		return err
+	}
+	if err := d.storeWithRetry(ctx, cl, cl.liveKey(), b); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	l := *gl
+	d.group.live = &l
+	d.mu.Unlock()
+	return nil
+}
+
+// pruneArchives removes the group's archives past Keep, never live's: it
+// keeps live's, those of the newest releases this node keeps, and then the
+// newest by name (names begin with the time of the build, to the second).
+func (d *Deployer) pruneArchives(ctx context.Context, cfg Config, live string) {
+	cl := cfg.Cluster
+	keys, err := cl.Storage.List(ctx, cl.archivesKey(), false)
+	if err != nil {
+		d.log().Warn("pruning the group's archives", zap.Error(err))
+		return
+	}
+	keep := map[string]bool{live: true}
+	d.mu.Lock()
+	for i := len(d.st.Releases) - 1; i >= 0 && len(keep) < cfg.Keep; i-- {
+		keep[d.st.Releases[i].Name] = true
+	}
+	d.mu.Unlock()
+	var names []string
+	for _, k := range keys {
+		name, ok := strings.CutSuffix(k[strings.LastIndexByte(k, '/')+1:], archiveExt)
+		if ok {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	for i := len(names) - 1; i >= 0 && len(keep) < cfg.Keep; i-- {
+		keep[names[i]] = true
+	}
+	var errs []error
+	for _, name := range names {
+		if !keep[name] {
+			errs = append(errs, cl.Storage.Delete(ctx, cl.archiveKey(name)))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		d.log().Warn("pruning the group's archives", zap.Error(err))
+	}
+}
