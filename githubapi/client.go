@@ -37,6 +37,7 @@ const (
 	PathDeployments        = "/repos/{owner}/{repo}/deployments"
 	PathDeploymentStatuses = "/repos/{owner}/{repo}/deployments/{deployment_id}/statuses"
 	PathCheckRuns          = "/repos/{owner}/{repo}/commits/{ref}/check-runs"
+	PathCheckSuites        = "/repos/{owner}/{repo}/commits/{ref}/check-suites"
 	PathCommitStatus       = "/repos/{owner}/{repo}/commits/{ref}/status"
 	PathWorkflowRuns       = "/repos/{owner}/{repo}/actions/runs"
 )
