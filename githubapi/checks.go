@@ -210,19 +210,17 @@ func (c *Client) Checks(ctx context.Context, commit string, names []string) (Ver
 		}
 		reqs[i] = r
 	}
-	sources := []struct {
+	type source struct {
 		kind string
 		list func(context.Context, string) ([]check, error)
-	}{
+	}
+	sources := []source{
 		{KindCheckRun, c.checkRuns},
 		{KindStatus, c.commitStatuses},
 		{KindWorkflow, c.workflowRuns},
 	}
 	if len(names) == 0 {
-		sources = append(sources, struct {
-			kind string
-			list func(context.Context, string) ([]check, error)
-		}{KindCheckSuite, c.checkSuites})
+		sources = append(sources, source{KindCheckSuite, c.checkSuites})
 	}
 	var all []check
 	var unread []string
