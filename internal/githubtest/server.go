@@ -8,7 +8,8 @@
 // for. A request that does not validate is answered 422 and fails the test
 // when it ends. Answers satisfy the response schemas; their data comes from a
 // small in-memory model: deployments and their statuses as created, and the
-// check runs, commit statuses and workflow runs a test sets per commit.
+// check runs, check suites, commit statuses and workflow runs a test sets
+// per commit.
 // Faults can be injected for the next requests (500, 403 rate limited, 429).
 //
 // Nothing but tests may import this package.
