@@ -58,7 +58,9 @@ func init() {
 // deploys to GitHub as deployments in environment, url being the site's
 // address; it needs token. require_checks deploys a tip only once the
 // named checks (check runs, workflows or status contexts), or all of its
-// checks, passed. api_url is the REST API's base, for GitHub Enterprise
+// checks and check suites, passed; a name may pin its source:
+// CI@app/github-actions is the check run CI of that GitHub App alone,
+// CI@.github/workflows/ci.yml the workflow CI run from that file. api_url is the REST API's base, for GitHub Enterprise
 // Server. cluster shares deploys with every node whose Caddy uses the same
 // storage and names the same group; cluster_poll (for tests) sets how often
 // the group's live record is read.

@@ -132,6 +132,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			want: Handler{RequireChecks: &RequireChecks{}}},
 		{name: "require_checks named", input: "github_webhook {\n require_checks CI \"Link check\"\n}",
 			want: Handler{RequireChecks: &RequireChecks{Names: []string{"CI", "Link check"}}}},
+		{name: "require_checks pinned to an app and a workflow file", input: "github_webhook {\n require_checks CI@app/github-actions \"Link check@.github/workflows/links.yml\" license/cla\n}",
+			want: Handler{RequireChecks: &RequireChecks{Names: []string{"CI@app/github-actions", "Link check@.github/workflows/links.yml", "license/cla"}}}},
 		{name: "require_checks twice", input: "github_webhook {\n require_checks\n require_checks CI\n}", err: "require_checks may be given only once"},
 		{name: "api_url", input: "github_webhook {\n api_url https://ghe.example.com/api/v3\n}",
 			want: Handler{APIURL: "https://ghe.example.com/api/v3"}},

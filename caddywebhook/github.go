@@ -30,8 +30,28 @@ type Deployments struct {
 
 // RequireChecks names the checks a tip must pass before it is deployed.
 type RequireChecks struct {
-	// The check runs, workflows or commit status contexts that must have
-	// succeeded. Default (none): every check of the commit, at least one.
+	// The checks that must have succeeded, each a name and, optionally,
+	// the source it must come from, as branch protection pins a required
+	// check to an app:
+	//
+	//   - "CI": a check run, a workflow or a commit status context named
+	//     CI, whoever reported it;
+	//   - "CI@app/github-actions": a check run named CI created by the
+	//     GitHub App of that slug (github.com/apps/<slug>; GitHub Actions'
+	//     jobs are "github-actions"); a check run or status of the same
+	//     name from anyone else does not count;
+	//   - "CI@.github/workflows/ci.yml": the GitHub Actions workflow named
+	//     CI, run from that workflow file.
+	//
+	// Anyone who may write commit statuses or has an app with the Checks
+	// permission on the repository can report a check of any name: pin the
+	// source of what guards the site. Default (none): every check of the
+	// commit, and every check suite GitHub created when it was pushed (one
+	// per app that runs checks, GitHub Actions included), must have
+	// succeeded, and at least one check must exist; a suite with no run yet
+	// is pending, so a quick status (a CLA bot's) does not let a commit
+	// through before its CI started. An installed app that never reports
+	// keeps its suite queued: name the checks then.
 	Names []string `json:"names,omitempty"`
 }
 
@@ -63,6 +83,9 @@ func (h *Handler) validateGitHub() error {
 		for i, name := range c.Names {
 			if strings.TrimSpace(name) == "" {
 				return fmt.Errorf("require_checks: name %d is empty", i+1)
+			}
+			if _, err := githubapi.ParseRequirement(name); err != nil {
+				return fmt.Errorf("require_checks: %w", err)
 			}
 			if slices.Contains(c.Names[:i], name) {
 				return fmt.Errorf("require_checks: %q is named twice", name)

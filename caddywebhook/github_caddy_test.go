@@ -354,6 +354,31 @@ func TestRequireNamedChecks(t *testing.T) {
 	s.waitLive(first)
 }
 
+// TestRequirePinnedChecksThroughCaddy: with require_checks
+// CI@app/github-actions, a check run named CI from another app that passed
+// does not put the tip live; GitHub Actions' own CI does, on the check_run
+// delivery that follows it.
+func TestRequirePinnedChecksThroughCaddy(t *testing.T) {
+	srv := startGitHub(t)
+	s := newTestSite(t)
+	first := s.repo.Commit("test commit", map[string]string{"index.html": "first"})
+	impostor := githubtest.CheckRun{Name: "CI", Status: "completed", Conclusion: "success", App: "ci-impostor"}
+	srv.SetCheckRuns(first, impostor)
+	srv.SetStatuses(first, githubtest.CommitStatus{Context: "CI", State: "success"})
+	s.start(s.caddyfile("require_checks CI@app/github-actions\n api_url " + srv.URL()))
+
+	c := s.waitChecked(0)
+	if c.Outcome != deployer.OutcomeWaiting || c.Commit != first || c.Detail != `check "CI@app/github-actions" not reported yet` {
+		t.Fatalf("checked = %+v, want waiting for GitHub Actions' CI", c)
+	}
+	srv.SetCheckRuns(first, impostor, githubtest.CheckRun{Name: "CI", Status: "completed", Conclusion: "success", App: "github-actions"})
+	status, _, body := send(t, checkDelivery(t, "check_run", "check_run-completed.json"))
+	if status != http.StatusAccepted {
+		t.Fatalf("check_run delivery: %d %s", status, body)
+	}
+	s.waitLive(first)
+}
+
 // TestGitHubLatency measures the time from current switching to the
 // success status reaching GitHub's API, for the README's benchmark table
 // (go test -run TestGitHubLatency -v ./caddywebhook/).

@@ -55,6 +55,15 @@ func TestValidateGitHub(t *testing.T) {
 		{name: "require_checks empty name", h: base(func(h *Handler) {
 			h.RequireChecks = &RequireChecks{Names: []string{" "}}
 		}), err: "name 1 is empty"},
+		{name: "require_checks pinned", h: base(func(h *Handler) {
+			h.RequireChecks = &RequireChecks{Names: []string{"CI@app/github-actions", "CI@.github/workflows/ci.yml", "license/cla"}}
+		})},
+		{name: "require_checks app not a slug", h: base(func(h *Handler) {
+			h.RequireChecks = &RequireChecks{Names: []string{"CI@app/GitHub Actions"}}
+		}), err: `require_checks: "CI@app/GitHub Actions": "GitHub Actions" is not a GitHub App's slug`},
+		{name: "require_checks workflow not a workflow file", h: base(func(h *Handler) {
+			h.RequireChecks = &RequireChecks{Names: []string{"CI@.github/workflows/ci"}}
+		}), err: "is not a workflow file"},
 		{name: "api_url of GitHub Enterprise Server", h: base(func(h *Handler) {
 			h.APIURL = "https://ghe.example.com/api/v3"
 		})},

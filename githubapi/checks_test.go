@@ -188,3 +188,148 @@ func TestChecksUnreadable(t *testing.T) {
 		t.Errorf("Checks() = %v, want the 403 explained", err)
 	}
 }
+
+// TestChecksPinnedSource: a required check can name where it must come
+// from, as branch protection pins a check to an app. A check run named CI
+// from another app, a status context named CI or a workflow named CI from
+// another file then does not satisfy it, whatever it says; the one from the
+// named source does.
+func TestChecksPinnedSource(t *testing.T) {
+	impostor := githubtest.CheckRun{Name: "CI", Status: "completed", Conclusion: "success", App: "ci-impostor"}
+	actions := func(status, conclusion string) githubtest.CheckRun {
+		return githubtest.CheckRun{Name: "CI", Status: status, Conclusion: conclusion, App: "github-actions"}
+	}
+	ciYML := func(status, conclusion, path string) githubtest.WorkflowRun {
+		return githubtest.WorkflowRun{Name: "CI", Status: status, Conclusion: conclusion, Path: path}
+	}
+	tests := []struct {
+		name      string
+		runs      []githubtest.CheckRun
+		statuses  []githubtest.CommitStatus
+		workflows []githubtest.WorkflowRun
+		require   string
+		want      Verdict
+		wantText  string
+	}{
+		{
+			name: "another app's CI alone", runs: []githubtest.CheckRun{impostor},
+			statuses: []githubtest.CommitStatus{{Context: "CI", State: "success"}},
+			require:  "CI@app/github-actions",
+			want:     Verdict{State: Pending, Name: "CI@app/github-actions", Conclusion: "missing"}, wantText: `check "CI@app/github-actions" not reported yet`,
+		},
+		{
+			name: "another app's CI passed, the app's is running", runs: []githubtest.CheckRun{impostor, actions("in_progress", "")},
+			require: "CI@app/github-actions",
+			want:    Verdict{State: Pending, Kind: KindCheckRun, Name: "CI", Conclusion: "in_progress"},
+		},
+		{
+			name: "another app's CI failed, the app's passed", runs: []githubtest.CheckRun{{Name: "CI", Status: "completed", Conclusion: "failure", App: "ci-impostor"}, actions("completed", "success")},
+			require: "CI@app/github-actions", want: Verdict{State: Passed},
+		},
+		{
+			name: "a workflow named CI from another file", workflows: []githubtest.WorkflowRun{ciYML("completed", "success", ".github/workflows/fake.yml")},
+			runs: []githubtest.CheckRun{impostor}, require: "CI@.github/workflows/ci.yml",
+			want: Verdict{State: Pending, Name: "CI@.github/workflows/ci.yml", Conclusion: "missing"},
+		},
+		{
+			name: "the workflow file's run, path with its ref", workflows: []githubtest.WorkflowRun{ciYML("completed", "success", ".github/workflows/ci.yml@main"), ciYML("completed", "failure", ".github/workflows/fake.yml")},
+			require: "CI@.github/workflows/ci.yml", want: Verdict{State: Passed},
+		},
+		{
+			name: "the workflow file's run failed", workflows: []githubtest.WorkflowRun{ciYML("completed", "failure", ".github/workflows/ci.yml")},
+			runs: []githubtest.CheckRun{actions("completed", "success")}, require: "CI@.github/workflows/ci.yml",
+			want: Verdict{State: Failed, Kind: KindWorkflow, Name: "CI", Conclusion: "failure"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := setup(t, githubtest.Options{Token: token}, "")
+			e.srv.SetCheckRuns(shaA, tt.runs...)
+			e.srv.SetStatuses(shaA, tt.statuses...)
+			e.srv.SetWorkflowRuns(shaA, tt.workflows...)
+			got, err := e.client.Checks(context.Background(), shaA, []string{tt.require})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Errorf("Checks(%q) = %+v, want %+v", tt.require, got, tt.want)
+			}
+			if tt.wantText != "" && got.String() != tt.wantText {
+				t.Errorf("String = %q, want %q", got.String(), tt.wantText)
+			}
+		})
+	}
+}
+
+// TestChecksWaitForSuites: without names, the first check to report does
+// not let a commit through. A CLA bot's status passed within a second of the
+// push, while the check suite GitHub created for GitHub Actions at push time
+// has no run yet: the commit waits for the suite, and passes once its runs
+// succeeded; a suite that failed fails it.
+func TestChecksWaitForSuites(t *testing.T) {
+	e := setup(t, githubtest.Options{Token: token}, "")
+	e.client.perPage = 1 // suites span pages
+	cla := githubtest.CommitStatus{Context: "license/cla", State: "success"}
+	e.srv.SetStatuses(shaA, cla)
+	e.srv.SetCheckSuites(shaA, githubtest.CheckSuite{App: "github-actions", Status: "queued"})
+
+	v, err := e.client.Checks(context.Background(), shaA, nil)
+	want := Verdict{State: Pending, Kind: KindCheckSuite, Name: "github-actions", Conclusion: "queued"}
+	if err != nil || v != want || v.String() != `check suite "github-actions" is queued` {
+		t.Fatalf("Checks with a passed status and a queued suite = %+v (%q), %v; want %+v", v, v.String(), err, want)
+	}
+
+	e.srv.SetCheckRuns(shaA, ok("build"), ok("test"))
+	e.srv.SetWorkflowRuns(shaA, githubtest.WorkflowRun{Name: "CI", Status: "completed", Conclusion: "success"})
+	if v, err := e.client.Checks(context.Background(), shaA, nil); err != nil || v.State != Passed {
+		t.Fatalf("Checks once the suite's runs passed = %+v, %v; want passed", v, err)
+	}
+
+	e.srv.SetCheckSuites(shaB, githubtest.CheckSuite{App: "github-actions", Status: "queued"}, githubtest.CheckSuite{App: "octocoders-linter", Status: "completed", Conclusion: "failure"})
+	e.srv.SetStatuses(shaB, cla)
+	v, err = e.client.Checks(context.Background(), shaB, nil)
+	want = Verdict{State: Failed, Kind: KindCheckSuite, Name: "octocoders-linter", Conclusion: "failure"}
+	if err != nil || v != want {
+		t.Errorf("Checks with a failed suite = %+v, %v; want %+v", v, err, want)
+	}
+	// Named checks are judged without the suites.
+	if v, err := e.client.Checks(context.Background(), shaB, []string{"license/cla"}); err != nil || v.State != Passed {
+		t.Errorf("Checks(license/cla) = %+v, %v; want passed", v, err)
+	}
+}
+
+func TestParseRequirement(t *testing.T) {
+	tests := []struct {
+		in   string
+		want Requirement
+		err  string
+	}{
+		{in: "CI", want: Requirement{Name: "CI"}},
+		{in: "Link check", want: Requirement{Name: "Link check"}},
+		{in: "CI@app/github-actions", want: Requirement{Name: "CI", App: "github-actions"}},
+		{in: "build (ubuntu, 1.26)@app/github-actions", want: Requirement{Name: "build (ubuntu, 1.26)", App: "github-actions"}},
+		{in: "CI@.github/workflows/ci.yml", want: Requirement{Name: "CI", Workflow: ".github/workflows/ci.yml"}},
+		{in: "a@b@app/x", want: Requirement{Name: "a@b", App: "x"}},
+		{in: "deploy@production", want: Requirement{Name: "deploy@production"}},
+		{in: "CI@app/GitHub Actions", err: "not a GitHub App's slug"},
+		{in: "CI@app/", err: "not a GitHub App's slug"},
+		{in: "@app/github-actions", err: "no check name"},
+		{in: "CI@.github/workflows/../ci.yml", err: "not a workflow file"},
+		{in: "CI@.github/workflows/ci.json", err: "not a workflow file"},
+		{in: "CI@.github/workflows/.yml", err: "not a workflow file"},
+		{in: " ", err: "empty"},
+	}
+	for _, tt := range tests {
+		got, err := ParseRequirement(tt.in)
+		switch {
+		case tt.err != "":
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("ParseRequirement(%q) = %+v, %v; want error %q", tt.in, got, err, tt.err)
+			}
+		case err != nil || got != tt.want:
+			t.Errorf("ParseRequirement(%q) = %+v, %v; want %+v", tt.in, got, err, tt.want)
+		case got.String() != tt.in:
+			t.Errorf("%+v.String() = %q, want %q", got, got.String(), tt.in)
+		}
+	}
+}

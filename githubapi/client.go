@@ -37,6 +37,7 @@ const (
 	PathDeployments        = "/repos/{owner}/{repo}/deployments"
 	PathDeploymentStatuses = "/repos/{owner}/{repo}/deployments/{deployment_id}/statuses"
 	PathCheckRuns          = "/repos/{owner}/{repo}/commits/{ref}/check-runs"
+	PathCheckSuites        = "/repos/{owner}/{repo}/commits/{ref}/check-suites"
 	PathCommitStatus       = "/repos/{owner}/{repo}/commits/{ref}/status"
 	PathWorkflowRuns       = "/repos/{owner}/{repo}/actions/runs"
 )
@@ -130,7 +131,10 @@ func New(cfg Config) (*Client, error) {
 	// No http.Client.Timeout: with a wrapping RoundTripper it costs a
 	// goroutine per request that go-github's error path leaves running
 	// until the timeout; call bounds each request with its context instead.
-	hc := &http.Client{Transport: &headers{next: c.transport, token: cfg.Token}}
+	hc := &http.Client{
+		Transport:     &headers{next: c.transport, token: cfg.Token, origin: origin(base)},
+		CheckRedirect: sameOrigin(base),
+	}
 	c.gh = github.NewClient(hc)
 	c.gh.BaseURL = base
 	// Rate limits are handled by the reporter's retries, from the
@@ -175,19 +179,54 @@ func parseAPIURL(s string) (*url.URL, error) {
 // CloseIdleConnections closes the client's idle keep-alive connections.
 func (c *Client) CloseIdleConnections() { c.transport.CloseIdleConnections() }
 
+// maxRedirects bounds the redirects one request follows, as net/http does.
+const maxRedirects = 10
+
+// origin is u's scheme, host and port, lower-case, the port always named:
+// what a request must match to carry the token.
+func origin(u *url.URL) string {
+	scheme := strings.ToLower(u.Scheme)
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"https": "443", "http": "80"}[scheme]
+	}
+	return scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
+}
+
+// sameOrigin is the client's redirect policy: a redirect is followed only
+// to api_url's own scheme, host and port (GitHub moves a renamed
+// repository's calls within the API). Any other is refused, so that no
+// other host, and nothing over plain http when api_url is https, is ever
+// asked with the token, nor answers in GitHub's name.
+func sameOrigin(base *url.URL) func(*http.Request, []*http.Request) error {
+	want := origin(base)
+	return func(req *http.Request, via []*http.Request) error {
+		if got := origin(req.URL); got != want {
+			return fmt.Errorf("redirected to %s: refused, only %s is asked", got, want)
+		}
+		if len(via) >= maxRedirects {
+			return fmt.Errorf("stopped after %d redirects", maxRedirects)
+		}
+		return nil
+	}
+}
+
 // headers sets the headers GitHub asks for on every request: go-github would
 // otherwise send preview media types on some endpoints.
 type headers struct {
-	next  http.RoundTripper
-	token string
+	next   http.RoundTripper
+	token  string
+	origin string // api_url's origin: the only one the token goes to
 }
 
-// RoundTrip sets Accept, X-GitHub-Api-Version and Authorization.
+// RoundTrip sets Accept, X-GitHub-Api-Version, and Authorization when the
+// request goes to api_url's scheme, host and port.
 func (h *headers) RoundTrip(req *http.Request) (*http.Response, error) {
 	req = req.Clone(req.Context())
 	req.Header.Set("Accept", mediaType)
 	req.Header.Set("X-GitHub-Api-Version", apiVersion)
-	if h.token != "" {
+	req.Header.Del("Authorization")
+	if h.token != "" && origin(req.URL) == h.origin {
 		req.Header.Set("Authorization", "Bearer "+h.token)
 	}
 	return h.next.RoundTrip(req)

@@ -3,12 +3,18 @@ package githubapi
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-github/v74/github"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddy-webhooks/caddy-github-webhook/internal/githubtest"
 )
@@ -180,4 +186,100 @@ func TestRetryDelay(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRedirectKeepsToken: api_url's server answers every call with a
+// redirect to another server (another port of 127.0.0.1, another origin as
+// much as another host is), over http or from https down to http. The client
+// refuses to follow: the other server never gets a request, let alone the
+// token, and the call fails with an error that names the endpoint and where
+// it was sent, never the token. A redirect within api_url's own origin (as
+// GitHub answers for a renamed repository) is followed, with the token.
+func TestRedirectKeepsToken(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string // Authorization headers the other server got
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Method+" "+r.URL.Path+" Authorization="+r.Header.Get("Authorization"))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"total_count":0,"check_runs":[],"statuses":[],"workflow_runs":[],"state":"success"}`)
+	}))
+	t.Cleanup(other.Close)
+	redirect := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+r.URL.RequestURI(), http.StatusTemporaryRedirect)
+	})
+	for _, tls := range []bool{false, true} {
+		name := "http to another port"
+		if tls {
+			name = "https down to http"
+		}
+		t.Run(name, func(t *testing.T) {
+			var front *httptest.Server
+			if tls {
+				front = httptest.NewTLSServer(redirect)
+			} else {
+				front = httptest.NewServer(redirect)
+			}
+			t.Cleanup(front.Close)
+			core, logs := observer.New(zapcore.DebugLevel)
+			c, err := New(Config{APIURL: front.URL, Token: token, Owner: "octo-org", Repo: "site", Logger: zap.New(core)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(c.CloseIdleConnections)
+			if tls {
+				c.transport.TLSClientConfig = front.Client().Transport.(*http.Transport).TLSClientConfig
+			}
+
+			_, err = c.Checks(context.Background(), shaA, nil)
+			want := "reading the check runs of " + shaA + ": GET /repos/{owner}/{repo}/commits/{ref}/check-runs: 307 Temporary Redirect: redirected to " +
+				other.URL + ": refused, only " + front.URL + " is asked"
+			if err == nil || err.Error() != want {
+				t.Errorf("Checks through a redirect = %v\nwant %s", err, want)
+			}
+			r, err := c.NewReporter(ReporterConfig{Environment: "production", MaxAttempts: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Start()
+			r.Started(shaA, "push")
+			flush(t, r)
+
+			mu.Lock()
+			defer mu.Unlock()
+			if len(seen) > 0 {
+				t.Errorf("the other server was asked:\n%s", strings.Join(seen, "\n"))
+			}
+			if err != nil && strings.Contains(err.Error(), token) || strings.Contains(logText(logs), token) {
+				t.Errorf("the token shows in the error or the logs")
+			}
+			if !strings.Contains(logText(logs), "redirected to "+other.URL+": refused") {
+				t.Errorf("the reporter's log does not say the redirect was refused:\n%s", logText(logs))
+			}
+		})
+	}
+
+	t.Run("within api_url's origin", func(t *testing.T) {
+		gh := githubtest.Start(t, githubtest.Options{Token: token})
+		gh.SetCheckRuns(shaA, ok("build"))
+		moved := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if rest, found := strings.CutPrefix(r.URL.Path, "/old"); found {
+				u := *r.URL
+				u.Path = rest
+				http.Redirect(w, r, u.String(), http.StatusMovedPermanently)
+				return
+			}
+			gh.ServeHTTP(w, r)
+		}))
+		t.Cleanup(moved.Close)
+		c, err := New(Config{APIURL: moved.URL + "/old", Token: token, Owner: gh.Owner(), Repo: gh.Repo()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.CloseIdleConnections)
+		if v, err := c.Checks(context.Background(), shaA, nil); err != nil || v.State != Passed {
+			t.Errorf("Checks through a redirect within the origin = %+v, %v; want passed", v, err)
+		}
+	})
 }

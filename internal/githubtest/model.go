@@ -265,40 +265,59 @@ func (s *Server) listCheckRuns(r *http.Request, op *operation, rec *Request) ans
 	return answer{status: http.StatusOK, body: map[string]any{"total_count": len(sel), "check_runs": items}, header: h}
 }
 
-// listCheckSuites makes one suite per app from the commit's check runs.
+// listCheckSuites lists the suites set with SetCheckSuites for apps without
+// a check run, then makes one suite per app from the commit's check runs.
 func (s *Server) listCheckSuites(r *http.Request, op *operation, rec *Request) answer {
 	ref := rec.Params["ref"]
 	byApp := map[string][]CheckRun{}
-	var apps []string
+	var runApps []string
 	for _, c := range s.checkRuns[ref] {
+		if c.App == "" {
+			c.App = "github-actions"
+		}
 		if _, ok := byApp[c.App]; !ok {
-			apps = append(apps, c.App)
+			runApps = append(runApps, c.App)
 		}
 		byApp[c.App] = append(byApp[c.App], c)
 	}
-	lo, hi, h := paginate(r, len(apps))
-	sch := responseSchema(op, http.StatusOK, "check_suites")
-	items := []any{}
-	for _, app := range apps[lo:hi] {
-		status, conclusion := "completed", any(nil)
+	var suites []CheckSuite
+	for _, cs := range s.checkSuites[ref] {
+		if cs.App == "" {
+			cs.App = "github-actions"
+		}
+		if _, ok := byApp[cs.App]; !ok {
+			suites = append(suites, cs)
+		}
+	}
+	for _, app := range runApps {
+		cs := CheckSuite{App: app, Status: "completed"}
 		for _, c := range byApp[app] {
 			if c.Status != "completed" {
-				status = c.Status
-			} else if conclusion == nil || c.Conclusion != "success" {
-				conclusion = c.Conclusion
+				cs.Status = c.Status
+			} else if cs.Conclusion == "" || c.Conclusion != "success" {
+				cs.Conclusion = c.Conclusion
 			}
 		}
-		if status != "completed" {
-			conclusion = nil
+		suites = append(suites, cs)
+	}
+	lo, hi, h := paginate(r, len(suites))
+	sch := responseSchema(op, http.StatusOK, "check_suites")
+	items := []any{}
+	for i, cs := range suites[lo:hi] {
+		var conclusion any
+		if cs.Status == "completed" {
+			conclusion = cs.Conclusion
 		}
-		id := 700000 + len(app)
+		id := 700000 + lo + i
 		items = append(items, shape(sch, map[string]any{
-			"id": id, "head_sha": ref, "status": status, "conclusion": conclusion,
-			"app": appJSON(app), "latest_check_runs_count": len(byApp[app]),
+			"id": id, "node_id": fmt.Sprintf("CS_%d", id), "head_sha": ref, "head_branch": "main",
+			"status": cs.Status, "conclusion": conclusion,
+			"app": appJSON(cs.App), "latest_check_runs_count": len(byApp[cs.App]),
 			"url": fmt.Sprintf("%s/check-suites/%d", s.repoURL(), id), "check_runs_url": fmt.Sprintf("%s/check-suites/%d/check-runs", s.repoURL(), id),
+			"created_at": stamp(epoch), "updated_at": stamp(epoch),
 		}))
 	}
-	return answer{status: http.StatusOK, body: map[string]any{"total_count": len(apps), "check_suites": items}, header: h}
+	return answer{status: http.StatusOK, body: map[string]any{"total_count": len(suites), "check_suites": items}, header: h}
 }
 
 func (s *Server) combinedStatus(r *http.Request, op *operation, rec *Request) answer {
@@ -334,6 +353,14 @@ func (s *Server) combinedStatus(r *http.Request, op *operation, rec *Request) an
 		"commit_url": s.repoURL() + "/commits/" + ref, "url": s.repoURL() + "/commits/" + ref + "/status",
 	})
 	return answer{status: http.StatusOK, body: body, header: h}
+}
+
+// workflowPath is w's workflow file.
+func workflowPath(w WorkflowRun) string {
+	if w.Path != "" {
+		return w.Path
+	}
+	return ".github/workflows/" + strings.ToLower(strings.ReplaceAll(w.Name, " ", "-")) + ".yml"
 }
 
 func (s *Server) listWorkflowRuns(r *http.Request, op *operation) answer {
@@ -374,7 +401,7 @@ func (s *Server) listWorkflowRuns(r *http.Request, op *operation) answer {
 		}
 		items = append(items, shape(sch, map[string]any{
 			"id": id, "name": x.w.Name, "node_id": fmt.Sprintf("WR_%d", id), "head_branch": "main", "head_sha": x.sha,
-			"path":          ".github/workflows/" + strings.ToLower(strings.ReplaceAll(x.w.Name, " ", "-")) + ".yml",
+			"path":          workflowPath(x.w),
 			"display_title": x.w.Name, "run_number": x.i + 1, "event": x.w.Event,
 			"status": x.w.Status, "conclusion": conclusion, "workflow_id": wid,
 			"url": ru, "html_url": fmt.Sprintf("https://github.example/%s/%s/actions/runs/%d", s.opts.Owner, s.opts.Repo, id),

@@ -8,7 +8,8 @@
 // for. A request that does not validate is answered 422 and fails the test
 // when it ends. Answers satisfy the response schemas; their data comes from a
 // small in-memory model: deployments and their statuses as created, and the
-// check runs, commit statuses and workflow runs a test sets per commit.
+// check runs, check suites, commit statuses and workflow runs a test sets
+// per commit.
 // Faults can be injected for the next requests (500, 403 rate limited, 429).
 //
 // Nothing but tests may import this package.
@@ -127,10 +128,18 @@ type CommitStatus struct {
 	Context, State, Description string
 }
 
+// CheckSuite is a check suite a test sets on a commit: one GitHub created
+// when the commit was pushed, for an app that has not created a check run
+// yet (Status "queued"). App is the app's slug ("github-actions" when empty).
+type CheckSuite struct {
+	App, Status, Conclusion string
+}
+
 // WorkflowRun is a GitHub Actions workflow run a test sets on a commit.
-// Name is the workflow's name; Event defaults to "push".
+// Name is the workflow's name; Event defaults to "push"; Path, the workflow
+// file, defaults to ".github/workflows/<name, lower case, - for spaces>.yml".
 type WorkflowRun struct {
-	Name, Status, Conclusion, Event string
+	Name, Status, Conclusion, Event, Path string
 }
 
 // Server is a running stand-in for GitHub's REST API.
@@ -149,6 +158,7 @@ type Server struct {
 	nextID       int64
 	deployments  []*Deployment
 	checkRuns    map[string][]CheckRun
+	checkSuites  map[string][]CheckSuite
 	statuses     map[string][]CommitStatus
 	workflowRuns map[string][]WorkflowRun
 }
@@ -174,6 +184,7 @@ func Start(t testing.TB, opts Options) *Server {
 		nextID:       1000,
 		denied:       map[string]bool{},
 		checkRuns:    map[string][]CheckRun{},
+		checkSuites:  map[string][]CheckSuite{},
 		statuses:     map[string][]CommitStatus{},
 		workflowRuns: map[string][]WorkflowRun{},
 	}
@@ -225,6 +236,16 @@ func (s *Server) SetCheckRuns(sha string, runs ...CheckRun) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.checkRuns[sha] = append([]CheckRun(nil), runs...)
+}
+
+// SetCheckSuites sets the check suites of commit sha that have no check run
+// yet. The check suites the server lists are these, then one per app of the
+// commit's check runs, whose status and conclusion come from its runs (a
+// suite set here for such an app is not listed).
+func (s *Server) SetCheckSuites(sha string, suites ...CheckSuite) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checkSuites[sha] = append([]CheckSuite(nil), suites...)
 }
 
 // SetStatuses sets the commit statuses (latest per context) of commit sha.
