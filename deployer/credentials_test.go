@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -269,11 +270,12 @@ func TestTokenGoesToTheRemoteOnly(t *testing.T) {
 // server's git http-backend), and are left out, as are the processes of
 // other tests running on the machine.
 type procWatch struct {
-	stop  atomic.Bool
-	wg    sync.WaitGroup
-	found map[string]bool // "needle in /proc/<pid>/<file> of <argv>"
-	git   int             // samples of a git process: the watch saw git run
-	scans int
+	stop   atomic.Bool
+	wg     sync.WaitGroup
+	found  map[string]bool // "needle in /proc/<pid>/<file> of <argv>"
+	git    int             // samples of a git process: the watch saw git run
+	remote int             // samples of a git-remote-https
+	scans  int
 }
 
 func watchProcs(t *testing.T, every time.Duration, needles map[string]string) *procWatch {
@@ -306,7 +308,14 @@ func watchProcs(t *testing.T, every time.Duration, needles map[string]string) *p
 					w.git++
 				}
 				env, _ := os.ReadFile("/proc/" + pid + "/environ")
-				for file, b := range map[string][]byte{"cmdline": argv, "environ": env} {
+				files := map[string][]byte{"cmdline": argv, "environ": env}
+				if bytes.Contains(argv, []byte("remote-http")) {
+					// The process that asks for the token: what it was
+					// handed it on descriptor 3.
+					w.remote++
+					files["fd/3"] = readOpen("/proc/" + pid + "/fd/3")
+				}
+				for file, b := range files {
 					for name, needle := range needles {
 						if bytes.Contains(b, []byte(needle)) {
 							w.found[fmt.Sprintf("%s in /proc/%s/%s of %q", name, pid, file, strings.ReplaceAll(string(argv), "\x00", " "))] = true
@@ -319,6 +328,20 @@ func watchProcs(t *testing.T, every time.Duration, needles map[string]string) *p
 		}
 	}()
 	return w
+}
+
+// readOpen opens file, a descriptor of another process, and reads what it
+// can at once, as another process could: nothing if it cannot be opened.
+func readOpen(file string) []byte {
+	f, err := os.OpenFile(file, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	f.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+	b := make([]byte, 4096)
+	n, _ := f.Read(b)
+	return b[:max(n, 0)]
 }
 
 // procStat returns the parent and the session of process pid, from its
@@ -355,14 +378,14 @@ func descends(parent map[string]string, pid, ancestor string) bool {
 	return false
 }
 
-func (w *procWatch) done() (found []string, git, scans int) {
+func (w *procWatch) done() (found []string, git, remote, scans int) {
 	w.stop.Store(true)
 	w.wg.Wait()
 	for f := range w.found {
 		found = append(found, f)
 	}
 	slices.Sort(found)
-	return found, w.git, w.scans
+	return found, w.git, w.remote, w.scans
 }
 
 // Trust boundaries, git processes: no git process carries a secret. During
@@ -370,8 +393,10 @@ func (w *procWatch) done() (found []string, git, scans int) {
 // host, another process of Caddy's user reads every /proc/*/environ and
 // /proc/*/cmdline every 10 ms: neither the webhook secret (a variable that
 // Unset names) nor the token shows in any of them, the long-lived cat-file
-// included. Before, every git process had Caddy's whole environment and, for
-// the remote's host, the token in a variable of it.
+// included, nor in what git-remote-https was handed on descriptor 3 (a pipe
+// there could be opened and read through /proc/<pid>/fd/3). Before, every
+// git process had Caddy's whole environment and, for the remote's host, the
+// token in a variable of it.
 func TestGitProcessesCarryNoSecret(t *testing.T) {
 	const secret = "whsec_GitMustNeverSeeThis0123456789"
 	t.Setenv("TEST_GITENV_WEBHOOK_SECRET", secret)
@@ -381,7 +406,7 @@ func TestGitProcessesCarryNoSecret(t *testing.T) {
 	remoteURL := srv.URL + "/" + filepath.Base(r.bare)
 	// Two submodules, both the site's own repository on the same host:
 	// their fetches need the token too, one after the other, from the
-	// pipe of one git submodule.
+	// socket of one git submodule.
 	gitlink := strings.Fields(mustGit(t, r.work, "ls-files", "--stage", "theme"))[1]
 	mustGit(t, r.work, "update-index", "--add", "--cacheinfo", "160000,"+gitlink+",theme2")
 	modules := ""
@@ -397,6 +422,16 @@ func TestGitProcessesCarryNoSecret(t *testing.T) {
 	tip := strings.TrimSpace(mustGit(t, r.work, "rev-parse", "HEAD"))
 
 	watch := watchProcs(t, 10*time.Millisecond, map[string]string{"the secret": secret, "the token": testToken})
+	defer func() { // also when a deploy that does not go live ends the test
+		found, git, remote, scans := watch.done()
+		for _, f := range found {
+			t.Error(f)
+		}
+		if scans < 10 || git == 0 || remote == 0 {
+			t.Errorf("%d scans saw a git process %d times, a git-remote-https %d: the watch proves nothing", scans, git, remote)
+		}
+		t.Logf("%d scans, a git process seen %d times, a git-remote-https %d", scans, git, remote)
+	}()
 	tg := start(t, Config{Remote: remoteURL, Token: testToken, Depth: 0, Submodules: true,
 		Unset: []string{"TEST_GITENV_WEBHOOK_SECRET"}})
 	tg.waitLive(tip)
@@ -411,20 +446,12 @@ func TestGitProcessesCarryNoSecret(t *testing.T) {
 		tg.waitLive(tip)
 	}
 	time.Sleep(50 * time.Millisecond) // the cat-file lives on: look at it a few times more
-	found, git, scans := watch.done()
-	for _, f := range found {
-		t.Error(f)
-	}
-	if scans < 10 || git == 0 {
-		t.Errorf("%d scans saw a git process %d times: the watch proves nothing", scans, git)
-	}
-	t.Logf("%d scans, a git process seen %d times", scans, git)
 }
 
 // The credential helper fails closed: a git that has it registered but no
-// pipe to read the token from (any git but runRemote's) does not
+// socket to read the token from (any git but runRemote's) does not
 // authenticate, says why, and does not wait. runRemote's does.
-func TestCredentialHelperWithoutPipe(t *testing.T) {
+func TestCredentialHelperWithoutSocket(t *testing.T) {
 	r := newRemote(t)
 	r.commit(map[string]string{"index.html": "x"})
 	srv := gitHTTPServer(t, filepath.Dir(r.bare))
@@ -436,7 +463,7 @@ func TestCredentialHelperWithoutPipe(t *testing.T) {
 	began := time.Now()
 	_, err := g.exec(ctx, dir, g.env(g.remoteConfig()...), nil, []string{"ls-remote", "--", g.remote})
 	if err == nil {
-		t.Fatal("ls-remote without the pipe succeeded")
+		t.Fatal("ls-remote without the socket succeeded")
 	}
 	for _, want := range []string{"no token for git on descriptor 3", "Authentication failed"} {
 		if !strings.Contains(err.Error(), want) {

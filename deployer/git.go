@@ -17,10 +17,10 @@ import (
 
 // credentialHelper is a constant shell snippet, not built from any input: git
 // runs it for "get", and it answers with the token that it reads, one line,
-// from descriptor 3, where runRemote hands it a pipe (see credentialPipe).
-// The token is thus in no argv, no environment and no file. Without the pipe
-// (a git that is not runRemote's) it answers nothing and says why: git then
-// fails to authenticate, and never prompts (GIT_TERMINAL_PROMPT=0).
+// from descriptor 3, where runRemote hands it a socket (see credentialFeed).
+// The token is thus in no argv, no environment and no file. Without it (a
+// git that is not runRemote's) the helper answers nothing and says why: git
+// then fails to authenticate, and never prompts (GIT_TERMINAL_PROMPT=0).
 // read and printf are built into sh: no process gets the token in argv.
 const credentialHelper = `!f() { test "$1" = get || exit 0; IFS= read -r t <&3 && test -n "$t" || { echo >&2 "caddy-github-webhook: no token for git on descriptor 3"; exit 1; }; echo username=x-access-token; printf 'password=%s\n' "$t"; }; f`
 
@@ -179,19 +179,19 @@ func (g *git) run(ctx context.Context, dir string, args ...string) (string, erro
 // runRemote runs git with args in dir as run does, for a command that talks
 // to the remote (fetch, ls-remote, submodule update): when git gets the
 // token at all (helperKey), it gets it here, and only here, through
-// credentialHelper (see remoteConfig) and a pipe on descriptor 3 that this
-// process and the children that git starts inherit.
+// credentialHelper (see remoteConfig) and a socket on descriptor 3 that this
+// process and the children that git starts inherit (see credentialFeed).
 func (g *git) runRemote(ctx context.Context, dir string, args ...string) (string, error) {
 	config := g.remoteConfig()
 	if config == nil {
 		return g.run(ctx, dir, args...)
 	}
-	pipe, err := newCredentialPipe(g.token)
+	feed, err := newCredentialFeed(g.token)
 	if err != nil {
 		return "", fmt.Errorf("git %s: %w", args[0], err)
 	}
-	defer pipe.close()
-	return g.exec(ctx, dir, g.env(config...), []*os.File{pipe.r}, args)
+	defer feed.close()
+	return g.exec(ctx, dir, g.env(config...), []*os.File{feed.theirs}, args)
 }
 
 // remoteConfig is the configuration that runRemote adds when git gets the
@@ -205,8 +205,8 @@ func (g *git) remoteConfig() [][2]string {
 		// The token goes to the remote's host only, never to another host
 		// that asks (a submodule's, a redirect's).
 		{key, credentialHelper},
-		// One fetch at a time: two helpers reading the pipe at once could
-		// share a line between them.
+		// One fetch at a time: two helpers reading the socket at once
+		// could share a line between them.
 		{"submodule.fetchJobs", "1"},
 		{"fetch.parallel", "1"},
 	}
@@ -243,47 +243,49 @@ func (g *git) start(ctx context.Context, dir string, stdin io.Reader, args ...st
 	return p, nil
 }
 
-// credentialPipe hands the token to the credential helpers of one git
-// process and its children: a pipe whose read end the process gets as
-// descriptor 3, and into which a goroutine writes the token, one line per
-// helper that asks (git asks once per connection to the remote, once per
-// submodule), for as long as the process runs: the pipe is full or being
-// read, never empty, so a helper never waits. close ends it.
-type credentialPipe struct {
-	r, w *os.File
-	done chan struct{}
+// credentialFeed hands the token to the credential helpers of one git
+// process and its children: a connected Unix socket whose other end the
+// process gets as descriptor 3, and into which a goroutine writes the token,
+// one line per helper that asks (git asks once per connection to the remote,
+// once per submodule), for as long as the process runs: the socket holds a
+// line or is being read, so a helper never waits. A socket, not a pipe:
+// another process of Caddy's user can open /proc/<pid>/fd/3 of a pipe and
+// read it, not of a socket. close ends it.
+type credentialFeed struct {
+	ours, theirs *os.File
+	done         chan struct{}
 }
 
-func newCredentialPipe(token string) (*credentialPipe, error) {
+func newCredentialFeed(token string) (*credentialFeed, error) {
 	if token == "" || strings.ContainsAny(token, "\x00\r\n") {
 		// A line is the helper's whole answer: nothing may add another.
 		return nil, errors.New("handing the token to git: not a token")
 	}
-	r, w, err := os.Pipe() // close-on-exec: only the git process inherits r
+	ours, theirs, err := socketPair()
 	if err != nil {
 		return nil, fmt.Errorf("handing the token to git: %w", err)
 	}
-	p := &credentialPipe{r: r, w: w, done: make(chan struct{})}
+	f := &credentialFeed{ours: ours, theirs: theirs, done: make(chan struct{})}
 	go func() {
-		defer close(p.done)
-		// Whatever ends the writes, the write end closes, so that a helper
-		// reads to the end rather than wait.
-		defer w.Close()
+		defer close(f.done)
+		// Whatever ends the writes, our end closes, so that a helper reads
+		// to the end rather than wait.
+		defer ours.Close()
 		line := []byte(token + "\n")
 		for {
-			if _, err := w.Write(line); err != nil {
+			if _, err := ours.Write(line); err != nil {
 				return // closed by close, or nobody left to read
 			}
 		}
 	}()
-	return p, nil
+	return f, nil
 }
 
 // close ends the writes and closes both ends: what was not read is gone.
-func (p *credentialPipe) close() {
-	p.w.Close() // unblocks a pending Write
-	<-p.done
-	p.r.Close()
+func (f *credentialFeed) close() {
+	f.ours.Close() // unblocks a pending Write
+	<-f.done
+	f.theirs.Close()
 }
 
 // scrub removes the token from s, whatever git chose to print.
