@@ -64,7 +64,7 @@ func (d *Deployer) build(ctx context.Context, g *git, cfg Config, branch, commit
 		if cfg.Depth > 0 {
 			args = append(args, fmt.Sprintf("--depth=%d", cfg.Depth))
 		}
-		if _, err := g.run(ctx, dir, args...); err != nil {
+		if _, err := g.runRemote(ctx, dir, args...); err != nil {
 			return sink.tail.String(), fmt.Errorf("checking out submodules: %w", err)
 		}
 	}
@@ -113,7 +113,7 @@ func commandEnv(cfg Config, branch, commit, dir string) []string {
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		switch {
-		case k == "GIT_DIR", k == "GIT_WORK_TREE", k == "GIT_INDEX_FILE", k == tokenEnv:
+		case k == "GIT_DIR", k == "GIT_WORK_TREE", k == "GIT_INDEX_FILE":
 			continue
 		case slices.Contains(cfg.Unset, k):
 			continue

@@ -213,6 +213,7 @@ func (d *Deployer) git(cfg Config) *git {
 		token:      cfg.Token,
 		sshKey:     cfg.SSHKey,
 		knownHosts: cfg.KnownHosts,
+		unset:      cfg.Unset,
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -88,9 +89,17 @@ func (o *outputSink) Write(p []byte) (int, error) {
 // group (setsid): only a sandbox stops that. onStart, if set, is called with
 // the group's id once the process runs.
 func run(ctx context.Context, dir string, env []string, stdout, stderr io.Writer, onStart func(pgid int), argv ...string) error {
+	return runFiles(ctx, dir, env, nil, stdout, stderr, onStart, argv...)
+}
+
+// runFiles is run with files open in the process too, files[i] as its
+// descriptor 3+i, which the children it starts inherit unless it closes
+// them.
+func runFiles(ctx context.Context, dir string, env []string, files []*os.File, stdout, stderr io.Writer, onStart func(pgid int), argv ...string) error {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Dir = dir
 	cmd.Env = env
+	cmd.ExtraFiles = files
 	cmd.Stdin = nil
 	cmd.Stdout = stdout
 	cmd.Stderr = stderr

@@ -11,6 +11,32 @@ import (
 	"time"
 )
 
+// socketPair returns the two ends of a connected Unix stream socket, both
+// close-on-exec: ours, non-blocking (its reads and writes wait in Go's
+// poller, and Close ends them), and theirs, blocking, for a child through
+// exec.Cmd.ExtraFiles.
+func socketPair() (ours, theirs *os.File, err error) {
+	// Held for reading, ForkLock keeps a process from being started, and
+	// from inheriting the ends, before they are close-on-exec (as the net
+	// package does where SOCK_CLOEXEC is missing).
+	syscall.ForkLock.RLock()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err == nil {
+		syscall.CloseOnExec(fds[0])
+		syscall.CloseOnExec(fds[1])
+	}
+	syscall.ForkLock.RUnlock()
+	if err != nil {
+		return nil, nil, fmt.Errorf("creating a socket pair: %w", err)
+	}
+	if err := syscall.SetNonblock(fds[0], true); err != nil {
+		syscall.Close(fds[0])
+		syscall.Close(fds[1])
+		return nil, nil, fmt.Errorf("creating a socket pair: %w", err)
+	}
+	return os.NewFile(uintptr(fds[0]), "credential socket"), os.NewFile(uintptr(fds[1]), "credential socket"), nil
+}
+
 // group is the process group of a command that startGroup started.
 type group struct {
 	pgid    int

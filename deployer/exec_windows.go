@@ -1,6 +1,9 @@
 package deployer
 
-import "os/exec"
+import (
+	"os"
+	"os/exec"
+)
 
 // group is the process group of a command; Windows has none that this
 // package uses yet.
@@ -14,3 +17,6 @@ func (g *group) end() {}
 
 // killLeftoverGroup kills nothing on Windows: no deploy ever ran there.
 func killLeftoverGroup(pgid int, release string) int { return 0 }
+
+// socketPair fails on Windows, as startGroup does.
+func socketPair() (ours, theirs *os.File, err error) { return nil, nil, ErrUnsupportedPlatform }

@@ -15,25 +15,30 @@ import (
 	"strings"
 )
 
-// tokenEnv is the variable through which the credential helper receives the
-// token. Only git's own environment carries it; build commands never do.
-const tokenEnv = "CADDY_GITHUB_WEBHOOK_TOKEN"
-
 // credentialHelper is a constant shell snippet, not built from any input: git
-// runs it for "get" and it prints the token from the environment. Putting the
-// token here instead would write it into argv or a config file.
-const credentialHelper = `!f() { test "$1" = get || exit 0; echo username=x-access-token; printf 'password=%s\n' "$` + tokenEnv + `"; }; f`
+// runs it for "get", and it answers with the token that it reads, one line,
+// from descriptor 3, where runRemote hands it a socket (see credentialFeed).
+// The token is thus in no argv, no environment and no file. Without it (a
+// git that is not runRemote's) the helper answers nothing and says why: git
+// then fails to authenticate, and never prompts (GIT_TERMINAL_PROMPT=0).
+// read and printf are built into sh: no process gets the token in argv.
+const credentialHelper = `!f() { test "$1" = get || exit 0; IFS= read -r t <&3 && test -n "$t" || { echo >&2 "caddy-github-webhook: no token for git on descriptor 3"; exit 1; }; echo username=x-access-token; printf 'password=%s\n' "$t"; }; f`
 
 // git runs the git commands of one target. Every git command of the package
-// is meant to pass through run, with an explicit directory and environment,
-// its output captured, and errors that name the command and never the token.
-// Long-lived ones (the deployer's cat-file) start through start.
+// is meant to pass through run, or runRemote when it talks to the remote,
+// with an explicit directory and environment, its output captured, and
+// errors that name the command and never the token. Long-lived ones (the
+// deployer's cat-file) start through start, and never get the token.
 type git struct {
 	cacheDir   string // the cache repository (bare)
 	remote     string
 	token      string
 	sshKey     string
 	knownHosts string
+	// unset names variables of the process's environment that git does
+	// not get, as Config.Unset does for the build: the webhook's secret,
+	// the token.
+	unset []string
 	// cleanConfig is the content of the cache repository's config that
 	// cleanCache found clean last: the same bytes need no git to check.
 	cleanConfig []byte
@@ -95,13 +100,14 @@ var fixedGitConfig = [][2]string{
 }
 
 // env returns the environment of a git process: the process's own, minus
-// every GIT_* variable but keptGitEnv's and anything that would make git
-// prompt, plus fixedGitConfig and, for an https remote only, the token.
-func (g *git) env() []string {
+// the variables that unset names, every GIT_* variable but keptGitEnv's and
+// anything that would make git prompt, plus fixedGitConfig and extra, more
+// configuration. It never holds the token.
+func (g *git) env(extra ...[2]string) []string {
 	env := make([]string, 0, len(os.Environ())+2*len(fixedGitConfig)+12)
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
-		if (strings.HasPrefix(k, "GIT_") && !keptGitEnv[k]) || k == "SSH_ASKPASS" || k == tokenEnv {
+		if (strings.HasPrefix(k, "GIT_") && !keptGitEnv[k]) || k == "SSH_ASKPASS" || slices.Contains(g.unset, k) {
 			continue
 		}
 		env = append(env, kv)
@@ -115,12 +121,7 @@ func (g *git) env() []string {
 		"GIT_PROXY_COMMAND=", // set, so that core.gitProxy is not read; empty, so none runs
 	)
 	config := append(slices.Clip(fixedGitConfig), [2]string{"core.sshCommand", g.sshCommand()})
-	if key, ok := g.helperKey(); ok {
-		// The token goes to the remote's host only, never to another host
-		// that asks (a submodule's, a redirect's).
-		config = append(config, [2]string{key, credentialHelper})
-		env = append(env, tokenEnv+"="+g.token)
-	}
+	config = append(config, extra...)
 	env = append(env, "GIT_CONFIG_COUNT="+strconv.Itoa(len(config)))
 	for i, kv := range config {
 		env = append(env, "GIT_CONFIG_KEY_"+strconv.Itoa(i)+"="+kv[0], "GIT_CONFIG_VALUE_"+strconv.Itoa(i)+"="+kv[1])
@@ -169,10 +170,52 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-// run runs git with args in dir and returns its standard output.
+// run runs git with args in dir and returns its standard output. The
+// command does not talk to the remote: it never gets the token (runRemote).
 func (g *git) run(ctx context.Context, dir string, args ...string) (string, error) {
+	return g.exec(ctx, dir, g.env(), nil, args)
+}
+
+// runRemote runs git with args in dir as run does, for a command that talks
+// to the remote (fetch, ls-remote, submodule update): when git gets the
+// token at all (helperKey), it gets it here, and only here, through
+// credentialHelper (see remoteConfig) and a socket on descriptor 3 that this
+// process and the children that git starts inherit (see credentialFeed).
+func (g *git) runRemote(ctx context.Context, dir string, args ...string) (string, error) {
+	config := g.remoteConfig()
+	if config == nil {
+		return g.run(ctx, dir, args...)
+	}
+	feed, err := newCredentialFeed(g.token)
+	if err != nil {
+		return "", fmt.Errorf("git %s: %w", args[0], err)
+	}
+	defer feed.close()
+	return g.exec(ctx, dir, g.env(config...), []*os.File{feed.theirs}, args)
+}
+
+// remoteConfig is the configuration that runRemote adds when git gets the
+// token, nil when it does not (see helperKey).
+func (g *git) remoteConfig() [][2]string {
+	key, ok := g.helperKey()
+	if !ok {
+		return nil
+	}
+	return [][2]string{
+		// The token goes to the remote's host only, never to another host
+		// that asks (a submodule's, a redirect's).
+		{key, credentialHelper},
+		// One fetch at a time: two helpers reading the socket at once
+		// could share a line between them.
+		{"submodule.fetchJobs", "1"},
+		{"fetch.parallel", "1"},
+	}
+}
+
+// exec runs git with args in dir, with env and files (see runFiles).
+func (g *git) exec(ctx context.Context, dir string, env []string, files []*os.File, args []string) (string, error) {
 	var stdout, stderr bytes.Buffer
-	err := run(ctx, dir, g.env(), &stdout, &stderr, nil, append([]string{"git"}, args...)...)
+	err := runFiles(ctx, dir, env, files, &stdout, &stderr, nil, append([]string{"git"}, args...)...)
 	if err != nil {
 		msg := strings.TrimSpace(stderr.String())
 		if len(msg) > 2000 {
@@ -198,6 +241,51 @@ func (g *git) start(ctx context.Context, dir string, stdin io.Reader, args ...st
 	p.name = "git " + args[0]
 	p.scrub = g.scrub
 	return p, nil
+}
+
+// credentialFeed hands the token to the credential helpers of one git
+// process and its children: a connected Unix socket whose other end the
+// process gets as descriptor 3, and into which a goroutine writes the token,
+// one line per helper that asks (git asks once per connection to the remote,
+// once per submodule), for as long as the process runs: the socket holds a
+// line or is being read, so a helper never waits. A socket, not a pipe:
+// another process of Caddy's user can open /proc/<pid>/fd/3 of a pipe and
+// read it, not of a socket. close ends it.
+type credentialFeed struct {
+	ours, theirs *os.File
+	done         chan struct{}
+}
+
+func newCredentialFeed(token string) (*credentialFeed, error) {
+	if token == "" || strings.ContainsAny(token, "\x00\r\n") {
+		// A line is the helper's whole answer: nothing may add another.
+		return nil, errors.New("handing the token to git: not a token")
+	}
+	ours, theirs, err := socketPair()
+	if err != nil {
+		return nil, fmt.Errorf("handing the token to git: %w", err)
+	}
+	f := &credentialFeed{ours: ours, theirs: theirs, done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		// Whatever ends the writes, our end closes, so that a helper reads
+		// to the end rather than wait.
+		defer ours.Close()
+		line := []byte(token + "\n")
+		for {
+			if _, err := ours.Write(line); err != nil {
+				return // closed by close, or nobody left to read
+			}
+		}
+	}()
+	return f, nil
+}
+
+// close ends the writes and closes both ends: what was not read is gone.
+func (f *credentialFeed) close() {
+	f.ours.Close() // unblocks a pending Write
+	<-f.done
+	f.theirs.Close()
 }
 
 // scrub removes the token from s, whatever git chose to print.
@@ -314,7 +402,7 @@ func plainConfigValue(v string) bool {
 
 // defaultBranch asks the remote for the branch its HEAD points to.
 func (g *git) defaultBranch(ctx context.Context) (string, error) {
-	out, err := g.run(ctx, g.cacheDir, "ls-remote", "--symref", "--", g.remote, "HEAD")
+	out, err := g.runRemote(ctx, g.cacheDir, "ls-remote", "--symref", "--", g.remote, "HEAD")
 	if err != nil {
 		return "", fmt.Errorf("resolving the remote's default branch: %w", err)
 	}
@@ -347,7 +435,7 @@ func (g *git) fetchRef(ctx context.Context, branch string, depth int) (string, e
 		args = append(args, "--tags")
 	}
 	args = append(args, "--", g.remote, "+refs/heads/"+branch+":"+ref)
-	if _, err := g.run(ctx, g.cacheDir, args...); err != nil {
+	if _, err := g.runRemote(ctx, g.cacheDir, args...); err != nil {
 		return "", fmt.Errorf("fetching %s: %w", branch, err)
 	}
 	return ref, nil
