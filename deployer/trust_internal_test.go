@@ -78,7 +78,7 @@ func BenchmarkCheckLinks(b *testing.B) {
 	}
 	b.ResetTimer()
 	for b.Loop() {
-		if err := checkLinks(dir, dir, ""); err != nil {
+		if _, _, err := checkServed(dir, dir, ""); err != nil {
 			b.Fatal(err)
 		}
 	}
