@@ -107,7 +107,7 @@ func (d *Deployer) publish(cfg Config, commit, name string, store func(name, pub
 	if linksKnown && made != nil {
 		err = checkLinkList(dir, pub, cfg.Publish, links)
 	} else {
-		cleared, nCleared, err = checkServed(dir, pub, cfg.Publish)
+		cleared, nCleared, err = checkServed(dir, pub, cfg.Publish, len(cfg.Commands) > 0)
 	}
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -134,9 +135,38 @@ func TestCheckServedNamesKinds(t *testing.T) {
 	if err := unix.Mkfifo(filepath.Join(dir, "d-pipe"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err := checkServed(dir, dir, "")
+	_, _, err := checkServed(dir, dir, "", false)
 	want := `"a-pipe" (FIFO), "b-null" (character device), "c-loop" (block device) and 1 more cannot go live`
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("error = %v, want %q", err, want)
+	}
+}
+
+// checkServed clears setgid from folders always (a folder made in a setgid
+// folder inherits the bit, git's checkout too), and reads the modes of
+// files only after a build: git, the fast path and an archive never write a
+// setuid or setgid file, and an lstat per file would cost nine times the
+// walk.
+func TestCheckServedClearsFolderBitsAlways(t *testing.T) {
+	for _, built := range []bool{false, true} {
+		dir := t.TempDir()
+		os.Mkdir(filepath.Join(dir, "shared"), 0o755)
+		os.WriteFile(filepath.Join(dir, "shared", "run"), []byte("x"), 0o755)
+		os.Chmod(filepath.Join(dir, "shared"), fs.ModeSetgid|0o755)
+		os.Chmod(filepath.Join(dir, "shared", "run"), fs.ModeSetuid|0o755)
+		cleared, n, err := checkServed(dir, dir, "", built)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"shared"}
+		if built {
+			want = append(want, "shared/run")
+		}
+		if !slices.Equal(cleared, want) || n != len(want) {
+			t.Errorf("built %v: cleared %q (%d), want %q", built, cleared, n, want)
+		}
+		if fi, _ := os.Stat(filepath.Join(dir, "shared")); fi.Mode() != fs.ModeDir|0o755 {
+			t.Errorf("built %v: shared has mode %v", built, fi.Mode())
+		}
 	}
 }
