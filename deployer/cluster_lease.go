@@ -14,6 +14,13 @@ import (
 	"go.uber.org/zap"
 )
 
+// leaseClockSkew is how far ahead of this node's clock another node's may
+// run and its build lease still hold (see claimBuild). Nodes kept by NTP
+// agree within milliseconds; a minute leaves room for a node without it,
+// and bounds what a dead node's lease costs the group, whatever its clock
+// said, to buildLease plus a minute.
+const leaseClockSkew = time.Minute
+
 // buildingRecord is the group's build lease (storage key `building`): the
 // node that builds, and until when its claim holds unless renewed.
 type buildingRecord struct {
@@ -37,6 +44,14 @@ type buildingRecord struct {
 // lock taken just after another node released it would leave a lock that
 // never goes stale. A lease that only its holder renews expires buildLease
 // after its holder died, whatever the storage.
+//
+// Expiries are compared across nodes' clocks. A lease that expires further
+// ahead than buildLease plus leaseClockSkew was written by a clock that
+// runs ahead (or by hand): it is stale, or a node that died with its clock
+// a day ahead would stop the group's builds for a day. A live holder whose
+// clock runs that far ahead loses its lease at each claim of another node,
+// and sees so at its next renewal (holdsLease), as a holder that stalled
+// past its lease does.
 func (d *Deployer) claimBuild(ctx context.Context, cl *Cluster, tip string) (func(), *buildingRecord, error) {
 	lctx, cancel := context.WithTimeout(ctx, storageTimeout)
 	defer cancel()
@@ -73,7 +88,15 @@ func (d *Deployer) claimBuild(ctx context.Context, cl *Cluster, tip string) (fun
 		json.Unmarshal(b, &cur) // unreadable: nobody's
 	}
 	now := d.now()
-	if cur.Node != "" && cur.Node != cl.Node && now.Before(cur.Expires) {
+	held := cur.Node != "" && cur.Node != cl.Node && now.Before(cur.Expires)
+	if held && cur.Expires.After(now.Add(buildLease+leaseClockSkew)) {
+		// No holder writes an expiry this far ahead unless its clock runs
+		// ahead: were it dead, the group would build nothing until then.
+		held = false
+		d.log().Warn("the group's build lease expires further ahead than a lease can; its holder's clock runs ahead: taking it over",
+			zap.String("node", cur.Node), zap.String("host", cur.Host), zap.Time("lease_expires", cur.Expires))
+	}
+	if held {
 		return nil, &cur, nil
 	}
 	lease := buildingRecord{Node: cl.Node, Host: cl.Host, Commit: tip, Since: now, Expires: now.Add(buildLease)}

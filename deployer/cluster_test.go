@@ -325,6 +325,8 @@ func TestClusterRefusesBadArchives(t *testing.T) {
 			want: "resolves outside"},
 		{name: "hardlink", entries: []tar.Header{{Name: "h", Typeflag: tar.TypeLink, Linkname: "/etc/passwd"}},
 			want: "only folders, files and symlinks"},
+		{name: "fifo", entries: []tar.Header{{Name: "pipe", Typeflag: tar.TypeFifo}},
+			want: "only folders, files and symlinks"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := newGroup(t)
@@ -567,6 +569,35 @@ func TestClusterDeadBuilderLeaseExpires(t *testing.T) {
 	}
 }
 
+// A builder whose clock ran a year ahead and that then died leaves a lease
+// that expires a year on, as its clock said: it is stale at once, and the
+// next wake on another node builds. On main the group built nothing until
+// then (here: the deploy waited for the dead node until its timeout).
+func TestClusterLeaseFromAClockAheadIsStale(t *testing.T) {
+	g := newGroup(t)
+	c1 := g.remote.commit(map[string]string{"index.html": "v1"})
+	cfg := g.config("a", filepath.Join(t.TempDir(), "a"))
+	cfg.Timeout = 20 * time.Second
+	a := start(t, cfg)
+	g.waitServing(c1, a)
+
+	ctx := context.Background()
+	ahead := time.Now().AddDate(1, 0, 0)
+	lease, _ := json.Marshal(buildingRecord{Node: "dead", Host: "host-dead", Commit: "0000", Since: ahead.Add(-time.Minute), Expires: ahead.Add(buildLease)})
+	if err := g.storage.Store(ctx, "github_webhook/clusters/blog/building", lease); err != nil {
+		t.Fatal(err)
+	}
+
+	c2 := g.remote.commit(map[string]string{"index.html": "v2"})
+	if got := wakeFor(a, ReasonDelivery); got.Outcome != OutcomeDeployed || got.Commit != c2 {
+		t.Fatalf("a delivery with a lease from a clock a year ahead: %+v", got)
+	}
+	g.waitServing(c2, a)
+	if n := a.logs.FilterMessageSnippet("its holder's clock runs ahead").Len(); n != 1 {
+		t.Errorf("%d warnings about the lease from a clock ahead, want 1", n)
+	}
+}
+
 // Close ends the group's watch with the worker: no goroutine of the node
 // is left, but certmagic's own lock refresher, which ends by itself.
 func TestClusterCloseEndsTheWatch(t *testing.T) {
@@ -583,8 +614,10 @@ func TestClusterCloseEndsTheWatch(t *testing.T) {
 }
 
 // A lease of another node that has not expired keeps this node from
-// building; an expired one, or this node's own, does not; the claim's
-// release ends the lease.
+// building, also when that node's clock runs ahead by less than
+// leaseClockSkew; an expired one, one from a clock further ahead (on main
+// it held until its expiry, an hour on), or this node's own, does not; the
+// claim's release ends the lease.
 func TestClusterClaimBuild(t *testing.T) {
 	now := time.Now()
 	for _, tc := range []struct {
@@ -593,8 +626,10 @@ func TestClusterClaimBuild(t *testing.T) {
 		claims bool
 	}{
 		{"no lease", nil, true},
-		{"another node's, held", &buildingRecord{Node: "b", Expires: now.Add(time.Hour)}, false},
+		{"another node's, held", &buildingRecord{Node: "b", Expires: now.Add(buildLease)}, false},
+		{"another node's, its clock ahead within the allowance", &buildingRecord{Node: "b", Expires: now.Add(buildLease + leaseClockSkew - 10*time.Second)}, false},
 		{"another node's, expired", &buildingRecord{Node: "b", Expires: now.Add(-time.Second)}, true},
+		{"another node's, its clock an hour ahead", &buildingRecord{Node: "b", Expires: now.Add(time.Hour)}, true},
 		{"this node's own, left by its last process", &buildingRecord{Node: "a", Expires: now.Add(time.Hour)}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

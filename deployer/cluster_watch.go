@@ -336,7 +336,7 @@ func (d *Deployer) followRelease(ctx context.Context, cl *Cluster, gl *GroupLive
 	}
 	pub, err := publishedDir(dir, publish)
 	if err == nil {
-		err = checkLinks(dir, pub, publish)
+		_, _, err = checkServed(dir, pub, publish, false)
 	}
 	if err == nil && rec == nil {
 		err = syncRelease(dir, nil)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	makeSocketIfAsked()
 	// Tests must not read or write the user's git configuration.
 	home, err := os.MkdirTemp("", "deployer-home-")
 	if err != nil {
@@ -46,6 +48,26 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Exit(code)
+}
+
+// makeSocketEnv names the variable under which the test binary, run as a
+// build command, binds a unix socket at the path it holds and exits,
+// leaving the socket file behind (see TestMain).
+const makeSocketEnv = "DEPLOYER_TEST_MAKE_SOCKET"
+
+// makeSocketIfAsked is the build command of TestSocketFromBuildNeverGoesLive:
+// asked (by $DEPLOYER_TEST_MAKE_SOCKET), it binds a socket at that path and
+// exits without closing it (a closed listener removes the file).
+func makeSocketIfAsked() {
+	name := os.Getenv(makeSocketEnv)
+	if name == "" {
+		return
+	}
+	if _, err := net.Listen("unix", name); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(0)
 }
 
 // remote is testkit's bare remote with a working clone, under the names the

@@ -86,8 +86,11 @@ func (d *Deployer) publish(cfg Config, commit, name string, store func(name, pub
 	// A reused release holds no .git (its spare held none, and only
 	// safeGitPath paths were written) and no .gitattributes, and, when
 	// its spare's links were known, its links are known: it is not walked.
-	// The others are, once for .git and attributes and links, once more for
-	// the links under the published folder.
+	// Nor does it need checkServed's other checks: its spare was a release
+	// without commands, checked when it went live, and reuseSpare writes
+	// only regular files (0644, 0755), links and folders.
+	// The others are walked once for .git and attributes and links, once
+	// more (checkServed) for what goes live under the published folder.
 	exact, links, linksKnown := made != nil, []string(nil), false
 	if made != nil {
 		links, linksKnown = made.links, made.linksKnown
@@ -99,13 +102,19 @@ func (d *Deployer) publish(cfg Config, commit, name string, store func(name, pub
 		exact = !walked.attrs && len(cfg.Commands) == 0 && !cfg.Submodules
 		links, linksKnown = walked.links, walked.linksKnown
 	}
+	var cleared []string
+	nCleared := 0
 	if linksKnown && made != nil {
 		err = checkLinkList(dir, pub, cfg.Publish, links)
 	} else {
-		err = checkLinks(dir, pub, cfg.Publish)
+		cleared, nCleared, err = checkServed(dir, pub, cfg.Publish, len(cfg.Commands) > 0)
 	}
 	if err != nil {
 		return err
+	}
+	if nCleared > 0 {
+		d.log().Warn("cleared the setuid and setgid bits of what goes live", zap.String("release", name),
+			zap.Strings("paths", cleared), zap.Int("count", nCleared))
 	}
 	if len(links) > maxKnownLinks {
 		links, linksKnown = nil, false

@@ -47,7 +47,7 @@ func (d *Deployer) Rollback(release string) (Live, error) {
 	targetDir := filepath.Join(d.path, releasesName, target.Name)
 	pub, err := publishedDir(targetDir, target.Publish)
 	if err == nil {
-		err = checkLinks(targetDir, pub, target.Publish)
+		_, _, err = checkServed(targetDir, pub, target.Publish, !target.Pristine)
 	}
 	if err != nil {
 		return Live{}, fmt.Errorf("rolling back to %s: %w", target.Name, err)
