@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"strconv"
 	"time"
 )
 
@@ -42,6 +43,11 @@ type Cluster struct {
 	// Poll is how often the group's live record is read; zero means
 	// DefaultClusterPoll.
 	Poll time.Duration
+
+	// partSize is the most bytes of an archive stored under one key;
+	// zero means archivePartSize. Tests set it to cut small sites into
+	// several parts.
+	partSize int
 }
 
 // clusterName is what a group's name may be: it becomes a storage key.
@@ -89,17 +95,43 @@ func (c *Cluster) nodesKey() string             { return c.prefix() + "nodes" }
 func (c *Cluster) nodeKey(node string) string   { return c.nodesKey() + "/" + node }
 func (c *Cluster) archiveKey(rel string) string { return c.archivesKey() + "/" + rel + archiveExt }
 
+// partKey is the storage key of part i of release rel's archive: part 0 is
+// at the archive's key (where a record without parts has the whole).
+func (c *Cluster) partKey(rel string, i int) string {
+	if i == 0 {
+		return c.archiveKey(rel)
+	}
+	return c.archiveKey(rel) + "." + strconv.Itoa(i)
+}
+
+func (c *Cluster) archivePartSize() int {
+	if c.partSize <= 0 {
+		return archivePartSize
+	}
+	return c.partSize
+}
+
 // GroupLive is the group's live record (storage key `live`): the release
 // every node of the group serves.
 type GroupLive struct {
 	Commit  string `json:"commit"`
 	Release string `json:"release"`
-	// Archive is the storage key of the release's published tree.
+	// Archive is the storage key of the release's published tree (of its
+	// first part).
 	Archive string `json:"archive"`
 	// Digest is the archive's SHA-256, as "sha256:<hex>".
 	Digest string `json:"digest"`
 	// Size is the archive's size in bytes.
 	Size int64 `json:"size"`
+	// Parts are the archive's parts, in order: the archive is their
+	// bytes one after the other. A record without parts (written before
+	// archives were stored in parts) has the whole archive at Archive.
+	Parts []ArchivePart `json:"parts,omitempty"`
+	// Unpacked is what the archive's files hold, in bytes: a follower
+	// refuses an archive whose headers declare more, or that the disk
+	// has no room for, before it writes them. Zero in a record written
+	// before it was recorded.
+	Unpacked int64 `json:"unpacked,omitempty"`
 	// Node is the node that built the release, or that rolled the group
 	// back to it.
 	Node string    `json:"node"`

@@ -1,6 +1,7 @@
 package deployer
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -36,13 +37,16 @@ func BenchmarkArchive(b *testing.B) {
 			total += len(data)
 			os.WriteFile(p, []byte(data), 0o644)
 		}
-		data, _, err := packTree(dir)
+		var packed bytes.Buffer
+		unpacked, err := packTree(dir, &packed)
 		if err != nil {
 			b.Fatal(err)
 		}
+		data := packed.Bytes()
 		b.Run(kind+"/pack", func(b *testing.B) {
 			for b.Loop() {
-				if _, _, err := packTree(dir); err != nil {
+				packed.Reset()
+				if _, err := packTree(dir, &packed); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -55,7 +59,7 @@ func BenchmarkArchive(b *testing.B) {
 			for b.Loop() {
 				n++
 				dst := filepath.Join(out, fmt.Sprint(n))
-				if err := unpackTree(data, dst); err != nil {
+				if err := unpackTree(bytes.NewReader(data), dst, unpackLimits{declared: unpacked, free: -1}); err != nil {
 					b.Fatal(err)
 				}
 				b.StopTimer()
@@ -65,6 +69,66 @@ func BenchmarkArchive(b *testing.B) {
 			b.ReportMetric(float64(len(data)), "archive-bytes")
 		})
 	}
+}
+
+// BenchmarkArchiveHeap packs a site of 64 incompressible files of 4 MiB
+// (256 MiB) into a group's FileStorage, in parts, as the builder does, and
+// unpacks it from there as a follower does, and reports the peak heap in
+// use (HeapInuse, sampled every millisecond, above what it was before) of
+// each:
+//
+//	go test -run '^$' -bench ArchiveHeap -benchtime 1x ./deployer
+func BenchmarkArchiveHeap(b *testing.B) {
+	dir := filepath.Join(b.TempDir(), "pub")
+	buf := make([]byte, 4<<20)
+	for i := range 64 {
+		rand.Read(buf)
+		p := filepath.Join(dir, fmt.Sprintf("d%d", i%8), fmt.Sprintf("f%02d.bin", i))
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, buf, 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	buf = nil
+	ctx := context.Background()
+	st := &certmagic.FileStorage{Path: filepath.Join(b.TempDir(), "storage")}
+	cl := &Cluster{Name: "blog", Storage: st}
+	var packPeak, unpackPeak uint64
+	n := 0
+	for b.Loop() {
+		n++
+		name := fmt.Sprintf("r%d", n)
+		stop := heapPeak()
+		pw := newPartWriter(cl.archivePartSize(), func(i int) string { return cl.partKey(name, i) },
+			func(key string, value []byte) error { return st.Store(ctx, key, value) })
+		unpacked, err := packTree(dir, pw)
+		digest := ""
+		if err == nil {
+			digest, err = pw.close()
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		packPeak = max(packPeak, stop())
+
+		stop = heapPeak()
+		out := filepath.Join(b.TempDir(), name)
+		pr := newPartsReader(pw.parts, func(key string) ([]byte, error) { return st.Load(ctx, key) })
+		err = unpackTree(pr, out, unpackLimits{declared: unpacked, free: freeSpace(filepath.Dir(out))})
+		if err == nil {
+			err = pr.finish(digest, pw.n)
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		unpackPeak = max(unpackPeak, stop())
+		b.StopTimer()
+		os.RemoveAll(out)
+		st.Delete(ctx, cl.archivesKey())
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(packPeak)/(1<<20), "pack-peak-heap-MiB")
+	b.ReportMetric(float64(unpackPeak)/(1<<20), "unpack-peak-heap-MiB")
 }
 
 // countingStorage counts the calls a node makes to storage.

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,26 +39,40 @@ func (d *Deployer) storeWithRetry(ctx context.Context, cl *Cluster, key string, 
 	}
 }
 
-// storeRelease packs the published folder pub of release name, stores it
-// as the group's archive and then the group's live record, and prunes
-// archives past Keep. The caller holds the group's build lock.
+// storeRelease packs the published folder pub of release name into the
+// group's archive, stored part by part as it is packed, then stores the
+// group's live record, and prunes archives past Keep. The caller holds the
+// group's build lock.
 func (d *Deployer) storeRelease(ctx context.Context, cfg Config, commit, name, pub, pinnedFrom string) (*GroupLive, error) {
 	cl := cfg.Cluster
 	start := d.now()
-	data, digest, err := packTree(pub)
+	pw := newPartWriter(cl.archivePartSize(), func(i int) string { return cl.partKey(name, i) },
+		func(key string, value []byte) error { return d.storeWithRetry(ctx, cl, key, value) })
+	unpacked, err := packTree(pub, pw)
+	digest := ""
+	if err == nil {
+		digest, err = pw.close()
+	}
+	if pw.err != nil {
+		err = pw.err // storage's error, as storeWithRetry returns it
+	}
 	if err != nil {
+		// What was stored of it is no archive: no record will name it.
+		for _, p := range pw.parts {
+			dctx, cancel := context.WithTimeout(d.ctx, storageTimeout)
+			cl.Storage.Delete(dctx, p.Key)
+			cancel()
+		}
 		return nil, err
 	}
 	gl := &GroupLive{Commit: commit, Release: name, Archive: cl.archiveKey(name), Digest: digest,
-		Size: int64(len(data)), Node: cl.Node, PinnedFrom: pinnedFrom}
-	if err := d.storeWithRetry(ctx, cl, gl.Archive, data); err != nil {
-		return nil, err
-	}
+		Size: pw.n, Parts: pw.parts, Unpacked: unpacked, Node: cl.Node, PinnedFrom: pinnedFrom}
 	if err := d.storeLive(ctx, cl, gl); err != nil {
 		return nil, err
 	}
 	d.log().Info("stored the release for the group", zap.String("release", name), zap.Int64("size", gl.Size),
-		zap.String("digest", digest), zap.Duration("duration", d.now().Sub(start)))
+		zap.Int("parts", len(gl.Parts)), zap.Int64("unpacked", unpacked), zap.String("digest", digest),
+		zap.Duration("duration", d.now().Sub(start)))
 	d.pruneArchives(ctx, cfg, name)
 	return gl, nil
 }
@@ -95,12 +110,18 @@ func (d *Deployer) pruneArchives(ctx context.Context, cfg Config, live string) {
 		keep[d.st.Releases[i].Name] = true
 	}
 	d.mu.Unlock()
+	// A release's archive is its parts: <name>.tar.zst, <name>.tar.zst.1...
+	parts := map[string][]string{}
 	var names []string
 	for _, k := range keys {
-		name, ok := strings.CutSuffix(k[strings.LastIndexByte(k, '/')+1:], archiveExt)
-		if ok {
+		name, part, ok := strings.Cut(k[strings.LastIndexByte(k, '/')+1:], archiveExt)
+		if n, err := strconv.Atoi(strings.TrimPrefix(part, ".")); !ok || part != "" && (part[0] != '.' || err != nil || n < 1) {
+			continue
+		}
+		if _, seen := parts[name]; !seen {
 			names = append(names, name)
 		}
+		parts[name] = append(parts[name], k)
 	}
 	slices.Sort(names)
 	for i := len(names) - 1; i >= 0 && len(keep) < cfg.Keep; i-- {
@@ -109,7 +130,9 @@ func (d *Deployer) pruneArchives(ctx context.Context, cfg Config, live string) {
 	var errs []error
 	for _, name := range names {
 		if !keep[name] {
-			errs = append(errs, cl.Storage.Delete(ctx, cl.archiveKey(name)))
+			for _, k := range parts[name] {
+				errs = append(errs, cl.Storage.Delete(ctx, k))
+			}
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -244,7 +244,8 @@ func (d *Deployer) clusterStatus(cl *Cluster, live string, commit string) *Clust
 
 // follow makes this node serve the group's live release gl: from the
 // release on disk when this node has it, else from the group's archive,
-// whose digest is checked before it is unpacked. It never builds.
+// unpacked part by part, each part's digest checked before it is unpacked
+// and the whole's before the release goes live. It never builds.
 func (d *Deployer) follow(ctx context.Context, cfg Config, gl *GroupLive, reason Reason) error {
 	cl := cfg.Cluster
 	start := d.now()
@@ -285,6 +286,39 @@ func (d *Deployer) follow(ctx context.Context, cfg Config, gl *GroupLive, reason
 	return nil
 }
 
+// archiveParts returns the parts of gl's archive, checked against the
+// keys of gl's release: a record without parts, written before archives
+// were stored in parts, has the whole archive at gl.Archive.
+func (c *Cluster) archiveParts(gl *GroupLive) ([]ArchivePart, error) {
+	if want := c.archiveKey(gl.Release); gl.Archive != want {
+		return nil, fmt.Errorf("the group's live record names archive %q, not %q", gl.Archive, want)
+	}
+	if gl.Unpacked < 0 || gl.Unpacked > maxUnpacked {
+		return nil, fmt.Errorf("the group's live record says archive %s holds %d bytes, more than the %d an archive may hold",
+			gl.Archive, gl.Unpacked, int64(maxUnpacked))
+	}
+	if len(gl.Parts) == 0 {
+		return []ArchivePart{{Key: gl.Archive, Size: gl.Size, Digest: gl.Digest}}, nil
+	}
+	if len(gl.Parts) > maxArchiveParts {
+		return nil, fmt.Errorf("the group's live record lists %d parts of archive %s, more than %d", len(gl.Parts), gl.Archive, maxArchiveParts)
+	}
+	var size int64
+	for i, p := range gl.Parts {
+		if want := c.partKey(gl.Release, i); p.Key != want {
+			return nil, fmt.Errorf("the group's live record names part %d of archive %s %q, not %q", i, gl.Archive, p.Key, want)
+		}
+		if p.Size <= 0 || p.Size > maxArchivePart || !strings.HasPrefix(p.Digest, "sha256:") {
+			return nil, fmt.Errorf("the group's live record gives part %s a size of %d bytes and digest %q: not valid", p.Key, p.Size, p.Digest)
+		}
+		size += p.Size
+	}
+	if size != gl.Size {
+		return nil, fmt.Errorf("the group's live record says archive %s has %d bytes, its parts %d", gl.Archive, gl.Size, size)
+	}
+	return gl.Parts, nil
+}
+
 func (d *Deployer) followRelease(ctx context.Context, cl *Cluster, gl *GroupLive) error {
 	dir := filepath.Join(d.path, releasesName, gl.Release)
 	d.mu.Lock()
@@ -294,17 +328,9 @@ func (d *Deployer) followRelease(ctx context.Context, cl *Cluster, gl *GroupLive
 	if rec != nil {
 		publish = rec.Publish
 	} else {
-		if want := cl.archiveKey(gl.Release); gl.Archive != want {
-			return fmt.Errorf("the group's live record names archive %q, not %q", gl.Archive, want)
-		}
-		data, err := cl.Storage.Load(ctx, gl.Archive)
+		parts, err := cl.archiveParts(gl)
 		if err != nil {
-			err = fmt.Errorf("loading archive %s: %w", gl.Archive, err)
-			d.storageFailed(err)
-			return &storageError{err}
-		}
-		if got := digestOf(data); got != gl.Digest {
-			return fmt.Errorf("archive %s refused: its digest is %s, the group's live record says %s", gl.Archive, got, gl.Digest)
+			return err
 		}
 		// The folder may be this node's spare (a rollback to a release
 		// this node had pruned): it stops being the spare before it is
@@ -329,8 +355,26 @@ func (d *Deployer) followRelease(ctx context.Context, cl *Cluster, gl *GroupLive
 		if err := os.RemoveAll(dir); err != nil {
 			return fmt.Errorf("removing a leftover release: %w", err)
 		}
-		if err := unpackTree(data, dir); err != nil {
+		// Part by part, each checked before the unpacker reads it, into
+		// the release's own folder, which goes live only once the whole
+		// archive matched its digest.
+		pr := newPartsReader(parts, func(key string) ([]byte, error) {
+			return cl.Storage.Load(ctx, key)
+		})
+		err = unpackTree(pr, dir, unpackLimits{declared: gl.Unpacked, free: freeSpace(filepath.Dir(dir))})
+		if pr.err != nil {
+			err = pr.err // what made the unpacker fail
+		}
+		if err == nil {
+			err = pr.finish(gl.Digest, gl.Size)
+		}
+		if err != nil {
 			os.RemoveAll(dir)
+			if pr.loadFailed {
+				err = fmt.Errorf("loading archive %s: %w", gl.Archive, err)
+				d.storageFailed(err)
+				return &storageError{err}
+			}
 			return fmt.Errorf("archive %s refused: %w", gl.Archive, err)
 		}
 	}
