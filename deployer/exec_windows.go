@@ -1,6 +1,9 @@
 package deployer
 
-import "os/exec"
+import (
+	"os/exec"
+	"syscall"
+)
 
 // group is the process group of a command; Windows has none that this
 // package uses yet.
@@ -14,3 +17,9 @@ func (g *group) end() {}
 
 // killLeftoverGroup kills nothing on Windows: no deploy ever ran there.
 func killLeftoverGroup(pgid int, release string) int { return 0 }
+
+// owner is -1 on Windows, which has no user ids.
+func owner(string) int { return -1 }
+
+// helperAttr returns no attributes on Windows, where no helper runs.
+func helperAttr() *syscall.SysProcAttr { return nil }
