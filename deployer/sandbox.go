@@ -119,7 +119,10 @@ func newSandbox(ctx context.Context, cfg Config, path, release string, writable 
 	var extra []string // files bound read-only beside the allow-list
 	if root {
 		setpriv, err := exec.LookPath("setpriv")
-		if err != nil {
+		if err == nil {
+			setpriv, err = filepath.EvalSymlinks(setpriv)
+		}
+		if err != nil || !filepath.IsAbs(setpriv) || within("/tmp", setpriv) {
 			return nil, errors.New("sandbox: setpriv not found, which runs builds as an unprivileged user when Caddy runs as root: install util-linux")
 		}
 		extra = append(extra, setpriv)
@@ -145,7 +148,7 @@ func newSandbox(ctx context.Context, cfg Config, path, release string, writable 
 	var out bytes.Buffer
 	// The check runs without the network helper: bwrap's own start is what
 	// it checks.
-	probe := command(ctx, release, s.env(cfg, os.Environ()), &out, &out, s.argv([]string{"true"}))
+	probe := command(ctx, release, s.env(cfg, nil), &out, &out, s.argv([]string{"true"}))
 	if err := runCommand(ctx, probe, nil, nil); err != nil {
 		s.restore()
 		if ctx.Err() != nil {
