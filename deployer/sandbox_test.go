@@ -1,7 +1,9 @@
 package deployer
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -616,5 +618,64 @@ func TestSandboxNetworkNone(t *testing.T) {
 	}
 	if connect := readCurrent(t, path, "connect.txt"); !strings.Contains(connect, "failed 127.0.0.1") || accepted.Load() > 0 {
 		t.Errorf("the build reached the host's loopback:\n%s", connect)
+	}
+}
+
+// BenchmarkSandboxStart times one sandboxed command (true) from start to
+// end: "before" with the sandbox's options before the allow-list and the
+// network namespace (the host's / read-only, the host's network), "none"
+// with the allow-list and a network namespace of its own without a helper
+// (SandboxNetwork none), then with pasta and with slirp4netns attaching
+// the outbound network. The difference to "before" is what the sandbox's
+// network costs each command:
+//
+//	go test -run '^$' -bench BenchmarkSandboxStart -benchtime 20x -count 5 ./deployer
+func BenchmarkSandboxStart(b *testing.B) {
+	if _, err := exec.LookPath("bwrap"); err != nil {
+		b.Skip("bwrap is not installed")
+	}
+	dir, err := os.MkdirTemp("/var/tmp", "deployer-sandbox-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	path := filepath.Join(dir, "site")
+	release := filepath.Join(path, "releases", "r1")
+	for _, d := range []string{release, filepath.Join(path, "cache.git"), filepath.Join(path, "cache")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	b.Run("before", func(b *testing.B) {
+		bwrap, _ := exec.LookPath("bwrap")
+		argv := []string{bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+			"--unshare-pid", "--die-with-parent", "--cap-drop", "ALL", "--chdir", release, "--", "true"}
+		for b.Loop() {
+			if err := run(ctx, release, []string{"PATH=" + defaultPath}, io.Discard, io.Discard, nil, argv...); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	for _, helper := range []string{"none", "pasta", "slirp4netns"} {
+		b.Run(helper, func(b *testing.B) {
+			cfg := Config{Path: path, SandboxNetwork: NetworkNone}
+			s, err := newSandbox(ctx, cfg, path, release, filepath.Join(path, "cache"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			if helper != "none" {
+				if s.net, err = exec.LookPath(helper); err != nil {
+					b.Skip(err)
+				}
+			}
+			env := s.env(cfg, nil)
+			for b.Loop() {
+				if err := s.run(ctx, release, env, io.Discard, io.Discard, nil, []string{"true"}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			s.restore()
+		})
 	}
 }
