@@ -511,6 +511,11 @@ func (s *sandbox) attachNetwork(ctx context.Context, info io.Reader) (*netHelper
 	if err := json.NewDecoder(io.LimitReader(info, 64<<10)).Decode(&st); err != nil || st.ChildPID <= 0 {
 		return nil, fmt.Errorf("reading the sandbox's process from bwrap: %v", err)
 	}
+	// bwrap's child brings its loopback up after it wrote the PID: a
+	// helper that did so too at the same time would make one of them fail.
+	if err := waitLoopback(ctx, st.ChildPID); err != nil {
+		return nil, err
+	}
 	root := os.Geteuid() == 0
 	var nsFile *os.File
 	if root {
@@ -553,7 +558,10 @@ func (s *sandbox) attachNetwork(ctx context.Context, info io.Reader) (*netHelper
 		defer exitR.Close()
 		files = append(files, exitR) // 4 or 5
 		exitFD := strconv.Itoa(2 + len(files))
-		args = []string{"--configure", "--mtu=65520", "--disable-host-loopback", "--ready-fd=3", "--exit-fd=" + exitFD}
+		// --enable-sandbox: its own mount namespace and, as root, no
+		// capability but binding low ports; --enable-seccomp: few syscalls.
+		args = []string{"--configure", "--mtu=65520", "--disable-host-loopback", "--enable-sandbox", "--enable-seccomp",
+			"--ready-fd=3", "--exit-fd=" + exitFD}
 		if root {
 			args = append(args, "--netns-type=path", "/proc/self/fd/4", "tap0")
 		} else {
@@ -598,6 +606,25 @@ func (s *sandbox) attachNetwork(ctx context.Context, info io.Reader) (*netHelper
 		return nil, fmt.Errorf("%s did not set the network up: %v: %s", filepath.Base(s.net), err, msg)
 	}
 	return h, nil
+}
+
+// waitLoopback waits until the loopback of pid's network namespace is up
+// with its address: its local routes list 127.0.0.1.
+func waitLoopback(ctx context.Context, pid int) error {
+	deadline := time.Now().Add(netStartTimeout)
+	for {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/fib_trie", pid))
+		if err != nil {
+			return fmt.Errorf("waiting for the sandbox's loopback: %w", err)
+		}
+		if bytes.Contains(b, []byte("127.0.0.1")) {
+			return nil
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return errors.New("waiting for the sandbox's loopback: timed out")
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // env returns the environment of a sandboxed command, from commandEnv,

@@ -1,6 +1,7 @@
 package deployer
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -671,8 +672,9 @@ func BenchmarkSandboxStart(b *testing.B) {
 			}
 			env := s.env(cfg, nil)
 			for b.Loop() {
-				if err := s.run(ctx, release, env, io.Discard, io.Discard, nil, []string{"true"}); err != nil {
-					b.Fatal(err)
+				var out bytes.Buffer
+				if err := s.run(ctx, release, env, &out, &out, nil, []string{"true"}); err != nil {
+					b.Fatalf("%v: %s", err, out.String())
 				}
 			}
 			s.restore()
