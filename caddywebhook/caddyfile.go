@@ -37,7 +37,7 @@ func init() {
 //		poll        <duration>
 //		max_body    <size>
 //		cache       <dir> [<dir>...]
-//		sandbox
+//		sandbox     [{ network none|outbound }]
 //		deployments <environment> [<url>]
 //		require_checks [<name>...]
 //		api_url     <url>
@@ -54,7 +54,8 @@ func init() {
 // (3, 10m), as in JSON. max_body takes a size such as 25MiB. cache names
 // folders of the release carried from build to build, such as
 // resources/_gen or node_modules.
-// sandbox runs the commands under bubblewrap (bwrap). deployments reports
+// sandbox runs the commands under bubblewrap (bwrap); its network is
+// outbound (the default: no path to the host's loopback) or none. deployments reports
 // deploys to GitHub as deployments in environment, url being the site's
 // address; it needs token. require_checks deploys a tip only once the
 // named checks (check runs, workflows or status contexts), or all of its
@@ -185,6 +186,21 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			h.Sandbox = true
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				switch d.Val() {
+				case "network":
+					var v string
+					if !d.AllArgs(&v) {
+						return d.ArgErr()
+					}
+					if v != deployer.NetworkNone && v != "outbound" {
+						return d.Errf("sandbox network %q: want none or outbound", v)
+					}
+					h.SandboxNetwork = v
+				default:
+					return d.Errf("unknown sandbox subdirective %q", d.Val())
+				}
+			}
 		case "ssh_key":
 			if !d.AllArgs(&h.SSHKey) {
 				return d.ArgErr()

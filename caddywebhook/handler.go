@@ -199,14 +199,25 @@ type Handler struct {
 	// autosave; not a storage configured elsewhere) are hidden; the commands see no other process, and every process they
 	// start dies when the command ends or the deploy is killed, even one
 	// that calls setsid; their environment is only PATH, LANG, LANGUAGE,
-	// LC_*, TZ, HOME, env and DEPLOY_* (none of Caddy's other variables). The
-	// network is the host's, so builds can download packages and can reach
-	// every service the host can, Caddy's admin endpoint included. A deploy
-	// fails with a clear error when bwrap is missing or cannot start. Linux
-	// only: on other systems the configuration is refused.
+	// LC_*, TZ, HOME, env and DEPLOY_* (none of Caddy's other variables).
+	// The sandbox is an allow-list: the system's program and library
+	// folders, /etc less its secrets and the toolchains that PATH names,
+	// read-only; nothing of other sites or of a storage folder. When Caddy
+	// runs as root, the commands run as the unprivileged user nobody. Their
+	// network is their own (see sandbox_network): never the host's
+	// loopback, so Caddy's admin endpoint is out of reach. A deploy fails
+	// with a clear error when bwrap (or, for the network, pasta from the
+	// passt package and slirp4netns both) is missing or cannot start.
+	// Linux only: on other systems the configuration is refused.
 	// Default: off: the commands run as Caddy's user, with Caddy's
 	// environment less the variables secret and token read.
 	Sandbox bool `json:"sandbox,omitempty"`
+
+	// The network of sandboxed commands: "outbound", access to what the
+	// host reaches (builds download packages) through pasta, or else
+	// slirp4netns, but not to the host's own loopback; "none", no network
+	// at all. Default: outbound.
+	SandboxNetwork string `json:"sandbox_network,omitempty"`
 
 	// The largest delivery accepted, in bytes. A larger declared
 	// Content-Length is answered 413 before any of the body is read, and a
@@ -409,7 +420,10 @@ func (h *Handler) deployerConfig(token string) deployer.Config {
 		Token:      token,
 		Poll:       time.Duration(h.Poll),
 		Sandbox:    h.Sandbox,
-		Hide:       sandboxHidden(append(slices.Clone(h.Secret), h.Token)...),
+		// "outbound" is the deployer's default, ""; it refuses any other
+		// value but "none".
+		SandboxNetwork: strings.TrimPrefix(h.SandboxNetwork, "outbound"),
+		Hide:           sandboxHidden(append(slices.Clone(h.Secret), h.Token)...),
 	}
 	if cfg.Remote == "" && h.Repo != "" {
 		cfg.Remote = "https://github.com/" + h.Repo + ".git"

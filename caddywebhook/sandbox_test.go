@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
 )
 
 // TestSandboxConfig: the handler hands the deployer its sandbox setting and
@@ -43,6 +45,13 @@ func TestSandboxConfig(t *testing.T) {
 	}
 	if (&Handler{}).deployerConfig("").Sandbox {
 		t.Error("sandbox is on by default")
+	}
+	// The sandbox's network: outbound is the deployer's default, none
+	// reaches it as none.
+	for network, want := range map[string]string{"": "", "outbound": "", "none": deployer.NetworkNone} {
+		if got := (&Handler{Sandbox: true, SandboxNetwork: network}).deployerConfig("").SandboxNetwork; got != want {
+			t.Errorf("sandbox_network %q reached the deployer as %q, want %q", network, got, want)
+		}
 	}
 }
 

@@ -83,15 +83,28 @@ func (d *Deployer) build(ctx context.Context, g *git, cfg Config, branch, commit
 		env = box.env(cfg, env)
 	}
 	env = append(env, cacheEnv...)
+	tail, err := d.runCommands(ctx, cfg, box, dir, env, sink, name, commit)
+	if box != nil {
+		if rerr := box.restore(); rerr != nil && err == nil {
+			return sink.tail.String(), rerr
+		}
+	}
+	return tail, err
+}
+
+// runCommands runs the commands of cfg in dir, in box when it is not nil.
+func (d *Deployer) runCommands(ctx context.Context, cfg Config, box *sandbox, dir string, env []string, sink *outputSink, name, commit string) (string, error) {
 	for _, argv := range cfg.Commands {
 		fmt.Fprintf(sink, "$ %s\n", strings.Join(argv, " "))
-		full := argv
-		if box != nil {
-			full = box.argv(argv)
-		}
-		err := run(ctx, dir, env, sink, sink, func(pgid int) {
+		onStart := func(pgid int) {
 			d.recordBuilding(&building{Release: name, Commit: commit, Publish: cfg.Publish, PGID: pgid})
-		}, full...)
+		}
+		var err error
+		if box != nil {
+			err = box.run(ctx, dir, env, sink, sink, onStart, argv)
+		} else {
+			err = run(ctx, dir, env, sink, sink, onStart, argv...)
+		}
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
 				fmt.Fprintf(sink, "%v\n", err)

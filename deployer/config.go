@@ -123,19 +123,37 @@ type Config struct {
 	// sees it; an http:// Remote with a token is an error.
 	Token string
 
-	// Sandbox runs Commands under bubblewrap (bwrap): a read-only view of
-	// the file system in which only the new release, a per-site home
-	// (Path/home, the commands' HOME), the cache home (Path/cache) and a
-	// private /tmp are writable;
-	// Path's state, other releases, its build logs and the files in Hide are
-	// absent; the cache repository is read-only; the commands get a PID
-	// namespace of their own, so they see no other process and every
-	// process they start dies when the command ends or the deploy is
-	// killed; and their environment is only PATH, LANG, LANGUAGE, LC_*, TZ,
-	// HOME, Env and DEPLOY_*. The network is the host's. A deploy fails
-	// when bwrap is not installed or cannot start. Linux only: elsewhere
-	// Validate refuses it.
+	// Sandbox runs Commands under bubblewrap (bwrap), in a sandbox built
+	// as an allow-list, never the host's / minus a list: read-only the
+	// system's program and library folders (/usr, /bin, /lib...), /etc
+	// less its secrets (shadow, sudoers, ssh host keys, TLS keys, Caddy's
+	// config...), the toolchains that PATH names (a bin folder's parent,
+	// such as /usr/local/go or nvm's node/vX, but never a home folder),
+	// and the cache repository; writable only the new release, a per-site
+	// home (Path/home, the commands' HOME), the cache home (Path/cache) and
+	// a private /tmp. Nothing else of Path (its state, other releases, its
+	// build logs), of other sites or of Caddy's storage is there, and the
+	// files in Hide are masked wherever they are. When Caddy runs as root,
+	// the commands run as the unprivileged user nobody (65534:65534) on the
+	// host, with no capabilities, and the release, the home and the cache
+	// home are theirs during the build (the release is given back to
+	// Caddy's user after it, which clears setuid bits). The commands get
+	// PID, IPC and network namespaces of their own: they see no other
+	// process, every process they start dies when the command ends or the
+	// deploy is killed, and their network (see SandboxNetwork) never leads
+	// to the host's loopback, so Caddy's admin endpoint is out of reach.
+	// Their environment is only PATH, LANG, LANGUAGE, LC_*, TZ, HOME, Env
+	// and DEPLOY_*. A deploy fails when bwrap (or, for the network, both
+	// pasta and slirp4netns, or, as root, setpriv) is not installed or
+	// cannot start. Linux only: elsewhere Validate refuses it.
 	Sandbox bool
+
+	// SandboxNetwork is the network of sandboxed commands: "" (the
+	// default), outbound access as the host has it (builds fetch
+	// packages) through pasta, or else slirp4netns, but no path to the
+	// host's loopback; NetworkNone, no network at all, only a loopback of
+	// their own.
+	SandboxNetwork string
 
 	// Hide names files and folders that sandboxed commands must not see,
 	// such as those the webhook secret, the token and SSHKey are read
@@ -244,6 +262,9 @@ func (c Config) Validate() error {
 		if err := c.Cluster.validate(); err != nil {
 			return err
 		}
+	}
+	if c.SandboxNetwork != "" && c.SandboxNetwork != NetworkNone {
+		return fmt.Errorf("sandbox network %q: want none, or nothing for outbound access", c.SandboxNetwork)
 	}
 	for _, p := range c.Hide {
 		if !filepath.IsAbs(p) {

@@ -96,19 +96,45 @@ func run(ctx context.Context, dir string, env []string, stdout, stderr io.Writer
 // descriptor 3+i, which the children it starts inherit unless it closes
 // them.
 func runFiles(ctx context.Context, dir string, env []string, files []*os.File, stdout, stderr io.Writer, onStart func(pgid int), argv ...string) error {
+	cmd := command(ctx, dir, env, stdout, stderr, argv)
+	cmd.ExtraFiles = files
+	return runCommand(ctx, cmd, onStart, nil)
+}
+
+// command returns the command that run runs.
+func command(ctx context.Context, dir string, env []string, stdout, stderr io.Writer, argv []string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Dir = dir
 	cmd.Env = env
-	cmd.ExtraFiles = files
 	cmd.Stdin = nil
 	cmd.Stdout = stdout
 	cmd.Stderr = stderr
+	return cmd
+}
+
+// runCommand runs cmd as run does. started, if set, is called once cmd
+// runs (after onStart); when it fails, the group is killed and its error
+// returned; the function it returns, if any, is called once the group has
+// ended. The sandbox uses it to attach a network to the command's
+// namespace.
+func runCommand(ctx context.Context, cmd *exec.Cmd, onStart func(pgid int), started func() (func(), error)) error {
 	g, err := startGroup(cmd)
 	if err != nil {
 		return err
 	}
 	if onStart != nil {
 		onStart(g.pgid)
+	}
+	if started != nil {
+		done, err := started()
+		if err != nil {
+			g.end()
+			cmd.Wait()
+			return killedErr(ctx, err)
+		}
+		if done != nil {
+			defer done()
+		}
 	}
 	err = cmd.Wait()
 	// Background children of a finished command die with it.

@@ -61,7 +61,10 @@ func startGroup(cmd *exec.Cmd) (*group, error) {
 		}
 	}
 	// A new session is also a new process group.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setsid = true
 	if useParentDeathSignal {
 		setParentDeathSignal(cmd.SysProcAttr)
 	}

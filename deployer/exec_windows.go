@@ -3,6 +3,7 @@ package deployer
 import (
 	"os"
 	"os/exec"
+	"syscall"
 )
 
 // group is the process group of a command; Windows has none that this
@@ -20,3 +21,9 @@ func killLeftoverGroup(pgid int, release string) int { return 0 }
 
 // socketPair fails on Windows, as startGroup does.
 func socketPair() (ours, theirs *os.File, err error) { return nil, nil, ErrUnsupportedPlatform }
+
+// owner is -1 on Windows, which has no user ids.
+func owner(string) int { return -1 }
+
+// helperAttr returns no attributes on Windows, where no helper runs.
+func helperAttr() *syscall.SysProcAttr { return nil }

@@ -1,12 +1,18 @@
 package deployer
 
 import (
+	"bytes"
+	"context"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -209,9 +215,10 @@ func TestSandboxContainsBuild(t *testing.T) {
 		if got := readCurrent(t, path, "hidden-dir.txt"); strings.Contains(got, "PRIVATE KEY") {
 			t.Errorf("the build read a file of a hidden folder: %q", got)
 		}
-		// The folder is visible: it is the hiding that kept the secret out.
-		if got := readCurrent(t, path, "beside.txt"); got != "readable-beside" {
-			t.Errorf("the file beside the secret read %q, want its content", got)
+		// Nor is the file beside it: the sandbox is an allow-list, and that
+		// folder is not on it.
+		if got := readCurrent(t, path, "beside.txt"); strings.Contains(got, "readable-beside") {
+			t.Errorf("the build read a file outside its allow-list: %q", got)
 		}
 	})
 	t.Run("nothing left running", func(t *testing.T) {
@@ -239,7 +246,8 @@ func TestSandboxContainsBuild(t *testing.T) {
 			case k == "PATH", k == "HOME", k == "HUGO_ENV", k == "LANG", k == "LANGUAGE", k == "TZ",
 				strings.HasPrefix(k, "LC_"), strings.HasPrefix(k, "DEPLOY_"),
 				k == "XDG_CACHE_HOME", k == "npm_config_cache", k == "HUGO_CACHEDIR", // the cache home
-				k == "PWD", k == "SHLVL", k == "_", k == "OLDPWD": // set by sh itself
+				k == "PWD", k == "SHLVL", k == "_", k == "OLDPWD", // set by sh itself
+				k == "GIT_CONFIG_COUNT", k == "GIT_CONFIG_KEY_0", k == "GIT_CONFIG_VALUE_0": // safe.directory, as root
 			default:
 				t.Errorf("the build got %s", line)
 			}
@@ -359,5 +367,317 @@ func TestSandboxCache(t *testing.T) {
 			t.Errorf("the sandboxed build created %s", p)
 			os.Remove(p)
 		}
+	}
+}
+
+// sandboxPrivileges is a build that, run by Caddy as root, tries what root
+// could: leave a setuid shell in the release, read /etc/shadow.
+const sandboxPrivileges = `
+out=public
+mkdir -p $out
+id -u > $out/uid.txt
+cp /bin/sh $out/sh && chmod 4755 $out/sh
+stat -c '%u %a' $out/sh > $out/sh-owner.txt
+cat /etc/shadow > $out/shadow.txt 2>&1
+cat /etc/gshadow >> $out/shadow.txt 2>&1
+echo ok > $out/index.html
+`
+
+// TestSandboxUnprivilegedBuild: with Caddy as root (the test runs as
+// root), a sandboxed build runs as nobody on the host: the setuid shell it
+// makes belongs to nobody, not root (and once the build ended, the release
+// is root's again, which clears the bit), and /etc/shadow is out of reach.
+// Before, the build ran as root without capabilities: its chmod u+s made a
+// setuid-root shell, and it read /etc/shadow.
+func TestSandboxUnprivilegedBuild(t *testing.T) {
+	requireBwrap(t)
+	if os.Geteuid() != 0 {
+		t.Skip("the build runs as the unprivileged user only when Caddy runs as root")
+	}
+	shadow, err := os.ReadFile("/etc/shadow")
+	if err != nil || len(shadow) == 0 {
+		t.Skipf("no /etc/shadow to protect here: %v", err)
+	}
+	r := newRemote(t)
+	tip := r.commit(map[string]string{"README.md": "one"})
+	path := filepath.Join(outsideTmp(t), "site")
+	tg := start(t, Config{Path: path, Remote: r.bare, Publish: "public", Sandbox: true, SandboxNetwork: NetworkNone,
+		Commands: [][]string{{"sh", "-c", sandboxPrivileges}}})
+	s := tg.waitLive(tip)
+	if log, err := os.ReadFile(s.Last.Log); err == nil {
+		t.Logf("build log:\n%s", log)
+	}
+	if got := strings.TrimSpace(readCurrent(t, path, "uid.txt")); got != "65534" {
+		t.Errorf("the build ran as uid %s, want 65534 (nobody)", got)
+	}
+	if got := strings.TrimSpace(readCurrent(t, path, "sh-owner.txt")); got != "65534 4755" {
+		t.Errorf("the build's setuid shell: owner and mode %q, want 65534 4755 (setuid nobody, not root)", got)
+	}
+	fi, err := os.Stat(filepath.Join(path, "current", "sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode()&(os.ModeSetuid|os.ModeSetgid) != 0 || owner(filepath.Join(path, "current", "sh")) != 0 {
+		t.Errorf("the live sh: mode %v, owner %d; want root's, without setuid", fi.Mode(), owner(filepath.Join(path, "current", "sh")))
+	}
+	got := readCurrent(t, path, "shadow.txt")
+	if strings.Contains(got, "root:") || !strings.Contains(got, "Permission denied") && strings.TrimSpace(got) != "" {
+		t.Errorf("the build read /etc/shadow or /etc/gshadow: %q", got)
+	}
+}
+
+// sandboxNeighbour is a build of site A that reads what it can of site B
+// ($0, its path), of B's secret and token files ($1, $2), and of a storage
+// folder of Caddy's outside the allow-list ($3, a key in it).
+const sandboxNeighbour = `
+out=public
+mkdir -p $out
+for f in "$0/state.json" "$0/cache.git/config" "$0/current/index.html" "$1" "$2" "$3"; do
+	cat "$f" 2>&1
+done > $out/read.txt
+ls -a "$0" "$0/releases" "$(dirname "$3")" > $out/ls.txt 2>&1
+cat "$0"/releases/*.log >> $out/read.txt 2>&1
+echo ok > $out/index.html
+`
+
+// TestSandboxOtherSiteOutOfSight: site A's sandboxed build sees nothing of
+// site B, another deployer on the same host (its state, cache repository,
+// live release, logs, and the files its secret and token come from), nor a
+// storage folder (TLS keys) outside the allow-list, though none of these
+// is in A's Hide list. Before, the sandbox was the host's / minus A's own
+// list, and A's build read all of them.
+func TestSandboxOtherSiteOutOfSight(t *testing.T) {
+	requireBwrap(t)
+	base := outsideTmp(t)
+	pathB := filepath.Join(base, "site-b")
+	secretB := filepath.Join(base, "etc-b", "webhook-secret")
+	tokenB := filepath.Join(base, "etc-b", "token")
+	keyFile := filepath.Join(base, "storage", "certificates", "example.com.key")
+	for f, v := range map[string]string{secretB: "secret-of-b-4e1a", tokenB: "token-of-b-77c2", keyFile: "PRIVATE KEY of storage 9d0f"} {
+		os.MkdirAll(filepath.Dir(f), 0o755)
+		if err := os.WriteFile(f, []byte(v), 0o644); err != nil { // readable by anyone: only the sandbox keeps it out
+			t.Fatal(err)
+		}
+	}
+	rb := newRemote(t)
+	tipB := rb.commit(map[string]string{"index.html": "site-b-live-page"})
+	tgB := start(t, Config{Path: pathB, Remote: rb.bare, Commands: [][]string{{"sh", "-c", "echo built-b"}}})
+	tgB.waitLive(tipB)
+
+	ra := newRemote(t)
+	tipA := ra.commit(map[string]string{"README.md": "a"})
+	pathA := filepath.Join(base, "site-a")
+	tgA := start(t, Config{Path: pathA, Remote: ra.bare, Publish: "public", Sandbox: true, SandboxNetwork: NetworkNone,
+		Commands: [][]string{{"sh", "-c", sandboxNeighbour, pathB, secretB, tokenB, keyFile}}})
+	s := tgA.waitLive(tipA)
+	if log, err := os.ReadFile(s.Last.Log); err == nil {
+		t.Logf("build log:\n%s", log)
+	}
+	read := readCurrent(t, pathA, "read.txt")
+	for _, leak := range []string{tipB, "[core]", "site-b-live-page", "built-b", "secret-of-b", "token-of-b", "PRIVATE KEY"} {
+		if strings.Contains(read, leak) {
+			t.Errorf("site A's build read %q of site B or of the storage:\n%s", leak, read)
+		}
+	}
+	// The folders are not there at all: each ls fails.
+	if ls := readCurrent(t, pathA, "ls.txt"); strings.Count(ls, "No such file or directory") != 3 {
+		t.Errorf("site A's build listed site B's folders or the storage:\n%s", ls)
+	}
+}
+
+// sandboxProbe is a build that lists its network interfaces and default
+// routes, and tries to connect to the host's loopback and to the gateway
+// (which pasta, by default, maps to the host's loopback) on $PROBE_PORT.
+const sandboxProbe = `
+out=public
+mkdir -p $out
+tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort > $out/ifaces.txt
+awk 'NR > 1 && $2 == "00000000" { print $1 }' /proc/net/route > $out/routes.txt
+for a in 127.0.0.1 $PROBE_GATEWAY; do
+	if timeout 5 bash -c 'exec 3<>/dev/tcp/$0/$1' "$a" "$PROBE_PORT" 2>/dev/null; then echo "connected $a"; else echo "failed $a"; fi
+done > $out/connect.txt
+echo ok > $out/index.html
+`
+
+// hostGateway returns the host's IPv4 default gateway, or "".
+func hostGateway(t *testing.T) string {
+	b, err := os.ReadFile("/proc/net/route")
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) > 2 && f[1] == "00000000" {
+			v, err := strconv.ParseUint(f[2], 16, 32)
+			if err != nil {
+				return ""
+			}
+			return fmt.Sprintf("%d.%d.%d.%d", v&0xff, v>>8&0xff, v>>16&0xff, v>>24)
+		}
+	}
+	return ""
+}
+
+// loopbackListener listens on the host's 127.0.0.1, as Caddy's admin
+// endpoint does, and counts the connections it accepts.
+func loopbackListener(t *testing.T) (port int, accepted *atomic.Int64) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	accepted = &atomic.Int64{}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			c.Close()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port, accepted
+}
+
+// TestSandboxNoHostLoopback: a sandboxed build with a network (the
+// default) gets an interface and a default route of its own from pasta or
+// slirp4netns, but cannot connect to a listener on the host's 127.0.0.1
+// (Caddy's admin endpoint is one), neither directly nor through the
+// gateway's address. Before, the build shared the host's network and
+// connected. slirp4netns is tried with pasta off PATH.
+func TestSandboxNoHostLoopback(t *testing.T) {
+	requireBwrap(t)
+	for _, helper := range []string{"pasta", "slirp4netns"} {
+		t.Run(helper, func(t *testing.T) {
+			helperPath, err := exec.LookPath(helper)
+			if err != nil {
+				t.Skipf("%s is not installed; CI installs it: apt-get install passt slirp4netns", helper)
+			}
+			if helper == "slirp4netns" {
+				// A PATH with slirp4netns and without pasta. The build's
+				// own commands name their folders.
+				bin := t.TempDir()
+				for _, name := range []string{"git", "bwrap", "setpriv"} {
+					p, err := exec.LookPath(name)
+					if err != nil {
+						t.Skip(err)
+					}
+					os.Symlink(p, filepath.Join(bin, name))
+				}
+				os.Symlink(helperPath, filepath.Join(bin, helper))
+				t.Setenv("PATH", bin)
+			}
+			port, accepted := loopbackListener(t)
+			gateway := hostGateway(t)
+			r := newRemote(t)
+			tip := r.commit(map[string]string{"README.md": "one"})
+			path := filepath.Join(outsideTmp(t), "site")
+			tg := start(t, Config{Path: path, Remote: r.bare, Publish: "public", Sandbox: true,
+				Env:      []string{"PROBE_PORT=" + strconv.Itoa(port), "PROBE_GATEWAY=" + gateway, "PATH=/usr/bin:/bin"},
+				Commands: [][]string{{"/bin/sh", "-c", sandboxProbe}}})
+			s := tg.waitResult("ok", tip)
+			if log, err := os.ReadFile(s.Last.Log); err == nil {
+				t.Logf("build log:\n%s", log)
+			}
+			connect := readCurrent(t, path, "connect.txt")
+			if strings.Contains(connect, "connected") || accepted.Load() > 0 {
+				t.Errorf("the build reached the host's loopback (%d connections):\n%s", accepted.Load(), connect)
+			}
+			if !strings.Contains(connect, "failed 127.0.0.1") {
+				t.Errorf("the probe did not run:\n%s", connect)
+			}
+			ifaces := strings.Fields(readCurrent(t, path, "ifaces.txt"))
+			if len(ifaces) < 2 || !slices.Contains(ifaces, "lo") {
+				t.Errorf("interfaces %q, want lo and the helper's", ifaces)
+			}
+			if routes := strings.Fields(readCurrent(t, path, "routes.txt")); len(routes) == 0 {
+				t.Errorf("no default route in the build's network namespace (interfaces %q)", ifaces)
+			}
+		})
+	}
+}
+
+// TestSandboxNetworkNone: with SandboxNetwork none, the build's namespace
+// holds a loopback and nothing else: no route out, and no host loopback.
+// Before, the build had the host's interfaces.
+func TestSandboxNetworkNone(t *testing.T) {
+	requireBwrap(t)
+	port, accepted := loopbackListener(t)
+	r := newRemote(t)
+	tip := r.commit(map[string]string{"README.md": "one"})
+	path := filepath.Join(outsideTmp(t), "site")
+	tg := start(t, Config{Path: path, Remote: r.bare, Publish: "public", Sandbox: true, SandboxNetwork: NetworkNone,
+		Env:      []string{"PROBE_PORT=" + strconv.Itoa(port)},
+		Commands: [][]string{{"sh", "-c", sandboxProbe}}})
+	tg.waitLive(tip)
+	if ifaces := strings.Fields(readCurrent(t, path, "ifaces.txt")); !slices.Equal(ifaces, []string{"lo"}) {
+		t.Errorf("interfaces %q, want lo alone", ifaces)
+	}
+	if routes := strings.TrimSpace(readCurrent(t, path, "routes.txt")); routes != "" {
+		t.Errorf("default routes %q, want none", routes)
+	}
+	if connect := readCurrent(t, path, "connect.txt"); !strings.Contains(connect, "failed 127.0.0.1") || accepted.Load() > 0 {
+		t.Errorf("the build reached the host's loopback:\n%s", connect)
+	}
+}
+
+// BenchmarkSandboxStart times one sandboxed command (true) from start to
+// end: "before" with the sandbox's options before the allow-list and the
+// network namespace (the host's / read-only, the host's network), "none"
+// with the allow-list and a network namespace of its own without a helper
+// (SandboxNetwork none), then with pasta and with slirp4netns attaching
+// the outbound network. The difference to "before" is what the sandbox's
+// network costs each command:
+//
+//	go test -run '^$' -bench BenchmarkSandboxStart -benchtime 20x -count 5 ./deployer
+func BenchmarkSandboxStart(b *testing.B) {
+	if _, err := exec.LookPath("bwrap"); err != nil {
+		b.Skip("bwrap is not installed")
+	}
+	dir, err := os.MkdirTemp("/var/tmp", "deployer-sandbox-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	path := filepath.Join(dir, "site")
+	release := filepath.Join(path, "releases", "r1")
+	for _, d := range []string{release, filepath.Join(path, "cache.git"), filepath.Join(path, "cache")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	b.Run("before", func(b *testing.B) {
+		bwrap, _ := exec.LookPath("bwrap")
+		argv := []string{bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+			"--unshare-pid", "--die-with-parent", "--cap-drop", "ALL", "--chdir", release, "--", "true"}
+		for b.Loop() {
+			if err := run(ctx, release, []string{"PATH=" + defaultPath}, io.Discard, io.Discard, nil, argv...); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	for _, helper := range []string{"none", "pasta", "slirp4netns"} {
+		b.Run(helper, func(b *testing.B) {
+			cfg := Config{Path: path, SandboxNetwork: NetworkNone}
+			s, err := newSandbox(ctx, cfg, path, release, filepath.Join(path, "cache"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			if helper != "none" {
+				if s.net, err = exec.LookPath(helper); err != nil {
+					b.Skip(err)
+				}
+			}
+			env := s.env(cfg, nil)
+			for b.Loop() {
+				var out bytes.Buffer
+				if err := s.run(ctx, release, env, &out, &out, nil, []string{"true"}); err != nil {
+					b.Fatalf("%v: %s", err, out.String())
+				}
+			}
+			s.restore()
+		})
 	}
 }
