@@ -70,14 +70,25 @@ func (r *run) slotAttack(h2 bool, conns, genuine int) error {
 	if err != nil {
 		return err
 	}
-	ports, err := testkit.FreePorts(1)
-	if err != nil {
-		return err
-	}
-	s := &site{path: dir + "/site", port: ports[0], remote: "file://" + repo.Bare}
-	p, err := r.launch(dir, s, global, nil, func(string) string { return fmt.Sprintf("127.0.0.1:%d", s.port) })
-	if err != nil {
-		return err
+	// The attack before this one leaves thousands of loopback ports
+	// closing: a port picked free may be taken again before Caddy binds
+	// it, so Caddy gets three tries.
+	var s *site
+	var p *caddyProc
+	for try := 1; ; try++ {
+		ports, err := testkit.FreePorts(1)
+		if err != nil {
+			return err
+		}
+		s = &site{path: dir + "/site", port: ports[0], remote: "file://" + repo.Bare}
+		p, err = r.launch(dir, s, global, nil, func(string) string { return fmt.Sprintf("127.0.0.1:%d", s.port) })
+		if err == nil {
+			break
+		}
+		if try == 3 {
+			return err
+		}
+		r.logf("%s: %v; again", name, err)
 	}
 	defer p.stop()
 	if _, err := waitLive(s.path, first, time.Minute); err != nil {

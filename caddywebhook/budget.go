@@ -5,6 +5,7 @@ import (
 	"hash"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -91,17 +92,22 @@ type bodyBudget struct {
 	size int           // slots
 	wait time.Duration // how long a request may wait for a slot
 
-	mu      sync.Mutex
-	held    []*slot            // every body being read, evicted ones until they stop
-	clients map[string]*client // those holding or waiting for a slot
-	queue   []*waiter          // requests waiting for a slot, oldest first
+	mu       sync.Mutex
+	inFlight int                // bodies being read, evicted ones until they stop
+	clients  map[string]*client // those holding or waiting for a slot
+	levels   [][]*client        // levels[n]: the clients holding n slots, n ≥ 1; the last is not empty
+	waiting  []*client          // the clients with requests in their queue
 }
 
 // client is one client address holding or waiting for slots.
 type client struct {
-	key     string
-	held    int // the slots it holds or was promised, not counting evicted ones
-	waiting int // its requests that wait for a slot or were promised one
+	key   string
+	slots []*slot   // the bodies it is reading, oldest first, evicted ones not counted
+	held  int       // len(slots), plus the slots promised to its requests
+	queue []*waiter // its requests waiting for a slot, oldest first
+	wi    int       // its index in waiting, while queue is not empty
+	li    int       // its index in levels[held], while held > 0
+	heirs int       // its requests promised a slot
 }
 
 // slot is one body being read.
@@ -111,12 +117,12 @@ type slot struct {
 	stop    func()      // makes the body's reads fail at once
 	evicted atomic.Bool // its slot was taken: stop reading, answer 503
 	heir    *waiter     // who gets the slot once an evicted body stops
-	i       int         // its index in held
 }
 
 // waiter is a request waiting for a slot.
 type waiter struct {
 	c     *client
+	since time.Time
 	stop  func()
 	ready chan *slot // the slot it got; buffered
 	state int
@@ -125,7 +131,7 @@ type waiter struct {
 
 // The states of a waiter.
 const (
-	queued   = iota // in queue
+	queued   = iota // in its client's queue
 	promised        // the heir of an evicted slot
 	served          // its slot is in ready
 )
@@ -145,17 +151,16 @@ func (b *bodyBudget) acquire(ctx context.Context, key string, stop func()) *slot
 		c = &client{key: key}
 		b.clients[key] = c
 	}
-	if len(b.held) < b.size {
-		c.held++
+	if b.inFlight < b.size {
+		b.setHeld(c, c.held+1)
 		s := b.add(c, stop, now)
 		b.mu.Unlock()
 		return s
 	}
-	w := &waiter{c: c, stop: stop, ready: make(chan *slot, 1)}
-	c.waiting++
+	w := &waiter{c: c, since: now, stop: stop, ready: make(chan *slot, 1)}
 	retry := b.evictFor(w, now)
 	if w.state == queued {
-		b.queue = append(b.queue, w)
+		b.enqueue(w)
 	}
 	b.mu.Unlock()
 
@@ -184,46 +189,50 @@ func (b *bodyBudget) acquire(ctx context.Context, key string, stop func()) *slot
 	}
 }
 
-// add makes a slot for c, already counted in c.held.
+// add makes a slot for a body of c, already counted in c.held.
 func (b *bodyBudget) add(c *client, stop func(), now time.Time) *slot {
-	s := &slot{c: c, start: now, stop: stop, i: len(b.held)}
-	b.held = append(b.held, s)
+	s := &slot{c: c, start: now, stop: stop}
+	c.slots = append(c.slots, s)
+	b.inFlight++
 	return s
 }
 
 // evictFor takes for w, if it can, the slot of the body read the longest
-// among those of the client holding the most, when that client holds two
-// more than w's and the body has been read for evictAfter; w becomes that
-// slot's heir. Otherwise it returns when to try again: when a body that
-// could be taken will have been read for evictAfter, or in a second.
+// among those of the clients holding the most, down to those holding two
+// more than w's client, that have been read for evictAfter; w becomes
+// that slot's heir. Otherwise it returns when to try again: when such a
+// body will have been read for evictAfter, or in a second.
 func (b *bodyBudget) evictFor(w *waiter, now time.Time) (retry time.Duration) {
-	var victim *slot
 	retry = time.Second
-	for _, s := range b.held {
-		if s.evicted.Load() || s.c.held < w.c.held+2 {
+	for n := len(b.levels) - 1; n >= w.c.held+2; n-- {
+		var victim *slot
+		for _, c := range b.levels[n] {
+			if len(c.slots) > 0 && (victim == nil || c.slots[0].start.Before(victim.start)) {
+				victim = c.slots[0]
+			}
+		}
+		if victim == nil {
 			continue
 		}
-		if age := now.Sub(s.start); age < evictAfter {
+		if age := now.Sub(victim.start); age < evictAfter {
 			retry = min(retry, evictAfter-age)
 			continue
 		}
-		if victim == nil || s.c.held > victim.c.held || s.c.held == victim.c.held && s.start.Before(victim.start) {
-			victim = s
+		v := victim.c
+		v.slots = v.slots[1:]
+		b.setHeld(v, v.held-1)
+		b.forget(v)
+		victim.evicted.Store(true)
+		victim.heir = w
+		b.setHeld(w.c, w.c.held+1)
+		w.c.heirs++
+		w.state, w.of = promised, victim
+		if victim.stop != nil {
+			victim.stop()
 		}
+		return time.Hour // the timer is not needed any more
 	}
-	if victim == nil {
-		return retry
-	}
-	victim.evicted.Store(true)
-	victim.c.held--
-	b.forget(victim.c)
-	victim.heir = w
-	w.c.held++
-	w.state, w.of = promised, victim
-	if victim.stop != nil {
-		victim.stop()
-	}
-	return time.Hour // the timer is not needed any more
+	return retry
 }
 
 // giveUp withdraws w, and returns the slot it got meanwhile, if any.
@@ -237,59 +246,95 @@ func (b *bodyBudget) giveUp(w *waiter) *slot {
 		b.unqueue(w)
 	case promised:
 		w.of.heir = nil
-		w.c.held--
+		w.c.heirs--
+		b.setHeld(w.c, w.c.held-1)
 	}
-	w.c.waiting--
 	b.forget(w.c)
 	return nil
 }
 
 // release gives back the slot of a body that stopped being read: to the
-// heir of an evicted body, else to the waiting request whose client holds
-// the fewest slots.
+// heir of an evicted body, else to the oldest waiting request of the
+// client that holds the fewest slots.
 func (b *bodyBudget) release(s *slot) {
 	now := time.Now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	last := b.held[len(b.held)-1]
-	b.held[s.i], last.i = last, s.i
-	b.held = b.held[:len(b.held)-1]
-	if !s.evicted.Load() {
-		s.c.held--
-		b.forget(s.c)
+	b.inFlight--
+	if c := s.c; !s.evicted.Load() {
+		if i := slices.Index(c.slots, s); i >= 0 {
+			c.slots = slices.Delete(c.slots, i, i+1)
+		}
+		b.setHeld(c, c.held-1)
+		b.forget(c)
 	}
 	w := s.heir
-	if w == nil && len(b.queue) > 0 {
-		next := 0
-		for i, q := range b.queue {
-			if q.c.held < b.queue[next].c.held {
-				next = i
+	if w != nil {
+		w.c.heirs--
+	} else if len(b.waiting) > 0 {
+		next := b.waiting[0]
+		for _, c := range b.waiting[1:] {
+			if c.held < next.held || c.held == next.held && c.queue[0].since.Before(next.queue[0].since) {
+				next = c
 			}
 		}
-		w = b.queue[next]
-		b.queue = append(b.queue[:next], b.queue[next+1:]...)
-		w.c.held++
+		w = next.queue[0]
+		b.unqueue(w)
+		b.setHeld(w.c, w.c.held+1)
 	}
 	if w != nil {
-		w.c.waiting--
 		w.state, w.of = served, nil
 		w.ready <- b.add(w.c, w.stop, now)
 	}
 }
 
-// unqueue removes w from the queue.
-func (b *bodyBudget) unqueue(w *waiter) {
-	for i, q := range b.queue {
-		if q == w {
-			b.queue = append(b.queue[:i], b.queue[i+1:]...)
-			return
+// setHeld sets how many slots c holds, and moves it to its level.
+func (b *bodyBudget) setHeld(c *client, n int) {
+	if c.held > 0 {
+		level := b.levels[c.held]
+		last := level[len(level)-1]
+		level[c.li], last.li = last, c.li
+		b.levels[c.held] = level[:len(level)-1]
+		for len(b.levels) > 0 && len(b.levels[len(b.levels)-1]) == 0 {
+			b.levels = b.levels[:len(b.levels)-1]
 		}
+	}
+	c.held = n
+	if n > 0 {
+		for len(b.levels) <= n {
+			b.levels = append(b.levels, nil)
+		}
+		c.li = len(b.levels[n])
+		b.levels[n] = append(b.levels[n], c)
+	}
+}
+
+// enqueue puts w at the end of its client's queue.
+func (b *bodyBudget) enqueue(w *waiter) {
+	c := w.c
+	if len(c.queue) == 0 {
+		c.wi = len(b.waiting)
+		b.waiting = append(b.waiting, c)
+	}
+	c.queue = append(c.queue, w)
+}
+
+// unqueue removes w from its client's queue.
+func (b *bodyBudget) unqueue(w *waiter) {
+	c := w.c
+	if i := slices.Index(c.queue, w); i >= 0 {
+		c.queue = slices.Delete(c.queue, i, i+1)
+	}
+	if len(c.queue) == 0 {
+		last := b.waiting[len(b.waiting)-1]
+		b.waiting[c.wi], last.wi = last, c.wi
+		b.waiting = b.waiting[:len(b.waiting)-1]
 	}
 }
 
 // forget drops c once it holds and waits for nothing.
 func (b *bodyBudget) forget(c *client) {
-	if c.held == 0 && c.waiting == 0 && b.clients[c.key] == c {
+	if c.held == 0 && len(c.queue) == 0 && c.heirs == 0 && b.clients[c.key] == c {
 		delete(b.clients, c.key)
 	}
 }
@@ -298,7 +343,7 @@ func (b *bodyBudget) forget(c *client) {
 func (b *bodyBudget) inUse() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return len(b.held)
+	return b.inFlight
 }
 
 // clientKey returns the client address that a request's body counts

@@ -369,7 +369,7 @@ func TestBudgetKeepsEvenShares(t *testing.T) {
 		}
 		b.release(h.s)
 	}
-	if n, c, q := b.inUse(), len(b.clients), len(b.queue); n != 0 || c != 0 || q != 0 {
+	if n, c, q := b.inUse(), len(b.clients), len(b.waiting); n != 0 || c != 0 || q != 0 {
 		t.Errorf("%d slots, %d clients and %d waiting left, want none", n, c, q)
 	}
 }
@@ -381,9 +381,9 @@ func TestBudgetFreedSlotToTheFewest(t *testing.T) {
 	b := newBodyBudget(2, 5*time.Second)
 	a, other := hold(t, b, "192.0.2.1"), hold(t, b, "192.0.2.2")
 	first := acquireAsync(context.Background(), b, "192.0.2.1") // holds 1
-	waitUntil(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.queue) == 1 })
+	waitUntil(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.waiting) == 1 })
 	fewest := acquireAsync(context.Background(), b, "2001:db8::1") // holds none
-	waitUntil(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.queue) == 2 })
+	waitUntil(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.waiting) == 2 })
 	b.release(other.s)
 	s := <-fewest
 	select {
