@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/caddy-webhooks/caddy-github-webhook/internal/testkit"
@@ -70,9 +71,9 @@ func (r *run) slotAttack(h2 bool, conns, genuine int) error {
 	if err != nil {
 		return err
 	}
-	// The attack before this one leaves thousands of loopback ports
-	// closing: a port picked free may be taken again before Caddy binds
-	// it, so Caddy gets three tries.
+	// Ports picked free may be taken by then (the attackers' sockets set
+	// SO_REUSEADDR for that, but other processes' do not): Caddy gets
+	// three tries.
 	var s *site
 	var p *caddyProc
 	for try := 1; ; try++ {
@@ -168,6 +169,18 @@ func (r *run) slotAttack(h2 bool, conns, genuine int) error {
 	return nil
 }
 
+// attackerDialer dials from ip with SO_REUSEADDR: the thousands of
+// sockets of an attack that linger in TIME_WAIT then keep no listener
+// (the next Caddy's) off their port.
+func attackerDialer(ip net.IP) *net.Dialer {
+	return &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 10 * time.Second,
+		Control: func(_, _ string, c syscall.RawConn) error {
+			var err error
+			c.Control(func(fd uintptr) { err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1) })
+			return err
+		}}
+}
+
 // attacker returns the i-th attacker's address: 127.0.0.2 to 127.0.0.254
 // in turn.
 func attacker(i int) net.IP { return net.IPv4(127, 0, 0, byte(2+i%253)) }
@@ -191,7 +204,7 @@ func trickleH1(ctx context.Context, wg *sync.WaitGroup, ip net.IP, addr string, 
 	fmt.Fprintf(&head, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n", hookPath, addr, slotBodySize)
 	h.Write(&head)
 	head.WriteString("\r\n")
-	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 10 * time.Second}
+	dialer := attackerDialer(ip)
 	first := true
 	wg.Go(func() {
 		for ctx.Err() == nil {
@@ -236,7 +249,7 @@ func trickleH1(ctx context.Context, wg *sync.WaitGroup, ip net.IP, addr string, 
 // connection from ip to addr until ctx ends; each is started again once
 // it is answered.
 func trickleH2(ctx context.Context, wg *sync.WaitGroup, ip net.IP, addr string, streams int, started, answered *atomic.Int64) {
-	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 10 * time.Second}
+	dialer := attackerDialer(ip)
 	tr := &http.Transport{DialContext: dialer.DialContext, Protocols: new(http.Protocols), MaxConnsPerHost: 1}
 	tr.Protocols.SetUnencryptedHTTP2(true)
 	client := &http.Client{Transport: tr}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -74,9 +75,16 @@ func (s *testSite) startSmallBudget(global string) {
 // own for a test's client on Linux.
 func loopback(n int) net.IP { return net.IPv4(127, 0, 0, byte(n)) }
 
-// dialerFrom dials from the loopback address ip.
+// dialerFrom dials from the loopback address ip, with SO_REUSEADDR: its
+// sockets that linger in TIME_WAIT then keep no later test's Caddy off
+// their port.
 func dialerFrom(ip net.IP) *net.Dialer {
-	return &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 10 * time.Second}
+	return &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 10 * time.Second,
+		Control: func(_, _ string, c syscall.RawConn) error {
+			var err error
+			c.Control(func(fd uintptr) { err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1) })
+			return err
+		}}
 }
 
 // trickleHTTP1 runs conns connections from ip until ctx ends, each sending
