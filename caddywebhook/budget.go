@@ -3,6 +3,7 @@ package caddywebhook
 import (
 	"context"
 	"hash"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -34,8 +35,15 @@ var (
 )
 
 // slotWait is how long a delivery may wait for a slot before it is
-// answered 503: half of the 10 s that GitHub gives a delivery.
-const slotWait = 5 * time.Second
+// answered 503, at most: each waits between half of it and all of it, so
+// that the requests of an attack that began together do not give up, and
+// come back, together (thousands of connections at once overflow the
+// kernel's accept queue, and a genuine delivery's connection then waits
+// for the handshake's retransmission, a second or more). Waiting costs
+// the server a parked goroutine and nothing else: while slots are fought
+// over, the longer a request waits, the fewer come back. A genuine
+// delivery rarely waits (see bodyBudget), and GitHub gives up after 10 s.
+const slotWait = 10 * time.Second
 
 // evictAfter is how long a body must have been read before another client
 // may take its slot. A genuine delivery sends its body at once, and is read
@@ -63,8 +71,9 @@ const bodyStateSize = 2 << 10
 // the request's, and that body has been read for evictAfter: its reads
 // fail at once and it is answered 503, and the slot passes to the request
 // as soon as that body has stopped (every body being read holds its slot
-// until then: the memory bound holds). Otherwise the request waits, at
-// most its budget's wait and while its context lasts; a slot that frees
+// until then: the memory bound holds). Otherwise the request waits, for
+// between half its budget's wait and all of it (see slotWait), and while
+// its context lasts; a slot that frees
 // goes to the waiting request whose client holds the fewest, the oldest
 // first among equals; and a waiting request takes a slot as above as soon
 // as one can be taken. A request that got none is answered 503.
@@ -88,6 +97,11 @@ const bodyStateSize = 2 << 10
 // waits for the next slot that frees (each frees within bodyTimeout, and
 // the slot goes to GitHub's delivery ahead of any client holding one),
 // for at most slotWait.
+//
+// A request looks only at the clients holding at least two more slots than
+// its own (levels), so the waiting requests of an attacker whose addresses
+// hold even shares cost nothing to retry; a slot that frees looks at the
+// clients that wait (one per address), not at each waiting request.
 type bodyBudget struct {
 	size int           // slots
 	wait time.Duration // how long a request may wait for a slot
@@ -164,7 +178,7 @@ func (b *bodyBudget) acquire(ctx context.Context, key string, stop func()) *slot
 	}
 	b.mu.Unlock()
 
-	giveUp := time.NewTimer(b.wait)
+	giveUp := time.NewTimer(b.wait/2 + rand.N(b.wait/2+1))
 	defer giveUp.Stop()
 	again := time.NewTimer(retry)
 	defer again.Stop()

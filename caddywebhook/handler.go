@@ -223,7 +223,7 @@ type Handler struct {
 	// connection counts against its address): a request that finds none
 	// free takes, from the address holding the most, the slot of a body
 	// that has been read for a quarter of a second, if that address holds
-	// two more than its own; else it waits for one, up to 5 seconds, and
+	// two more than its own; else it waits for one, 5 to 10 seconds, and
 	// is answered 503 if none came. So slow clients, however many, from
 	// fewer addresses than slots, never keep a delivery from GitHub waiting
 	// more than a quarter of a second. A request without a well-formed
