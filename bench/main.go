@@ -28,6 +28,7 @@ type scenario struct {
 var scenarios = []scenario{
 	{"serve", "1. serving while deploying", (*run).serve},
 	{"flood", "2. forged-delivery flood", (*run).flood},
+	{"slots", "2. slot attack (trickling forged deliveries)", (*run).slots},
 	{"burst", "3. bursts", (*run).burst},
 	{"crash", "4. crashes (kill -9)", (*run).crash},
 	{"diskfull", "4. disk full", (*run).diskFull},

@@ -168,10 +168,17 @@ func (h *Handler) check(w http.ResponseWriter, r *http.Request) (a answer, done 
 		format = formatForm
 	}
 
-	if !bodies.tryAcquire() {
-		return failure(http.StatusServiceUnavailable, "too many deliveries at once"), false
+	budget := h.bodies
+	if budget == nil { // a handler made outside Caddy
+		budget = bodies
 	}
-	defer bodies.release()
+	// Taking the slot away makes the body's reads fail at once.
+	rc := http.NewResponseController(w)
+	slot := budget.acquire(r.Context(), clientKey(clientAddr(r)), func() { rc.SetReadDeadline(time.Unix(1, 0)) })
+	if slot == nil {
+		return tooMany(), false
+	}
+	defer budget.release(slot)
 	st := bodyStates.Get().(*bodyState)
 	defer bodyStates.Put(st)
 	// The event header picks the fields kept; it is trusted only once the
@@ -180,7 +187,7 @@ func (h *Handler) check(w http.ResponseWriter, r *http.Request) (a answer, done 
 	st.form.reset(st.json)
 	st.macs = h.verifier.begin(st.macs)
 
-	a, done = h.read(w, r, st, format)
+	a, done = h.read(rc, r, st, slot, format)
 	// The MACs go back to their pools whatever happened.
 	verified := h.verifier.end(st.macs, &want)
 	if !done {
@@ -196,16 +203,21 @@ func (h *Handler) check(w http.ResponseWriter, r *http.Request) (a answer, done 
 	return a, true
 }
 
-// read streams the body of r through st. It returns done once the body
-// was read to its end, or else the answer saying why not.
-func (h *Handler) read(w http.ResponseWriter, r *http.Request, st *bodyState, format int) (a answer, done bool) {
+// read streams the body of r, which holds slot, through st. It returns
+// done once the body was read to its end, or else the answer saying why
+// not.
+func (h *Handler) read(rc *http.ResponseController, r *http.Request, st *bodyState, slot *slot, format int) (a answer, done bool) {
 	if r.Body == nil {
 		return answer{}, true
 	}
 	if ownReadDeadline(r) {
-		rc := http.NewResponseController(w)
 		if rc.SetReadDeadline(time.Now().Add(bodyTimeout)) == nil {
 			defer rc.SetReadDeadline(time.Time{})
+		}
+		// The slot may have been taken before this deadline replaced
+		// the one in the past that taking it set.
+		if slot.evicted.Load() {
+			return tooMany(), false
 		}
 	}
 	var total int64
@@ -229,6 +241,8 @@ func (h *Handler) read(w http.ResponseWriter, r *http.Request, st *bodyState, fo
 		switch {
 		case err == io.EOF:
 			return answer{}, true
+		case slot.evicted.Load():
+			return tooMany(), false
 		case err == nil:
 		case isTimeout(err):
 			return failure(http.StatusRequestTimeout, "reading body timed out"), false
@@ -236,6 +250,20 @@ func (h *Handler) read(w http.ResponseWriter, r *http.Request, st *bodyState, fo
 			return failure(http.StatusBadRequest, "reading body failed"), false
 		}
 	}
+}
+
+// tooMany is the answer to a delivery that got no body slot, or lost it.
+func tooMany() answer {
+	return failure(http.StatusServiceUnavailable, "too many deliveries at once")
+}
+
+// clientAddr returns the address of r's client, as Caddy determined it
+// (through trusted proxies), or else its peer's.
+func clientAddr(r *http.Request) string {
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
+		return ip
+	}
+	return r.RemoteAddr
 }
 
 // ownReadDeadline reports whether reading the body of r is bounded by

@@ -229,11 +229,19 @@ type Handler struct {
 	// fields a decision needs (each at most 1 KiB). Every body being read
 	// takes one of 1024 slots shared by all github_webhook handlers of the
 	// process, so bodies hold at most about 18 MiB in all however many
-	// clients send them; a request that finds no slot free is answered 503
-	// at once. A request without a well-formed X-Hub-Signature-256 header
-	// is answered 401 before its body is read. Reading a body may take 10
-	// seconds (GitHub itself gives up after 10), unless the server sets its
-	// own read_body timeout; a slower one is answered 408.
+	// clients send them. The slots are shared fairly between client
+	// addresses (an IPv6 address with its /64; every stream of an HTTP/2
+	// connection counts against its address): a request that finds none
+	// free takes, from the address holding the most, the slot of a body
+	// that has been read for a quarter of a second, if that address holds
+	// two more than its own; else it waits for one, 5 to 10 seconds, and
+	// is answered 503 if none came. So slow clients, however many, from
+	// fewer addresses than slots, never keep a delivery from GitHub waiting
+	// more than a quarter of a second. A request without a well-formed
+	// X-Hub-Signature-256 header is answered 401 before its body is read.
+	// Reading a body may take 10 seconds (GitHub itself gives up after 10),
+	// unless the server sets its own read_body timeout; a slower one is
+	// answered 408.
 	MaxBody int64 `json:"max_body,omitempty"`
 
 	// Share deploys with the other nodes whose Caddy uses the same storage
@@ -271,6 +279,10 @@ type Handler struct {
 
 	metrics *metrics // this configuration's collectors; nil in unit tests
 
+	// bodies is the budget that bodies being read count against: the
+	// process's one, unless the module's constructor gave another.
+	bodies *bodyBudget
+
 	github   *githubapi.Client   // nil without deployments and require_checks
 	reporter *githubapi.Reporter // nil without deployments
 	checks   bool                // require_checks is on: check deliveries wake
@@ -292,6 +304,9 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // loaded configuration has it yet. Starting a deployer does no git work.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	if h.bodies == nil {
+		h.bodies = bodies
+	}
 	if h.MaxBody == 0 {
 		h.maxBody = DefaultMaxBody
 	} else {

@@ -94,14 +94,15 @@ func TestStalledBodiesHoldBoundedMemory(t *testing.T) {
 	}
 }
 
-// TestNoFreeSlot: when every slot holds a body being read, a delivery is
-// answered 503 at once (not queued behind them), and once they are gone a
-// delivery is read again.
+// TestNoFreeSlot: when every slot holds a body being read, from the same
+// client address, a delivery from that address waits for one (the budget's
+// wait, here 2 s) and is then answered 503, closing the connection; a
+// delivery that waits gets the slot a body gives back; and once they are
+// gone a delivery is read at once. On main the delivery was answered 503 at
+// once, without waiting for a slot.
 func TestNoFreeSlot(t *testing.T) {
-	old := bodies
-	bodies = newBodyBudget(2)
-	t.Cleanup(func() { bodies = old })
 	h, wakes := newTestHandler(testBranch, zap.NewNop())
+	h.bodies = newBodyBudget(2, 2*time.Second)
 	body := bytes.Repeat([]byte(" "), 1000)
 	var ends []func()
 	var dones []<-chan int
@@ -109,31 +110,47 @@ func TestNoFreeSlot(t *testing.T) {
 		end, done := stalledDelivery(t, h, 1000, body)
 		ends, dones = append(ends, end), append(dones, done)
 	}
-	if n := bodies.inUse(); n != 2 {
+	if n := h.bodies.inUse(); n != 2 {
 		t.Fatalf("%d slots taken by 2 stalled bodies", n)
 	}
 
 	push := deliveryCase{event: "push", body: fixture(t, "push-branch.json"), signWith: testSecret}
 	w := httptest.NewRecorder()
+	start := time.Now()
 	h.ServeHTTP(w, push.request(t, "/_github"), nil)
 	if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "too many deliveries at once") {
 		t.Errorf("with no slot free: %d %s, want 503 too many deliveries at once", w.Code, w.Body)
+	}
+	if took := time.Since(start); took < time.Second || took > 10*time.Second {
+		t.Errorf("with no slot free, answered after %v, want after the wait of 1 to 2 s", took)
 	}
 	if w.Header().Get("Connection") != "close" {
 		t.Errorf("an answer before the body was read does not close the connection: %v", w.Header())
 	}
 
-	for i, end := range ends {
-		end()
-		<-dones[i]
+	// A delivery waiting when a body stops gets its slot.
+	waiting := make(chan int)
+	go func() {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, push.request(t, "/_github"), nil)
+		waiting <- w.Code
+	}()
+	time.Sleep(100 * time.Millisecond)
+	ends[0]()
+	<-dones[0]
+	if code := <-waiting; code != http.StatusAccepted {
+		t.Errorf("a delivery waiting for a slot got %d, want 202 once a body gave its slot back", code)
 	}
-	if n := bodies.inUse(); n != 0 {
+
+	ends[1]()
+	<-dones[1]
+	if n := h.bodies.inUse(); n != 0 {
 		t.Fatalf("%d slots still taken", n)
 	}
 	w = httptest.NewRecorder()
 	h.ServeHTTP(w, push.request(t, "/_github"), nil)
-	if w.Code != http.StatusAccepted || wakes.Load() != 1 {
-		t.Errorf("once slots are free: %d %s, %d wakes; want 202 and a wake", w.Code, w.Body, wakes.Load())
+	if w.Code != http.StatusAccepted || wakes.Load() != 2 {
+		t.Errorf("once slots are free: %d %s, %d wakes; want 202 and a second wake", w.Code, w.Body, wakes.Load())
 	}
 }
 
