@@ -241,3 +241,48 @@ func githubSlug(text string) string {
 	}
 	return b.String()
 }
+
+// TestDocTestNames checks that every test, benchmark and fuzz target the
+// documentation names (as proof of a claim, or in a command to run) exists
+// in some _test.go file of the module, so that a renamed test does not
+// leave a command that runs nothing.
+func TestDocTestNames(t *testing.T) {
+	defined := map[string]bool{}
+	def := regexp.MustCompile(`(?m)^func ((?:Test|Benchmark|Fuzz)[A-Z]\w*)\(`)
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == "testdata") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(p, "_test.go") {
+			return nil
+		}
+		src, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		for _, m := range def.FindAllStringSubmatch(string(src), -1) {
+			defined[m[1]] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := regexp.MustCompile(`\b(?:Test|Benchmark|Fuzz)[A-Z]\w*`)
+	for _, f := range docFiles(t) {
+		src, err := os.ReadFile(filepath.Join(root, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, l := range strings.Split(string(src), "\n") {
+			for _, name := range named.FindAllString(l, -1) {
+				if !defined[name] {
+					t.Errorf("%s:%d names %s, which no _test.go file defines", f, i+1, name)
+				}
+			}
+		}
+	}
+}
