@@ -94,36 +94,41 @@ func TestCaddyfileExample(t *testing.T) {
 	}
 }
 
-// TestREADMECaddyfiles checks every Caddyfile in the README (the code
-// blocks marked caddyfile) with caddy fmt and caddy adapt, and that every
-// block marked json is valid JSON. A Caddyfile that needs a third-party
-// plugin (one the README says to add with xcaddy --with) passes adapt when
-// the only error is that plugin's missing module.
+// TestREADMECaddyfiles checks every Caddyfile of the documentation
+// (README.md, CONTRIBUTING.md, docs/*.md, bench/README.md: the code blocks
+// marked caddyfile) with caddy fmt and caddy adapt, and that every block
+// marked json is valid JSON. A Caddyfile that needs a third-party plugin
+// (one the page says to add with xcaddy --with) passes adapt when the only
+// error is that plugin's missing module.
 func TestREADMECaddyfiles(t *testing.T) {
-	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	fence := regexp.MustCompile("(?ms)^```(caddyfile|json)\n(.*?)^```$")
-	caddyfiles := 0
-	for _, m := range fence.FindAllStringSubmatchIndex(string(readme), -1) {
-		kind, body := string(readme[m[2]:m[3]]), string(readme[m[4]:m[5]])
-		line := bytes.Count(readme[:m[0]], []byte("\n")) + 1
-		if kind == "json" {
-			if !json.Valid([]byte(body)) {
-				t.Errorf("the json block at README.md:%d is not valid JSON:\n%s", line, body)
-			}
-			continue
-		}
-		caddyfiles++
-		path := filepath.Join(t.TempDir(), "Caddyfile")
-		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+	caddyfiles := map[string]int{}
+	for _, f := range docFiles(t) {
+		src, err := os.ReadFile(filepath.Join(root, f))
+		if err != nil {
 			t.Fatal(err)
 		}
-		t.Run(fmt.Sprintf("README.md:%d", line), func(t *testing.T) { checkCaddyfileWith(t, path, true) })
+		blocks, _ := codeBlocks(string(src))
+		for _, b := range blocks {
+			switch b.lang {
+			case "json":
+				if !json.Valid([]byte(b.body)) {
+					t.Errorf("the json block at %s:%d is not valid JSON:\n%s", f, b.line, b.body)
+				}
+			case "caddyfile":
+				caddyfiles[f]++
+				path := filepath.Join(t.TempDir(), "Caddyfile")
+				if err := os.WriteFile(path, []byte(b.body), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				t.Run(fmt.Sprintf("%s:%d", f, b.line), func(t *testing.T) { checkCaddyfileWith(t, path, true) })
+			}
+		}
 	}
-	if caddyfiles < 4 {
-		t.Errorf("the README has %d caddyfile blocks; it should show Hugo, Jekyll, plain HTML and private repositories", caddyfiles)
+	if n := caddyfiles["README.md"]; n < 1 {
+		t.Errorf("README.md has %d caddyfile blocks; it should show a minimal Caddyfile", n)
+	}
+	if n := caddyfiles[filepath.Join("docs", "examples.md")]; n < 4 {
+		t.Errorf("docs/examples.md has %d caddyfile blocks; it should show Hugo, Jekyll, plain HTML and private repositories", n)
 	}
 }
 

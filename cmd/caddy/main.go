@@ -10,8 +10,8 @@ import (
 	// Caddy's standard modules, as in xcaddy's generated main.
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
-	// This module.
-	_ "github.com/caddy-webhooks/caddy-github-webhook/caddywebhook"
+	// This module: its root package, as xcaddy imports it.
+	_ "github.com/caddy-webhooks/caddy-github-webhook"
 )
 
 func main() {
