@@ -67,20 +67,26 @@ func (d *Deployer) linkRelease(ctx context.Context, g *git, prevDir, prevCommit,
 		}
 	}
 
-	// Link what did not change.
+	// Link what did not change. Folders are made as the writer makes
+	// them (objects.go): 0755 whatever the umask.
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return err
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
 	made := map[string]bool{}
 	mkdir := func(rel string) error {
 		if rel == "." || made[rel] {
 			return nil
 		}
 		made[rel] = true
-		return os.MkdirAll(filepath.Join(dir, rel), 0o755)
-	}
-	if err := mkdir("."); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+		return makeDirs(root, rel)
 	}
 	err = filepath.WalkDir(prevDir, func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
@@ -138,11 +144,6 @@ func (d *Deployer) linkRelease(ctx context.Context, g *git, prevDir, prevCommit,
 			return 1
 		}
 	})
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return err
-	}
-	defer root.Close()
 	return d.writeObjects(ctx, g, root, paths, changes)
 }
 
@@ -184,7 +185,7 @@ func (d *Deployer) writeObjects(ctx context.Context, g *git, root *os.Root, path
 		for _, p := range paths {
 			ch := changes[p]
 			name := filepath.FromSlash(p)
-			if err := root.MkdirAll(filepath.Dir(name), 0o755); err != nil {
+			if err := makeDirs(root, filepath.Dir(name)); err != nil {
 				return err
 			}
 			if err := c.blob(ch.object, func(content io.Reader) error {
@@ -199,41 +200,4 @@ func (d *Deployer) writeObjects(ctx context.Context, g *git, root *os.Root, path
 		return fmt.Errorf("writing changed files: %w", err)
 	}
 	return nil
-}
-
-// writeObject writes one file (or symlink) of mode with content to name in
-// root.
-func writeObject(root *os.Root, name, mode string, content io.Reader) error {
-	switch mode {
-	case "120000":
-		target, err := io.ReadAll(content)
-		if err != nil {
-			return err
-		}
-		// The link itself is made whatever it points at; publish refuses
-		// links that resolve outside the published folder.
-		return root.Symlink(string(target), name)
-	case "100644", "100755":
-	default:
-		return errNeedsCheckout
-	}
-	perm := os.FileMode(0o644)
-	if mode == "100755" {
-		perm = 0o755
-	}
-	tmp := name + ".tmp-deploy"
-	f, err := root.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, perm)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, content); err != nil {
-		f.Close()
-		root.Remove(tmp)
-		return err
-	}
-	if err := f.Close(); err != nil {
-		root.Remove(tmp)
-		return err
-	}
-	return root.Rename(tmp, name)
 }

@@ -198,12 +198,12 @@ func (d *Deployer) updateRelease(ctx context.Context, g *git, dir, from, to stri
 			ch := changes[p]
 			name := filepath.FromSlash(p)
 			if parent := filepath.Dir(name); parent != "." {
-				if err := root.MkdirAll(parent, 0o755); err != nil {
+				if err := makeDirs(root, parent); err != nil {
 					return fmt.Errorf("making the folder of %s: %w", p, err)
 				}
 			}
 			err := c.blob(ch.object, func(content io.Reader) error {
-				return replaceObject(root, name, ch.mode, content)
+				return writeObject(root, name, ch.mode, content)
 			})
 			if err != nil {
 				return fmt.Errorf("writing %s: %w", p, err)
@@ -247,49 +247,4 @@ func (r *releaseRecord) links() map[string]bool {
 		set[l] = true
 	}
 	return set
-}
-
-// replaceObject writes a file (or symlink) of mode with content beside
-// name in root, then renames it over name: a new inode, never a write into
-// the file that name was, which other releases may share.
-func replaceObject(root *os.Root, name, mode string, content io.Reader) error {
-	tmp := name + ".tmp-deploy"
-	switch mode {
-	case "120000":
-		target, err := io.ReadAll(io.LimitReader(content, 4096))
-		if err != nil {
-			return err
-		}
-		if err := root.Symlink(string(target), tmp); err != nil {
-			return err
-		}
-	case "100644", "100755":
-		perm := os.FileMode(0o644)
-		if mode == "100755" {
-			perm = 0o755
-		}
-		f, err := root.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, perm)
-		if err != nil {
-			return err
-		}
-		_, err = io.Copy(f, content)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			// The umask may have cut the mode the blob asks for.
-			err = root.Chmod(tmp, perm)
-		}
-		if err != nil {
-			root.Remove(tmp)
-			return err
-		}
-	default:
-		return errNeedsCheckout
-	}
-	if err := root.Rename(tmp, name); err != nil {
-		root.Remove(tmp)
-		return err
-	}
-	return nil
 }
