@@ -1,12 +1,16 @@
 package deployer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -28,6 +32,76 @@ import (
 // A full checkout (`git worktree add`) is git's to write: attributes,
 // filters and submodules are applied only there. Its folders and files get
 // the same modes afterwards (fixCheckoutModes) when the umask cut them.
+
+// errNeedsCheckout is returned when a change can be made only by a full
+// checkout: the caller makes the release that way.
+var errNeedsCheckout = errors.New("the change needs a full checkout")
+
+// planChanges checks that changes (what differs between two commits) can
+// be written into a release without a checkout, and returns the paths to
+// delete, deepest first, and those to write: files, then symlinks, so that
+// nothing is written through a link of the new tree. Only paths a checkout
+// would write; no attributes, which only a checkout applies; no
+// submodules.
+func planChanges(changes map[string]change) (dels, writes []string, _ error) {
+	var files, links []string
+	for p, c := range changes {
+		// git's own checkout refuses the paths that safeGitPath refuses;
+		// fetch's fsck refuses most before they reach the cache.
+		if !safeGitPath(p) {
+			return nil, nil, fmt.Errorf("%w: path %q", errNeedsCheckout, p)
+		}
+		if c.mode == "160000" || path.Base(p) == ".gitattributes" {
+			return nil, nil, errNeedsCheckout
+		}
+		switch {
+		case c.status == 'D':
+			dels = append(dels, p)
+		case c.mode == "120000":
+			links = append(links, p)
+		case c.mode == "100644" || c.mode == "100755":
+			files = append(files, p)
+		default:
+			return nil, nil, errNeedsCheckout
+		}
+	}
+	slices.SortFunc(dels, func(a, b string) int {
+		if n := strings.Count(b, "/") - strings.Count(a, "/"); n != 0 {
+			return n
+		}
+		return strings.Compare(a, b)
+	})
+	slices.Sort(files)
+	slices.Sort(links)
+	return dels, append(files, links...), nil
+}
+
+// writeChanges writes the blobs that paths have in changes into root, read
+// through the deployer's cat-file, making their folders; done, when not
+// nil, is called after each. os.Root keeps every write inside the release
+// whatever links it holds.
+func (d *Deployer) writeChanges(ctx context.Context, g *git, root *os.Root, paths []string, changes map[string]change,
+	done func(p string)) error {
+	return d.withCatFile(ctx, g, func(c *catFile) error {
+		for _, p := range paths {
+			ch := changes[p]
+			name := filepath.FromSlash(p)
+			if err := makeDirs(root, filepath.Dir(name)); err != nil {
+				return fmt.Errorf("making the folder of %s: %w", p, err)
+			}
+			err := c.blob(ch.object, func(content io.Reader) error {
+				return writeObject(root, name, ch.mode, content)
+			})
+			if err != nil {
+				return fmt.Errorf("writing %s: %w", p, err)
+			}
+			if done != nil {
+				done(p)
+			}
+		}
+		return nil
+	})
+}
 
 // maxLinkTarget is the longest symlink target a release holds: Linux's
 // PATH_MAX less the NUL that ends it. symlink(2) refuses a longer one.
