@@ -310,3 +310,13 @@ func assertLiveUnchanged(t *testing.T, tg *target, live *Live, index, name strin
 		}
 	}
 }
+
+// alive reports whether pid runs (and is not a zombie).
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b))
+	return len(f) > 2 && f[2] != "Z"
+}
