@@ -204,6 +204,19 @@ func (tg *target) waitLive(commit string) Status {
 	return s
 }
 
+// waitDeployed waits until the last deploy is of commit, whatever came of
+// it, and no deploy runs, and returns its result.
+func (tg *target) waitDeployed(commit string) *Result {
+	tg.t.Helper()
+	var last *Result
+	waitFor(tg.t, "a deploy of "+short(commit), func() bool {
+		s := tg.Status()
+		last = s.Last
+		return s.Running == nil && last != nil && last.Commit == commit
+	})
+	return last
+}
+
 // waitResult waits until the last result is for commit (or any, if "") and
 // no deploy runs.
 func (tg *target) waitResult(result, commit string) Status {
