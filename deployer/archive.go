@@ -323,8 +323,10 @@ const diskBlock = 4096
 // exist, through os.Root: every write stays inside dir whatever the archive
 // says. Only folders, regular files and symlinks are accepted, each under a
 // safe relative name (as git would write it: no "..", no ".git", no
-// absolute path); the mode keeps only the permission bits (no setuid,
-// setgid or sticky bit). Before a file is written, the sizes the headers
+// absolute path), written as every release's files are (objects.go): a
+// file 0755 when its owner may execute it, else 0644 (no setuid, setgid or
+// sticky bit), a folder 0755, whatever the umask; a symlink's target no
+// longer than maxLinkTarget. Before a file is written, the sizes the headers
 // declare so far are checked against what lim allows: a small archive
 // that declares huge files is refused before it fills the disk. Symlinks
 // are written as they are: the caller checks, as for any release, that none
@@ -344,6 +346,9 @@ func unpackTree(r io.Reader, dir string, lim unpackLimits) error {
 	}
 	defer zr.Close()
 	if err := os.Mkdir(dir, 0o755); err != nil {
+		return fmt.Errorf("unpacking the archive: %w", err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
 		return fmt.Errorf("unpacking the archive: %w", err)
 	}
 	root, err := os.OpenRoot(dir)
@@ -380,13 +385,12 @@ func unpackTree(r io.Reader, dir string, lim unpackLimits) error {
 		if !safeGitPath(name) {
 			return fmt.Errorf("unpacking the archive: entry %q is not a safe relative path", hdr.Name)
 		}
-		perm := fs.FileMode(hdr.Mode) & 0o755
 		switch hdr.Typeflag {
 		case tar.TypeDir:
 			if disk += diskBlock; lim.free >= 0 && disk > lim.free {
 				return fmt.Errorf("unpacking %q: the archive needs more than the %d bytes free on the disk", name, lim.free)
 			}
-			if err := root.MkdirAll(name, 0o755); err != nil {
+			if err := makeDirs(root, name); err != nil {
 				return fmt.Errorf("unpacking %q: %w", name, err)
 			}
 			dirs = append(dirs, stamp{name, hdr.ModTime})
@@ -406,25 +410,15 @@ func unpackTree(r io.Reader, dir string, lim unpackLimits) error {
 			if err != nil {
 				return fmt.Errorf("unpacking %q: %w", name, err)
 			}
-			f, err := in.OpenFile(base, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm|0o644)
-			if err != nil {
-				return fmt.Errorf("unpacking %q: %w", name, err)
-			}
-			_, err = io.CopyBuffer(writerOnly{f}, tr, buf) // tar stops at hdr.Size
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return fmt.Errorf("unpacking %q: %w", name, err)
-			}
-			if err := in.Chtimes(base, hdr.ModTime, hdr.ModTime); err != nil {
+			// tar stops at hdr.Size.
+			if err := writeFile(in, base, hdr.Mode&0o100 != 0, tr, buf, hdr.ModTime); err != nil {
 				return fmt.Errorf("unpacking %q: %w", name, err)
 			}
 		case tar.TypeSymlink:
 			if hdr.Linkname == "" || bytes.IndexByte([]byte(hdr.Linkname), 0) >= 0 {
 				return fmt.Errorf("unpacking the archive: symlink %q has no valid target", name)
 			}
-			if err := root.Symlink(hdr.Linkname, name); err != nil {
+			if err := writeLink(root, name, hdr.Linkname); err != nil {
 				return fmt.Errorf("unpacking %q: %w", name, err)
 			}
 		default:

@@ -169,7 +169,7 @@ func BenchmarkSyncOneFileChange(b *testing.B) {
 				}
 				i++
 				name := filepath.FromSlash(made.files[0])
-				if err := replaceObject(root, name, "100644", strings.NewReader(fmt.Sprint("version ", i))); err != nil {
+				if err := writeObject(root, name, "100644", strings.NewReader(fmt.Sprint("version ", i))); err != nil {
 					b.Fatal(err)
 				}
 				if err := tc.sync(); err != nil {

@@ -69,6 +69,12 @@ func (d *Deployer) build(ctx context.Context, g *git, cfg Config, branch, commit
 		}
 	}
 
+	// Files git wrote get the modes of every release, whatever the umask
+	// (objects.go), before the commands run.
+	if err := fixCheckoutModes(dir); err != nil {
+		return sink.tail.String(), fmt.Errorf("setting the modes of the checkout: %w", err)
+	}
+
 	cacheEnv, err := d.prepareCaches(ctx, cfg, dir, sink)
 	if err != nil {
 		return sink.tail.String(), err

@@ -76,21 +76,19 @@ func (d *Deployer) storageFailed(err error) {
 // tip once for the whole group, under the group's build lock.
 func (d *Deployer) deployGroupTip(ctx context.Context, cfg Config, g *git, reason Reason, tip, branch string, start time.Time) (Checked, error) {
 	cl := cfg.Cluster
-	if c, done, err := d.groupCheck(ctx, cfg, reason, tip); done {
+	gl, c, done, err := d.groupCheck(ctx, cfg, reason, tip)
+	if done {
 		return c, err
 	}
-	d.mu.Lock()
-	failed := d.st.FailedCommit
-	d.mu.Unlock()
-	if !reason.explicit() && tip == failed {
-		d.log().Info("tip's build failed before; waiting for a new commit, a delivery or a manual deploy",
-			zap.String("commit", tip), zap.String("reason", string(reason)))
-		return Checked{Commit: tip, Outcome: OutcomeWaiting, Detail: "failed before"}, nil
+	// The group says what is live and what was rolled back from; this
+	// node what failed to build here and what the gate failed.
+	f := d.localFacts(cfg, reason, tip)
+	f.live, f.pinnedFrom = "", ""
+	if gl != nil {
+		f.live, f.pinnedFrom = gl.Commit, gl.PinnedFrom
 	}
-	if cfg.Gate != nil {
-		if c, pass, err := d.gate(ctx, cfg, reason, tip); !pass {
-			return c, err
-		}
+	if c, build, err := d.decide(ctx, cfg, f); !build {
+		return c, err
 	}
 	d.setRunning(&Running{Reason: reason, Commit: tip, Since: start})
 	var release func()
@@ -120,13 +118,13 @@ func (d *Deployer) deployGroupTip(ctx context.Context, cfg Config, g *git, reaso
 		case <-time.After(claimRetry):
 		}
 		// That node may have put tip live meanwhile.
-		if c, done, err := d.groupCheck(ctx, cfg, reason, tip); done {
+		if _, c, done, err := d.groupCheck(ctx, cfg, reason, tip); done {
 			return c, err
 		}
 	}
 	defer release()
 	// Another node may have built tip just before this one claimed.
-	if c, done, err := d.groupCheck(ctx, cfg, reason, tip); done {
+	if _, c, done, err := d.groupCheck(ctx, cfg, reason, tip); done {
 		return c, err
 	}
 	// This node's live release is tip, built before the group had a
@@ -155,47 +153,48 @@ func (d *Deployer) deployGroupTip(ctx context.Context, cfg Config, g *git, reaso
 	})
 }
 
-// groupCheck reads the group's live record and, when tip is live in the
-// group, or was rolled back from and reason is not explicit, makes this
-// node serve the group's release: done then reports the wake handled.
-func (d *Deployer) groupCheck(ctx context.Context, cfg Config, reason Reason, tip string) (c Checked, done bool, err error) {
-	gl, err := d.readLive(ctx, cfg.Cluster)
+// groupCheck reads the group's live record and asks tipPolicy whether
+// tip is live in the group, or was rolled back from there (this node's own
+// failures and the gate are asked later, once): when it is, it makes this
+// node serve the group's release, and done reports the wake handled. gl is
+// the record read, nil when the group has none.
+func (d *Deployer) groupCheck(ctx context.Context, cfg Config, reason Reason, tip string) (gl *GroupLive, c Checked, done bool, err error) {
+	gl, err = d.readLive(ctx, cfg.Cluster)
 	if err != nil {
 		if d.ctx.Err() != nil {
-			return Checked{Commit: tip, Outcome: OutcomeInterrupted}, true, nil
+			return nil, Checked{Commit: tip, Outcome: OutcomeInterrupted}, true, nil
 		}
-		return Checked{Commit: tip, Outcome: OutcomeStorageFailed, Detail: err.Error()}, true, &storageError{err}
+		return nil, Checked{Commit: tip, Outcome: OutcomeStorageFailed, Detail: err.Error()}, true, &storageError{err}
 	}
 	if gl == nil {
-		return Checked{}, false, nil
+		return nil, Checked{}, false, nil
 	}
-	pinned := gl.PinnedFrom == tip && gl.Commit != tip && !reason.explicit()
-	if gl.Commit != tip && !pinned {
-		return Checked{}, false, nil
+	dec := tipPolicy(tipFacts{tip: tip, reason: reason, live: gl.Commit, pinnedFrom: gl.PinnedFrom})
+	if dec.action == tipBuild {
+		return gl, Checked{}, false, nil
 	}
-	c = Checked{Commit: tip, Outcome: OutcomeLive}
-	if pinned {
+	c = Checked{Commit: tip, Outcome: dec.outcome, Detail: dec.detail}
+	if dec.action != tipLive {
 		d.log().Info("tip was rolled back from in the group; waiting for a new commit, a delivery or a manual deploy",
 			zap.String("commit", tip), zap.String("reason", string(reason)))
-		c.Outcome, c.Detail = OutcomeWaiting, "rolled back from"
 	}
 	if liveRelease(d.path) == gl.Release {
-		return c, true, nil
+		return gl, c, true, nil
 	}
 	if err := d.follow(ctx, cfg, gl, reason); err != nil {
 		var se *storageError
 		switch {
 		case d.ctx.Err() != nil:
-			return Checked{Commit: tip, Outcome: OutcomeInterrupted}, true, nil
+			return gl, Checked{Commit: tip, Outcome: OutcomeInterrupted}, true, nil
 		case errors.As(err, &se):
-			return Checked{Commit: tip, Outcome: OutcomeStorageFailed, Detail: err.Error()}, true, err
+			return gl, Checked{Commit: tip, Outcome: OutcomeStorageFailed, Detail: err.Error()}, true, err
 		}
-		return Checked{Commit: tip, Outcome: OutcomeFailed, Detail: err.Error()}, true, nil
+		return gl, Checked{Commit: tip, Outcome: OutcomeFailed, Detail: err.Error()}, true, nil
 	}
-	if !pinned {
+	if dec.action == tipLive {
 		c.Outcome = OutcomeFollowed
 	}
-	return c, true, nil
+	return gl, c, true, nil
 }
 
 // rollbackGroup moves the group's live record to target, a release of this

@@ -54,32 +54,9 @@ func (d *Deployer) deployTip(reason Reason) (Checked, error) {
 		return d.deployGroupTip(ctx, cfg, g, reason, tip, branch, start)
 	}
 
-	d.mu.Lock()
-	st := d.st
-	d.mu.Unlock()
-	live := liveRelease(d.path)
-	if r := st.find(live); r != nil && r.Commit == tip {
-		d.log().Debug("tip is live", zap.String("commit", tip), zap.String("reason", string(reason)))
-		return Checked{Commit: tip, Outcome: OutcomeLive}, nil
+	if c, build, err := d.decide(ctx, cfg, d.localFacts(cfg, reason, tip)); !build {
+		return c, err
 	}
-	if !reason.explicit() {
-		switch tip {
-		case st.FailedCommit:
-			d.log().Info("tip's build failed before; waiting for a new commit, a delivery or a manual deploy",
-				zap.String("commit", tip), zap.String("reason", string(reason)))
-			return Checked{Commit: tip, Outcome: OutcomeWaiting, Detail: "failed before"}, nil
-		case st.PinnedFrom:
-			d.log().Info("tip was rolled back from; waiting for a new commit, a delivery or a manual deploy",
-				zap.String("commit", tip), zap.String("reason", string(reason)))
-			return Checked{Commit: tip, Outcome: OutcomeWaiting, Detail: "rolled back from"}, nil
-		}
-	}
-	if cfg.Gate != nil {
-		if c, pass, err := d.gate(ctx, cfg, reason, tip); !pass {
-			return c, err
-		}
-	}
-
 	return d.buildTip(ctx, cfg, g, reason, tip, branch, start, nil)
 }
 

@@ -2,13 +2,10 @@ package deployer
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 )
 
@@ -47,8 +44,6 @@ type change struct {
 	status byte // A, M, D, T
 }
 
-var errNeedsCheckout = errors.New("the change needs a full checkout")
-
 // linkRelease makes dir a copy of commit's tree, given prevDir, a pristine
 // release of prevCommit: unchanged files are hard links into prevDir.
 func (d *Deployer) linkRelease(ctx context.Context, g *git, prevDir, prevCommit, dir, commit string) error {
@@ -56,31 +51,31 @@ func (d *Deployer) linkRelease(ctx context.Context, g *git, prevDir, prevCommit,
 	if err != nil {
 		return err
 	}
-	for p, c := range changes {
-		// git's own checkout refuses the paths that safeGitPath refuses;
-		// fetch's fsck refuses most before they reach the cache.
-		if !safeGitPath(p) {
-			return fmt.Errorf("%w: path %q", errNeedsCheckout, p)
-		}
-		if c.mode == "160000" || filepath.Base(p) == ".gitattributes" {
-			return errNeedsCheckout
-		}
+	_, writes, err := planChanges(changes)
+	if err != nil {
+		return err
 	}
 
-	// Link what did not change.
+	// Link what did not change. Folders are made as the writer makes
+	// them (objects.go): 0755 whatever the umask.
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return err
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
 	made := map[string]bool{}
 	mkdir := func(rel string) error {
 		if rel == "." || made[rel] {
 			return nil
 		}
 		made[rel] = true
-		return os.MkdirAll(filepath.Join(dir, rel), 0o755)
-	}
-	if err := mkdir("."); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+		return makeDirs(root, rel)
 	}
 	err = filepath.WalkDir(prevDir, func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
@@ -115,35 +110,11 @@ func (d *Deployer) linkRelease(ctx context.Context, g *git, prevDir, prevCommit,
 		return fmt.Errorf("linking unchanged files: %w", err)
 	}
 
-	// Write what did, through a Root of the release: no path, whatever
-	// symlinks the tree holds, reaches outside it. Symlinks come last, so
-	// that no file is written through one.
-	var paths []string
-	for p, c := range changes {
-		if c.status != 'D' {
-			paths = append(paths, p)
-		}
+	// Write what did.
+	if err := d.writeChanges(ctx, g, root, writes, changes, nil); err != nil {
+		return fmt.Errorf("writing changed files: %w", err)
 	}
-	if len(paths) == 0 {
-		return nil
-	}
-	slices.SortFunc(paths, func(a, b string) int {
-		la, lb := changes[a].mode == "120000", changes[b].mode == "120000"
-		switch {
-		case la == lb:
-			return strings.Compare(a, b)
-		case lb:
-			return -1
-		default:
-			return 1
-		}
-	})
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return err
-	}
-	defer root.Close()
-	return d.writeObjects(ctx, g, root, paths, changes)
+	return nil
 }
 
 // safeGitPath reports whether p, a path that git lists, may be written into a
@@ -175,65 +146,4 @@ func isDotGit(c string) bool {
 	c, _, _ = strings.Cut(c, ":") // NTFS streams: ".git::$INDEX_ALLOCATION"
 	c = strings.ToLower(strings.TrimRight(c, ". "))
 	return c == ".git" || c == "git~1"
-}
-
-// writeObjects writes the blobs of paths into root, read through the
-// deployer's cat-file, each to a temporary file renamed into place.
-func (d *Deployer) writeObjects(ctx context.Context, g *git, root *os.Root, paths []string, changes map[string]change) error {
-	err := d.withCatFile(ctx, g, func(c *catFile) error {
-		for _, p := range paths {
-			ch := changes[p]
-			name := filepath.FromSlash(p)
-			if err := root.MkdirAll(filepath.Dir(name), 0o755); err != nil {
-				return err
-			}
-			if err := c.blob(ch.object, func(content io.Reader) error {
-				return writeObject(root, name, ch.mode, content)
-			}); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("writing changed files: %w", err)
-	}
-	return nil
-}
-
-// writeObject writes one file (or symlink) of mode with content to name in
-// root.
-func writeObject(root *os.Root, name, mode string, content io.Reader) error {
-	switch mode {
-	case "120000":
-		target, err := io.ReadAll(content)
-		if err != nil {
-			return err
-		}
-		// The link itself is made whatever it points at; publish refuses
-		// links that resolve outside the published folder.
-		return root.Symlink(string(target), name)
-	case "100644", "100755":
-	default:
-		return errNeedsCheckout
-	}
-	perm := os.FileMode(0o644)
-	if mode == "100755" {
-		perm = 0o755
-	}
-	tmp := name + ".tmp-deploy"
-	f, err := root.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, perm)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, content); err != nil {
-		f.Close()
-		root.Remove(tmp)
-		return err
-	}
-	if err := f.Close(); err != nil {
-		root.Remove(tmp)
-		return err
-	}
-	return root.Rename(tmp, name)
 }

@@ -3,8 +3,6 @@ package deployer
 import (
 	"context"
 	"time"
-
-	"go.uber.org/zap"
 )
 
 // A Gate decides whether a commit may go live, before it is built: have its
@@ -54,47 +52,6 @@ func (e *gateWait) Error() string { return "waiting for the gate on " + short(e.
 // gateFailure is the last commit the gate failed, and why.
 type gateFailure struct {
 	commit, detail string
-}
-
-// gate asks cfg.Gate whether tip may go live. When it may not (yet), pass
-// is false and c says why; err is a *gateWait when the worker should ask
-// again on its own backoff.
-func (d *Deployer) gate(ctx context.Context, cfg Config, reason Reason, tip string) (c Checked, pass bool, err error) {
-	d.mu.Lock()
-	failed := d.gateFailed
-	d.mu.Unlock()
-	if failed.commit == tip && !reason.rechecks() {
-		d.log().Info("tip's checks failed before; waiting for a new commit, a check that completed, a delivery or a manual deploy",
-			zap.String("commit", tip), zap.String("reason", string(reason)), zap.String("checks", failed.detail))
-		return Checked{Commit: tip, Outcome: OutcomeChecksFailed, Detail: failed.detail}, false, nil
-	}
-	res, gerr := cfg.Gate(ctx, tip)
-	switch {
-	case gerr != nil && d.ctx.Err() != nil:
-		return Checked{Commit: tip, Outcome: OutcomeInterrupted}, false, nil
-	case gerr != nil:
-		// Nothing goes live unchecked: the tip waits until the gate can
-		// answer.
-		d.log().Warn("cannot tell whether the tip may go live; it waits", zap.String("commit", tip), zap.Error(gerr))
-		return Checked{Commit: tip, Outcome: OutcomeWaiting, Detail: "checks unknown: " + gerr.Error()}, false, &gateWait{tip}
-	case res.Verdict == GatePass:
-		d.mu.Lock()
-		if d.gateFailed.commit == tip {
-			d.gateFailed = gateFailure{}
-		}
-		d.mu.Unlock()
-		return Checked{}, true, nil
-	case res.Verdict == GateFail:
-		d.mu.Lock()
-		d.gateFailed = gateFailure{commit: tip, detail: res.Detail}
-		d.mu.Unlock()
-		d.log().Warn("tip's checks failed: it is not deployed", zap.String("commit", tip),
-			zap.String("reason", string(reason)), zap.String("checks", res.Detail))
-		return Checked{Commit: tip, Outcome: OutcomeChecksFailed, Detail: res.Detail}, false, nil
-	}
-	d.log().Info("tip waits for its checks", zap.String("commit", tip),
-		zap.String("reason", string(reason)), zap.String("checks", res.Detail))
-	return Checked{Commit: tip, Outcome: OutcomeWaiting, Detail: res.Detail}, false, &gateWait{tip}
 }
 
 // gateBackoff is the worker's own schedule of looks at a tip the gate holds

@@ -204,6 +204,19 @@ func (tg *target) waitLive(commit string) Status {
 	return s
 }
 
+// waitDeployed waits until the last deploy is of commit, whatever came of
+// it, and no deploy runs, and returns its result.
+func (tg *target) waitDeployed(commit string) *Result {
+	tg.t.Helper()
+	var last *Result
+	waitFor(tg.t, "a deploy of "+short(commit), func() bool {
+		s := tg.Status()
+		last = s.Last
+		return s.Running == nil && last != nil && last.Commit == commit
+	})
+	return last
+}
+
 // waitResult waits until the last result is for commit (or any, if "") and
 // no deploy runs.
 func (tg *target) waitResult(result, commit string) Status {
@@ -266,4 +279,57 @@ func releaseDirs(t testing.TB, path string) []string {
 		}
 	}
 	return dirs
+}
+
+// Release modes of the trust tests: without commands a deploy takes the
+// hard-link fast path; with one it checks out in full.
+var releaseModes = []struct {
+	name     string
+	commands [][]string
+}{
+	{"fast path", nil},
+	{"checkout", [][]string{{"true"}}},
+}
+
+// waitRefused waits until no deploy runs and either the last one failed or
+// tip went live, and marks the test failed unless the deploy failed.
+func (tg *target) waitRefused(tip string) Status {
+	tg.t.Helper()
+	var s Status
+	waitFor(tg.t, "the deploy of "+short(tip)+" to end", func() bool {
+		s = tg.Status()
+		return s.Running == nil && s.Last != nil && (s.Last.Result == "error" || s.Live != nil && s.Live.Commit == tip)
+	})
+	if s.Last.Result != "error" {
+		tg.t.Errorf("commit %s went live: %+v", short(tip), s.Last)
+	}
+	return s
+}
+
+// assertLiveUnchanged checks what a visitor sees after a refused deploy: the
+// same release, serving the same index.html, and no file named name.
+func assertLiveUnchanged(t *testing.T, tg *target, live *Live, index, name string) {
+	t.Helper()
+	s := tg.Status()
+	if s.Live == nil || s.Live.Release != live.Release || s.Live.Commit != live.Commit {
+		t.Errorf("live = %+v, want release %s unchanged", s.Live, live.Release)
+	}
+	if got := readCurrent(t, tg.path, "index.html"); got != index {
+		t.Errorf("current/index.html = %q, want %q", got, index)
+	}
+	if name != "" {
+		if _, err := os.Lstat(filepath.Join(tg.path, "current", name)); err == nil {
+			t.Errorf("current/%s exists: the refused release went live", name)
+		}
+	}
+}
+
+// alive reports whether pid runs (and is not a zombie).
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b))
+	return len(f) > 2 && f[2] != "Z"
 }

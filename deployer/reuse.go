@@ -10,7 +10,6 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
-	"strings"
 
 	"go.uber.org/zap"
 )
@@ -126,26 +125,9 @@ func (d *Deployer) updateRelease(ctx context.Context, g *git, dir, from, to stri
 	if err != nil {
 		return nil, err
 	}
-	var dels, files, links []string
-	for p, c := range changes {
-		// Only paths a checkout would write; no attributes, which only a
-		// checkout applies; no submodules.
-		if !safeGitPath(p) {
-			return nil, fmt.Errorf("%w: path %q", errNeedsCheckout, p)
-		}
-		if c.mode == "160000" || path.Base(p) == ".gitattributes" {
-			return nil, errNeedsCheckout
-		}
-		switch {
-		case c.status == 'D':
-			dels = append(dels, p)
-		case c.mode == "120000":
-			links = append(links, p)
-		case c.mode == "100644" || c.mode == "100755":
-			files = append(files, p)
-		default:
-			return nil, errNeedsCheckout
-		}
+	dels, writes, err := planChanges(changes)
+	if err != nil {
+		return nil, err
 	}
 
 	root, err := os.OpenRoot(dir)
@@ -167,12 +149,6 @@ func (d *Deployer) updateRelease(ctx context.Context, g *git, dir, from, to stri
 	// Deletions first, deepest first, with the folders they leave empty
 	// (a tree has none): a file that becomes a folder, or a folder that
 	// becomes a file, then finds its path free.
-	slices.SortFunc(dels, func(a, b string) int {
-		if n := strings.Count(b, "/") - strings.Count(a, "/"); n != 0 {
-			return n
-		}
-		return strings.Compare(a, b)
-	})
 	for _, p := range dels {
 		if err := root.Remove(filepath.FromSlash(p)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("removing %s: %w", p, err)
@@ -187,34 +163,13 @@ func (d *Deployer) updateRelease(ctx context.Context, g *git, dir, from, to stri
 		}
 	}
 
-	// Then files, then symlinks, so that nothing is written through a link
-	// of the new tree; os.Root keeps every write inside the release
-	// whatever links there are.
-	slices.Sort(files)
-	slices.Sort(links)
-	paths := append(files, links...)
-	err = d.withCatFile(ctx, g, func(c *catFile) error {
-		for _, p := range paths {
-			ch := changes[p]
-			name := filepath.FromSlash(p)
-			if parent := filepath.Dir(name); parent != "." {
-				if err := root.MkdirAll(parent, 0o755); err != nil {
-					return fmt.Errorf("making the folder of %s: %w", p, err)
-				}
-			}
-			err := c.blob(ch.object, func(content io.Reader) error {
-				return replaceObject(root, name, ch.mode, content)
-			})
-			if err != nil {
-				return fmt.Errorf("writing %s: %w", p, err)
-			}
-			touch(p)
-			reuseStep(p)
-			if ch.mode != "120000" {
-				made.files = append(made.files, p)
-			}
+	// Then files, then symlinks.
+	err = d.writeChanges(ctx, g, root, writes, changes, func(p string) {
+		touch(p)
+		reuseStep(p)
+		if changes[p].mode != "120000" {
+			made.files = append(made.files, p)
 		}
-		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -247,49 +202,4 @@ func (r *releaseRecord) links() map[string]bool {
 		set[l] = true
 	}
 	return set
-}
-
-// replaceObject writes a file (or symlink) of mode with content beside
-// name in root, then renames it over name: a new inode, never a write into
-// the file that name was, which other releases may share.
-func replaceObject(root *os.Root, name, mode string, content io.Reader) error {
-	tmp := name + ".tmp-deploy"
-	switch mode {
-	case "120000":
-		target, err := io.ReadAll(io.LimitReader(content, 4096))
-		if err != nil {
-			return err
-		}
-		if err := root.Symlink(string(target), tmp); err != nil {
-			return err
-		}
-	case "100644", "100755":
-		perm := os.FileMode(0o644)
-		if mode == "100755" {
-			perm = 0o755
-		}
-		f, err := root.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, perm)
-		if err != nil {
-			return err
-		}
-		_, err = io.Copy(f, content)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			// The umask may have cut the mode the blob asks for.
-			err = root.Chmod(tmp, perm)
-		}
-		if err != nil {
-			root.Remove(tmp)
-			return err
-		}
-	default:
-		return errNeedsCheckout
-	}
-	if err := root.Rename(tmp, name); err != nil {
-		root.Remove(tmp)
-		return err
-	}
-	return nil
 }

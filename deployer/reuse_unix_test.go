@@ -205,12 +205,7 @@ func TestReusedReleasesEqualCheckout(t *testing.T) {
 		if i > 0 {
 			tg.Wake(ReasonDelivery)
 		}
-		var last *Result
-		waitFor(t, "a deploy of "+short(tip), func() bool {
-			st := tg.Status()
-			last = st.Last
-			return st.Running == nil && last != nil && last.Commit == tip
-		})
+		last := tg.waitDeployed(tip)
 		if last.Result != "ok" {
 			t.Fatalf("step %q: deploy failed: %s\n%s", s.name, last.Error, last.OutputTail)
 		}
