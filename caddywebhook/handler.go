@@ -145,9 +145,13 @@ type Handler struct {
 	// Deploy a tip only once its checks passed on GitHub: check runs (the
 	// jobs of GitHub Actions and other CI apps), workflow runs and commit
 	// statuses. With names, each must be the name of a check run, a
-	// workflow or a status context of the commit, and have succeeded;
-	// without, every check of the commit must have succeeded, and at least
-	// one must exist. success, neutral and skipped pass. While one is
+	// workflow or a status context of the commit, and have succeeded; a
+	// name may pin its source as branch protection does: "CI@app/<slug>"
+	// (check runs of that app only), "CI@.github/workflows/ci.yml" (runs
+	// of that workflow file only). Without names, every check suite that
+	// GitHub created at push time must have completed and passed, and
+	// every check and status too, at least one. success, neutral and
+	// skipped pass. While one is
 	// pending, the tip waits (the admin API's status says which check):
 	// the deployer looks again on each check_run, check_suite,
 	// workflow_run or status delivery for the deployed branch, on poll,
