@@ -204,14 +204,13 @@ func TestClusterTamperedPart(t *testing.T) {
 	g := newGroup(t)
 	config := func(id, path string) Config {
 		cfg := g.config(id, path)
-		cfg.Cluster.partSize = 64 << 10
 		cfg.Commands = [][]string{{"sh", "-c", `od -An -tx1 -N16 /dev/urandom > stamp && head -c 300000 /dev/urandom > big.bin`}}
 		return cfg
 	}
 	c1 := g.remote.commit(map[string]string{"index.html": "v1"})
-	a := start(t, config("a", filepath.Join(t.TempDir(), "a")))
+	a := start(t, config("a", filepath.Join(t.TempDir(), "a")), withPartSize(64<<10))
 	bPath := filepath.Join(t.TempDir(), "b")
-	b := start(t, config("b", bPath))
+	b := start(t, config("b", bPath), withPartSize(64<<10))
 	stamp := g.waitServing(c1, a, b)
 	b.close()
 
@@ -231,7 +230,7 @@ func TestClusterTamperedPart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	b = start(t, config("b", bPath))
+	b = start(t, config("b", bPath), withPartSize(64<<10))
 	var cs *ClusterStatus
 	waitFor(t, "b to refuse c2's archive", func() bool {
 		cs = b.Status().Cluster
@@ -261,8 +260,8 @@ func TestArchiveParts(t *testing.T) {
 	}
 	g := newGroup(t)
 	ctx := context.Background()
-	cl := &Cluster{Name: "blog", Storage: g.storage, partSize: 1000}
-	pw := newPartWriter(cl.archivePartSize(), func(i int) string { return cl.partKey("r1", i) },
+	cl := &Cluster{Name: "blog", Storage: g.storage}
+	pw := newPartWriter(1000, func(i int) string { return cl.partKey("r1", i) },
 		func(key string, value []byte) error { return g.storage.Store(ctx, key, value) })
 	unpacked, err := packTree(dir, pw)
 	digest := ""

@@ -43,11 +43,6 @@ type Cluster struct {
 	// Poll is how often the group's live record is read; zero means
 	// DefaultClusterPoll.
 	Poll time.Duration
-
-	// partSize is the most bytes of an archive stored under one key;
-	// zero means archivePartSize. Tests set it to cut small sites into
-	// several parts.
-	partSize int
 }
 
 // clusterName is what a group's name may be: it becomes a storage key.
@@ -102,13 +97,6 @@ func (c *Cluster) partKey(rel string, i int) string {
 		return c.archiveKey(rel)
 	}
 	return c.archiveKey(rel) + "." + strconv.Itoa(i)
-}
-
-func (c *Cluster) archivePartSize() int {
-	if c.partSize <= 0 {
-		return archivePartSize
-	}
-	return c.partSize
 }
 
 // GroupLive is the group's live record (storage key `live`): the release

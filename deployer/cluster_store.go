@@ -46,7 +46,7 @@ func (d *Deployer) storeWithRetry(ctx context.Context, cl *Cluster, key string, 
 func (d *Deployer) storeRelease(ctx context.Context, cfg Config, commit, name, pub, pinnedFrom string) (*GroupLive, error) {
 	cl := cfg.Cluster
 	start := d.now()
-	pw := newPartWriter(cl.archivePartSize(), func(i int) string { return cl.partKey(name, i) },
+	pw := newPartWriter(d.opts.partSize, func(i int) string { return cl.partKey(name, i) },
 		func(key string, value []byte) error { return d.storeWithRetry(ctx, cl, key, value) })
 	unpacked, err := packTree(pub, pw)
 	digest := ""

@@ -383,7 +383,7 @@ func (d *Deployer) followRelease(ctx context.Context, cl *Cluster, gl *GroupLive
 		_, _, err = checkServed(dir, pub, publish, false)
 	}
 	if err == nil && rec == nil {
-		err = syncRelease(dir, nil)
+		err = d.syncRelease(dir, nil)
 	}
 	if err != nil {
 		if rec == nil {
