@@ -94,7 +94,7 @@ func TestClusterArchiveMemory(t *testing.T) {
 
 // storeRecord stores gl as the group's live record, with the fields of
 // extra set over its own, and data as its archive, one value at gl.Archive.
-func (g *sharedGroup) storeRecord(gl *GroupLive, data []byte, extra map[string]any) {
+func (g *sharedGroup) storeRecord(gl *liveRecord, data []byte, extra map[string]any) {
 	g.t.Helper()
 	ctx := context.Background()
 	if err := g.storage.Store(ctx, gl.Archive, data); err != nil {
@@ -148,7 +148,7 @@ func TestClusterRefusesArchiveBomb(t *testing.T) {
 	stamp := g.waitServing(c1, a)
 
 	data := zeroBomb(t, "big.bin", 64<<20)
-	gl := &GroupLive{Commit: strings.Repeat("f", 40), Release: "20300101T000000Z-ffffffffffff", Digest: digestOf(data),
+	gl := &liveRecord{Commit: strings.Repeat("f", 40), Release: "20300101T000000Z-ffffffffffff", Digest: digestOf(data),
 		Size: int64(len(data)), Node: "mallory", At: time.Now()}
 	gl.Archive = "github_webhook/clusters/blog/archives/" + gl.Release + ".tar.zst"
 	g.storeRecord(gl, data, map[string]any{"unpacked": 4096})

@@ -278,7 +278,7 @@ func (d *Deployer) loop() {
 	defer close(d.done)
 	defer d.lock.Close() // drops the flock, even if Close gave up waiting
 	defer d.closeCatFile()
-	d.recoverFolder()
+	d.guard("recovering the folder", "", func() { d.recoverFolder(true) })
 	d.Wake(ReasonStartup)
 
 	var (
@@ -361,7 +361,7 @@ func (d *Deployer) loop() {
 			resetWatch()
 			continue
 		case <-watchC:
-			d.watchGroup()
+			d.guard("watching the group", ReasonGroup, d.watchGroup)
 			continue
 		case <-pollC:
 			d.Wake(ReasonPoll)
@@ -376,7 +376,7 @@ func (d *Deployer) loop() {
 			continue
 		case <-idleC:
 			idle, idleC = nil, nil
-			d.maintain()
+			d.guard("housekeeping", "", d.maintain)
 			continue
 		case <-d.wakeC:
 		}
@@ -384,7 +384,11 @@ func (d *Deployer) loop() {
 		if reason == "" {
 			continue
 		}
-		err := d.deploy(reason)
+		var err error
+		d.guard("deploying", reason, func() {
+			d.fault(FaultDeploy, string(reason))
+			err = d.deploy(reason)
+		})
 		if idle != nil {
 			idle.Stop()
 		}
@@ -392,7 +396,7 @@ func (d *Deployer) loop() {
 		idleC = idle.C
 		if d.ctx.Err() == nil {
 			// Record what this node serves now, and see the group.
-			d.watchGroup()
+			d.guard("watching the group", ReasonGroup, d.watchGroup)
 		}
 		var gw *gateWait
 		if errors.As(err, &gw) && d.ctx.Err() == nil {

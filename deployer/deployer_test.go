@@ -462,7 +462,7 @@ func TestKeepPrunes(t *testing.T) {
 	}
 
 	// After a rollback, the live release is the older one; pruning keeps it.
-	if _, err := tg.Rollback(s.Releases[1]); err != nil {
+	if _, err := tg.Rollback(t.Context(), s.Releases[1]); err != nil {
 		t.Fatal(err)
 	}
 	tip = r.commit(map[string]string{"index.html": "v5"})
@@ -578,7 +578,7 @@ func TestCloseKillsBuild(t *testing.T) {
 	if err := tg.Close(context.Background()); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	if _, err := tg.Rollback(""); !errors.Is(err, ErrClosed) {
+	if _, err := tg.Rollback(t.Context(), ""); !errors.Is(err, ErrClosed) {
 		t.Errorf("Rollback after Close = %v", err)
 	}
 	if n := tg.events.count(EventFailed); n != 0 {
@@ -649,16 +649,16 @@ func TestRollbackPinSurvivesRestart(t *testing.T) {
 	c1 := r.commit(map[string]string{"index.html": "v1"})
 	tg := start(t, Config{Path: path, Remote: r.bare})
 	tg.waitLive(c1)
-	if _, err := tg.Rollback(""); !errors.Is(err, ErrNoOlderRelease) {
+	if _, err := tg.Rollback(t.Context(), ""); !errors.Is(err, ErrNoOlderRelease) {
 		t.Errorf("rollback with one release = %v, want ErrNoOlderRelease", err)
 	}
 	c2 := r.commit(map[string]string{"index.html": "v2"})
 	tg.Wake(ReasonDelivery)
 	tg.waitLive(c2)
-	if _, err := tg.Rollback("no-such-release"); !errors.Is(err, ErrUnknownRelease) {
+	if _, err := tg.Rollback(t.Context(), "no-such-release"); !errors.Is(err, ErrUnknownRelease) {
 		t.Errorf("rollback to an unknown release = %v", err)
 	}
-	live, err := tg.Rollback("")
+	live, err := tg.Rollback(t.Context(), "")
 	if err != nil || live.Commit != c1 {
 		t.Fatalf("Rollback = %+v, %v", live, err)
 	}
@@ -760,7 +760,7 @@ func TestRecoveryAfterCrashAtTheSwitch(t *testing.T) {
 	c2 := r.commit(map[string]string{"public/index.html": "v2"})
 	tg2.Wake(ReasonDelivery)
 	tg2.waitLive(c2)
-	if _, err := tg2.Rollback(""); err != nil {
+	if _, err := tg2.Rollback(t.Context(), ""); err != nil {
 		t.Fatal(err)
 	}
 	if link, _ := os.Readlink(filepath.Join(path, "current")); link != filepath.Join("releases", live, "public") {

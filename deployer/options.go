@@ -15,18 +15,21 @@ type options struct {
 	gateMax   time.Duration
 	gateFor   time.Duration
 	partSize  int // most bytes of a group's archive stored under one key
+	// leaseRenew is how often the group's build lease is renewed.
+	leaseRenew time.Duration
 	// fault is called at the steps WithFault lists; nil: never.
 	fault func(step, detail string)
 }
 
 func defaultOptions() options {
 	return options{
-		idleAfter: idleAfter,
-		retryBase: retryBase,
-		gateBase:  gateBase,
-		gateMax:   gateMax,
-		gateFor:   gateFor,
-		partSize:  archivePartSize,
+		idleAfter:  idleAfter,
+		retryBase:  retryBase,
+		gateBase:   gateBase,
+		gateMax:    gateMax,
+		gateFor:    gateFor,
+		partSize:   archivePartSize,
+		leaseRenew: leaseRenew,
 	}
 }
 
@@ -79,6 +82,11 @@ func withGateBackoff(base, maxWait, limit time.Duration) Option {
 // key, so that small sites are cut into several parts.
 func withPartSize(n int) Option {
 	return func(o *options) { o.partSize = n }
+}
+
+// withLeaseRenew sets how often the group's build lease is renewed.
+func withLeaseRenew(d time.Duration) Option {
+	return func(o *options) { o.leaseRenew = d }
 }
 
 // fault calls the fault injected with WithFault, if any.

@@ -253,7 +253,7 @@ func TestRollbackAfterReuse(t *testing.T) {
 	}
 	s := tg.Status()
 	oldest := s.Releases[len(s.Releases)-1]
-	live, err := tg.Rollback(oldest)
+	live, err := tg.Rollback(t.Context(), oldest)
 	if err != nil {
 		t.Fatal(err)
 	}

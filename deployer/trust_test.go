@@ -216,7 +216,7 @@ func TestRollbackRefusesEscapingLink(t *testing.T) {
 	live := tg.waitLive(tip).Live
 
 	os.Symlink("../../state.json", filepath.Join(tg.path, "releases", old.Release, "state.json"))
-	_, err := tg.Rollback(old.Release)
+	_, err := tg.Rollback(t.Context(), old.Release)
 	if err == nil || !strings.Contains(err.Error(), `"state.json" -> "../../state.json"`) {
 		t.Fatalf("Rollback = %v, want an error naming the link", err)
 	}
