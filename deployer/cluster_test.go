@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -706,5 +707,39 @@ func TestClusterFollowIntoTheSpareDropsIt(t *testing.T) {
 	b.waitLive(c4)
 	if got := readCurrent(t, cfgA.Path, "index.html"); got != "v4" {
 		t.Errorf("a serves %q, want v4", got)
+	}
+}
+
+// The group's live record is stored as liveRecord, versioned: a record
+// without a version (as nodes wrote before records had one) reads as
+// version 1; one of a version this node does not know is refused with an
+// error that says so, shown in the status, and nothing is followed.
+func TestClusterLiveRecordVersions(t *testing.T) {
+	g := newGroup(t)
+	cfg := g.config("a", filepath.Join(t.TempDir(), "a"))
+	d, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close(context.Background())
+	ctx := context.Background()
+	key := "github_webhook/clusters/blog/live"
+	old := `{"commit":"c1","release":"r1","archive":"github_webhook/clusters/blog/archives/r1.tar.zst","digest":"sha256:00","size":3}`
+	g.storage.Store(ctx, key, []byte(old))
+	gl, err := d.readLive(ctx, cfg.Cluster)
+	if err != nil || gl.Version != 1 || gl.Release != "r1" {
+		t.Errorf("a record without a version: %+v, %v", gl, err)
+	}
+	if s := d.Status().Cluster; s.Live == nil || s.Live.Release != "r1" || s.Live.Archive == "" {
+		t.Errorf("status of a version 1 record: %+v", s.Live)
+	}
+	g.storage.Store(ctx, key, []byte(`{"version":2,"commit":"c2","release":"r2","digest":"sha256:00","layout":"new"}`))
+	gl, err = d.readLive(ctx, cfg.Cluster)
+	var ve *versionError
+	if gl != nil || !errors.As(err, &ve) || !strings.Contains(err.Error(), "version 2, this node reads up to version 1") {
+		t.Errorf("a record of version 2: %+v, %v", gl, err)
+	}
+	if s := d.Status().Cluster; !strings.Contains(s.Error, "version 2") {
+		t.Errorf("status error after a version 2 record: %q", s.Error)
 	}
 }
