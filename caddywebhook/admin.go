@@ -94,11 +94,11 @@ func (AdminAPI) rollback(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	live, err := t.d.Rollback(req.Release)
+	live, err := t.d.Rollback(r.Context(), req.Release)
 	switch {
 	case errors.Is(err, deployer.ErrUnknownRelease):
 		return apiError(http.StatusNotFound, err)
-	case errors.Is(err, deployer.ErrNoOlderRelease):
+	case errors.Is(err, deployer.ErrNoOlderRelease), errors.Is(err, deployer.ErrRollbackRaced):
 		return apiError(http.StatusConflict, err)
 	case err != nil:
 		return apiError(http.StatusInternalServerError, err)

@@ -63,8 +63,8 @@ func init() {
 // CI@app/github-actions is the check run CI of that GitHub App alone,
 // CI@.github/workflows/ci.yml the workflow CI run from that file. api_url is the REST API's base, for GitHub Enterprise
 // Server. cluster shares deploys with every node whose Caddy uses the same
-// storage and names the same group; cluster_poll (for tests) sets how often
-// the group's live record is read.
+// storage and names the same group; cluster_poll sets how often the group's
+// live record is read (2s: a follower goes live within it of the builder).
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	handler := new(Handler)
 	err := handler.UnmarshalCaddyfile(h.Dispenser)

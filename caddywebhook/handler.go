@@ -266,8 +266,11 @@ type Handler struct {
 	// digits, '.', '_' or '-'. Default: off, this node deploys alone.
 	Cluster string `json:"cluster,omitempty"`
 
-	// How often a node reads its group's live record. For tests; default
-	// (unset or 0): 2s.
+	// How often a node reads its group's live record (needs cluster): a
+	// follower goes live at most this long after the builder, plus the
+	// time to fetch and unpack the archive; each read is one storage read
+	// per node. Shorter converges sooner at the cost of more storage
+	// reads. Default (unset or 0): 2s.
 	ClusterPoll caddy.Duration `json:"cluster_poll,omitempty"`
 
 	logger   *zap.Logger

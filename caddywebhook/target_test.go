@@ -3,7 +3,10 @@ package caddywebhook
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -91,5 +94,120 @@ func TestDeployerConfigSettings(t *testing.T) {
 	h := Handler{Keep: 7, Timeout: caddy.Duration(time.Minute)}
 	if cfg := h.deployerConfig(""); cfg.Keep != 7 || cfg.Timeout != time.Minute {
 		t.Errorf("keep, timeout = %d, %v; want 7, 1m as configured", cfg.Keep, cfg.Timeout)
+	}
+}
+
+// A panic inside one site's deploy (injected through the deployer's
+// WithFault option, in the deployer that the pool hands to the handler)
+// leaves Caddy serving every site: the other site, and the panicking
+// site's live release; the admin API reports the target failed with the
+// panic's message; and the next wake deploys again. On main the panic
+// ended the process, and with it every site Caddy served.
+func TestPanicInDeployKeepsCaddyServing(t *testing.T) {
+	s := newTestSite(t)
+	first := s.repo.Commit("first version", map[string]string{"index.html": "first"})
+	other := testkit.NewRemoteOn(t, testBranch)
+	otherFirst := other.Commit("other first", map[string]string{"index.html": "other first"})
+	otherPath := filepath.Join(s.dir, "other")
+
+	// The second site's deployer, made before Caddy loads the
+	// configuration: the handler finds it in the pool and takes it over.
+	var armed atomic.Bool
+	var panics atomic.Int32
+	fault := deployer.WithFault(func(step, _ string) {
+		if step == deployer.FaultSync && armed.Load() && panics.Add(1) == 1 {
+			panic("boom in the other site's deploy")
+		}
+	})
+	_, loaded, err := targets.LoadOrNew(otherPath, func() (caddy.Destructor, error) {
+		d, err := deployer.New(deployer.Config{Path: otherPath, Remote: other.Bare, Branch: testBranch}, zap.NewNop(), fault)
+		if err != nil {
+			return nil, err
+		}
+		return &target{d: d}, nil
+	})
+	if err != nil || loaded {
+		t.Fatalf("putting the deployer of %s in the pool: %v (loaded %v)", otherPath, err, loaded)
+	}
+	t.Cleanup(func() { targets.Delete(otherPath) })
+
+	config := strings.Replace(s.caddyfile(""), "\tfile_server\n", fmt.Sprintf(`	file_server
+	handle_path /other/* {
+		root * %s/current
+		file_server
+	}
+
+	github_webhook /_other {
+		repo   octocat/other
+		secret other-secret
+		path   %s
+		remote %s
+		branch %s
+	}
+`, otherPath, otherPath, other.Bare, testBranch), 1)
+	s.start(config)
+	s.waitLive(first)
+	otherStatus := func() deployer.Status {
+		var list []deployer.Status
+		if code, body := adminDo(t, http.MethodGet, "/github_webhook/deploys", "", &list); code != 200 {
+			t.Fatalf("GET /github_webhook/deploys: %d %s", code, body)
+		}
+		for _, st := range list {
+			if st.Path == otherPath {
+				return st
+			}
+		}
+		t.Fatalf("no target %s in /github_webhook/deploys", otherPath)
+		return deployer.Status{}
+	}
+	testkit.WaitFor(t, time.Minute, "the other site live", func() error {
+		if st := otherStatus(); st.Live == nil || st.Live.Commit != otherFirst {
+			return fmt.Errorf("live %+v, last %+v", st.Live, st.Last)
+		}
+		return nil
+	})
+
+	armed.Store(true)
+	otherTip := other.Commit("other second", map[string]string{"index.html": "other second"})
+	deploy := func() {
+		if code, body := adminDo(t, http.MethodPost, "/github_webhook/deploy", `{"path": "`+otherPath+`"}`, nil); code != 202 {
+			t.Fatalf("POST /github_webhook/deploy: %d %s", code, body)
+		}
+	}
+	deploy()
+	var st deployer.Status
+	testkit.WaitFor(t, time.Minute, "the panic recovered", func() error {
+		if st = otherStatus(); st.Checked == nil || st.Checked.Outcome != deployer.OutcomeFailed {
+			return fmt.Errorf("checked %+v", st.Checked)
+		}
+		return nil
+	})
+	if st.Last == nil || st.Last.Result != "error" || st.Last.Commit != otherTip || !strings.Contains(st.Last.Error, "boom in the other site's deploy") {
+		t.Errorf("the other site's last result after the panic: %+v", st.Last)
+	}
+	// Caddy serves both sites, the panicking one its live release.
+	if got := get(t, siteURL+"/index.html"); got != "first" {
+		t.Errorf("the site serves %q after the other's panic", got)
+	}
+	if got := get(t, siteURL+"/other/index.html"); got != "other first" {
+		t.Errorf("the other site serves %q after its panic", got)
+	}
+	c2 := s.repo.Commit("second version", map[string]string{"index.html": "second"})
+	pushDelivery(t, testSecret)
+	s.waitLive(c2)
+
+	// The next wake deploys again.
+	deploy()
+	testkit.WaitFor(t, time.Minute, "the other site's tip live", func() error {
+		if st := otherStatus(); st.Live == nil || st.Live.Commit != otherTip {
+			return fmt.Errorf("live %+v, last %+v", st.Live, st.Last)
+		}
+		return nil
+	})
+	if got := get(t, siteURL+"/other/index.html"); got != "other second" {
+		t.Errorf("the other site serves %q after the next deploy", got)
+	}
+	if n := panics.Load(); n != 2 {
+		t.Errorf("the other site synced %d releases after the fault was armed, want 2: the one that panicked, the next", n)
 	}
 }

@@ -94,7 +94,7 @@ func TestClusterArchiveMemory(t *testing.T) {
 
 // storeRecord stores gl as the group's live record, with the fields of
 // extra set over its own, and data as its archive, one value at gl.Archive.
-func (g *sharedGroup) storeRecord(gl *GroupLive, data []byte, extra map[string]any) {
+func (g *sharedGroup) storeRecord(gl *liveRecord, data []byte, extra map[string]any) {
 	g.t.Helper()
 	ctx := context.Background()
 	if err := g.storage.Store(ctx, gl.Archive, data); err != nil {
@@ -148,7 +148,7 @@ func TestClusterRefusesArchiveBomb(t *testing.T) {
 	stamp := g.waitServing(c1, a)
 
 	data := zeroBomb(t, "big.bin", 64<<20)
-	gl := &GroupLive{Commit: strings.Repeat("f", 40), Release: "20300101T000000Z-ffffffffffff", Digest: digestOf(data),
+	gl := &liveRecord{Commit: strings.Repeat("f", 40), Release: "20300101T000000Z-ffffffffffff", Digest: digestOf(data),
 		Size: int64(len(data)), Node: "mallory", At: time.Now()}
 	gl.Archive = "github_webhook/clusters/blog/archives/" + gl.Release + ".tar.zst"
 	g.storeRecord(gl, data, map[string]any{"unpacked": 4096})
@@ -204,14 +204,13 @@ func TestClusterTamperedPart(t *testing.T) {
 	g := newGroup(t)
 	config := func(id, path string) Config {
 		cfg := g.config(id, path)
-		cfg.Cluster.partSize = 64 << 10
 		cfg.Commands = [][]string{{"sh", "-c", `od -An -tx1 -N16 /dev/urandom > stamp && head -c 300000 /dev/urandom > big.bin`}}
 		return cfg
 	}
 	c1 := g.remote.commit(map[string]string{"index.html": "v1"})
-	a := start(t, config("a", filepath.Join(t.TempDir(), "a")))
+	a := start(t, config("a", filepath.Join(t.TempDir(), "a")), withPartSize(64<<10))
 	bPath := filepath.Join(t.TempDir(), "b")
-	b := start(t, config("b", bPath))
+	b := start(t, config("b", bPath), withPartSize(64<<10))
 	stamp := g.waitServing(c1, a, b)
 	b.close()
 
@@ -231,7 +230,7 @@ func TestClusterTamperedPart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	b = start(t, config("b", bPath))
+	b = start(t, config("b", bPath), withPartSize(64<<10))
 	var cs *ClusterStatus
 	waitFor(t, "b to refuse c2's archive", func() bool {
 		cs = b.Status().Cluster
@@ -261,8 +260,8 @@ func TestArchiveParts(t *testing.T) {
 	}
 	g := newGroup(t)
 	ctx := context.Background()
-	cl := &Cluster{Name: "blog", Storage: g.storage, partSize: 1000}
-	pw := newPartWriter(cl.archivePartSize(), func(i int) string { return cl.partKey("r1", i) },
+	cl := &Cluster{Name: "blog", Storage: g.storage}
+	pw := newPartWriter(1000, func(i int) string { return cl.partKey("r1", i) },
 		func(key string, value []byte) error { return g.storage.Store(ctx, key, value) })
 	unpacked, err := packTree(dir, pw)
 	digest := ""

@@ -61,9 +61,7 @@ func (d *Deployer) build(ctx context.Context, g *git, cfg Config, branch, commit
 			args = append(args, "-c", "protocol.file.allow=always")
 		}
 		args = append(args, "submodule", "update", "--quiet", "--init", "--recursive")
-		if cfg.Depth > 0 {
-			args = append(args, fmt.Sprintf("--depth=%d", cfg.Depth))
-		}
+		args = append(args, depthArgs(cfg.Depth)...)
 		if _, err := g.runRemote(ctx, dir, args...); err != nil {
 			return sink.tail.String(), fmt.Errorf("checking out submodules: %w", err)
 		}

@@ -2,6 +2,7 @@ package deployer
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -43,11 +44,6 @@ type Cluster struct {
 	// Poll is how often the group's live record is read; zero means
 	// DefaultClusterPoll.
 	Poll time.Duration
-
-	// partSize is the most bytes of an archive stored under one key;
-	// zero means archivePartSize. Tests set it to cut small sites into
-	// several parts.
-	partSize int
 }
 
 // clusterName is what a group's name may be: it becomes a storage key.
@@ -104,20 +100,68 @@ func (c *Cluster) partKey(rel string, i int) string {
 	return c.archiveKey(rel) + "." + strconv.Itoa(i)
 }
 
-func (c *Cluster) archivePartSize() int {
-	if c.partSize <= 0 {
-		return archivePartSize
-	}
-	return c.partSize
-}
-
-// GroupLive is the group's live record (storage key `live`): the release
-// every node of the group serves.
+// GroupLive is the group's live record as Status shows it: the release
+// every node of the group serves. What nodes share in storage is
+// liveRecord, a format of its own.
 type GroupLive struct {
 	Commit  string `json:"commit"`
 	Release string `json:"release"`
 	// Archive is the storage key of the release's published tree (of its
 	// first part).
+	Archive string `json:"archive"`
+	// Digest is the archive's SHA-256, as "sha256:<hex>".
+	Digest string `json:"digest"`
+	// Size is the archive's size in bytes.
+	Size int64 `json:"size"`
+	// Node is the node that built the release, or that rolled the group
+	// back to it.
+	Node string    `json:"node"`
+	At   time.Time `json:"at"`
+	// PinnedFrom is the commit rolled back from: start-up and poll on any
+	// node leave it alone until the branch moves.
+	PinnedFrom string `json:"pinned_from,omitempty"`
+}
+
+// recordVersion is the version of the records nodes share in storage
+// (liveRecord, nodeRecord, buildingRecord) that this code writes and reads.
+// A record without a version was written before records had one: it is
+// version 1. A change that older nodes would misread takes a new version,
+// which they refuse (versionError) rather than misread.
+const recordVersion = 1
+
+// versionError is a stored record of a version this node cannot read.
+type versionError struct {
+	what    string
+	version int
+}
+
+func (e *versionError) Error() string {
+	return fmt.Sprintf("%s is of version %d, this node reads up to version %d: upgrade this node", e.what, e.version, recordVersion)
+}
+
+// decodeRecord reads the stored record b into v, whose version field is
+// version: a record without one is version 1; a version above
+// recordVersion is a *versionError.
+func decodeRecord(b []byte, v any, version *int) error {
+	if err := json.Unmarshal(b, v); err != nil {
+		return err
+	}
+	if *version == 0 {
+		*version = 1
+	}
+	if *version < 1 || *version > recordVersion {
+		return &versionError{what: "the record", version: *version}
+	}
+	return nil
+}
+
+// liveRecord is the group's live record as stored (key `live`): the
+// release every node of the group serves, and where its archive is.
+type liveRecord struct {
+	Version int    `json:"version"`
+	Commit  string `json:"commit"`
+	Release string `json:"release"`
+	// Archive is the storage key of the archive (of its first part).
 	Archive string `json:"archive"`
 	// Digest is the archive's SHA-256, as "sha256:<hex>".
 	Digest string `json:"digest"`
@@ -141,8 +185,15 @@ type GroupLive struct {
 	PinnedFrom string `json:"pinned_from,omitempty"`
 }
 
-// nodeRecord is what a node serves (storage key `nodes/<id>`).
+// status is r as Status shows it.
+func (r *liveRecord) status() *GroupLive {
+	return &GroupLive{Commit: r.Commit, Release: r.Release, Archive: r.Archive, Digest: r.Digest, Size: r.Size,
+		Node: r.Node, At: r.At, PinnedFrom: r.PinnedFrom}
+}
+
+// nodeRecord is what a node serves, as stored (key `nodes/<id>`).
 type nodeRecord struct {
+	Version int       `json:"version"`
 	Node    string    `json:"node"`
 	Host    string    `json:"host"`
 	Commit  string    `json:"commit"`

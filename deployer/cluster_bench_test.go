@@ -99,7 +99,7 @@ func BenchmarkArchiveHeap(b *testing.B) {
 		n++
 		name := fmt.Sprintf("r%d", n)
 		stop := heapPeak()
-		pw := newPartWriter(cl.archivePartSize(), func(i int) string { return cl.partKey(name, i) },
+		pw := newPartWriter(archivePartSize, func(i int) string { return cl.partKey(name, i) },
 			func(key string, value []byte) error { return st.Store(ctx, key, value) })
 		unpacked, err := packTree(dir, pw)
 		digest := ""

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"runtime/debug"
 	"time"
 
 	"go.uber.org/zap"
@@ -21,9 +22,11 @@ import (
 // said, to buildLease plus a minute.
 const leaseClockSkew = time.Minute
 
-// buildingRecord is the group's build lease (storage key `building`): the
-// node that builds, and until when its claim holds unless renewed.
+// buildingRecord is the group's build lease as stored (key `building`):
+// the node that builds, and until when its claim holds unless renewed.
+// Version is recordVersion (see decodeRecord).
 type buildingRecord struct {
+	Version int       `json:"version"`
 	Node    string    `json:"node"`
 	Host    string    `json:"host"`
 	Commit  string    `json:"commit"`
@@ -31,11 +34,31 @@ type buildingRecord struct {
 	Expires time.Time `json:"expires"`
 }
 
-// claimBuild tries once to claim the group's build for this node. Under the
+// lease is the group's build lease that this node holds: claimed by
+// claimLease, renewed by its own goroutine until release ends it.
+type lease struct {
+	d    *Deployer
+	cl   *Cluster
+	rec  buildingRecord // as this node last wrote it; the renewer's alone
+	stop chan struct{}
+	done chan struct{}
+}
+
+// claimBuild claims the group's build for this node (see claimLease): it
+// returns the lease's release, or the other node's lease that holds.
+func (d *Deployer) claimBuild(ctx context.Context, cl *Cluster, tip string) (func(), *buildingRecord, error) {
+	l, holder, err := d.claimLease(ctx, cl, tip)
+	if l == nil {
+		return nil, holder, err
+	}
+	return func() { l.release(ctx) }, nil, nil
+}
+
+// claimLease tries once to claim the group's build for this node. Under the
 // storage's lock (`build`), held only for this test-and-set, it reads the
 // lease (`building`): when no other node holds one that has not expired, it
-// writes its own, renewed every leaseRenew until the returned release is
-// called (which deletes it). Otherwise it returns the other node's lease.
+// writes its own, renewed every leaseRenew until release. Otherwise it
+// returns the other node's lease.
 //
 // The storage's lock is not held for the whole build because its expiry is
 // the storage module's own business: certmagic's file_system renews a lock
@@ -50,9 +73,9 @@ type buildingRecord struct {
 // runs ahead (or by hand): it is stale, or a node that died with its clock
 // a day ahead would stop the group's builds for a day. A live holder whose
 // clock runs that far ahead loses its lease at each claim of another node,
-// and sees so at its next renewal (holdsLease), as a holder that stalled
-// past its lease does.
-func (d *Deployer) claimBuild(ctx context.Context, cl *Cluster, tip string) (func(), *buildingRecord, error) {
+// and sees so at its next renewal (held), as a holder that stalled past
+// its lease does.
+func (d *Deployer) claimLease(ctx context.Context, cl *Cluster, tip string) (*lease, *buildingRecord, error) {
 	lctx, cancel := context.WithTimeout(ctx, storageTimeout)
 	defer cancel()
 	if err := cl.Storage.Lock(lctx, cl.lockName()); err != nil {
@@ -76,16 +99,11 @@ func (d *Deployer) claimBuild(ctx context.Context, cl *Cluster, tip string) (fun
 		}
 	}
 	defer unlock()
-	b, err := cl.Storage.Load(lctx, cl.buildingKey())
-	var cur buildingRecord
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-	case err != nil:
+	cur, err := readLeaseRecord(lctx, cl)
+	if err != nil {
 		err = fmt.Errorf("reading the group's build lease: %w", err)
 		d.storageFailed(err)
 		return nil, nil, &storageError{err}
-	default:
-		json.Unmarshal(b, &cur) // unreadable: nobody's
 	}
 	now := d.now()
 	held := cur.Node != "" && cur.Node != cl.Node && now.Before(cur.Expires)
@@ -99,79 +117,121 @@ func (d *Deployer) claimBuild(ctx context.Context, cl *Cluster, tip string) (fun
 	if held {
 		return nil, &cur, nil
 	}
-	lease := buildingRecord{Node: cl.Node, Host: cl.Host, Commit: tip, Since: now, Expires: now.Add(buildLease)}
-	b, _ = json.Marshal(lease)
+	l := &lease{d: d, cl: cl, stop: make(chan struct{}), done: make(chan struct{}),
+		rec: buildingRecord{Version: recordVersion, Node: cl.Node, Host: cl.Host, Commit: tip, Since: now, Expires: now.Add(buildLease)}}
+	b, _ := json.Marshal(l.rec)
 	if err := cl.Storage.Store(lctx, cl.buildingKey(), b); err != nil {
 		err = fmt.Errorf("writing the group's build lease: %w", err)
 		d.storageFailed(err)
 		return nil, nil, &storageError{err}
 	}
 	unlock()
-
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(leaseRenew)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-			}
-			sctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
-			mine, err := d.holdsLease(sctx, cl, lease)
-			if err == nil && !mine {
-				// Another node took over a lease this one let
-				// expire (a stall, slow storage): never overwrite
-				// its lease.
-				cancel()
-				d.log().Warn("the group's build lease expired and another node took it over")
-				return
-			}
-			lease.Expires = d.now().Add(buildLease)
-			b, _ := json.Marshal(lease)
-			if err == nil {
-				err = cl.Storage.Store(sctx, cl.buildingKey(), b)
-			}
-			cancel()
-			if err != nil {
-				d.storageFailed(fmt.Errorf("renewing the group's build lease: %w", err))
-			}
-		}
-	}()
-	release := func() {
-		close(stop)
-		<-done
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storageTimeout)
-		defer cancel()
-		if mine, err := d.holdsLease(rctx, cl, lease); err != nil || !mine {
-			return // another node's lease now, or unreadable: it expires on its own
-		}
-		if err := cl.Storage.Delete(rctx, cl.buildingKey()); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			d.storageFailed(fmt.Errorf("ending the group's build lease: %w", err))
-			d.log().Warn("ending the group's build lease; it expires on its own", zap.Error(err))
-		}
-	}
-	return release, nil, nil
+	go l.renew(d.opts.leaseRenew)
+	return l, nil, nil
 }
 
-// holdsLease reports whether the group's build lease in storage is still
-// lease, the one this node took (same node, same start). Storage has no
-// compare-and-set, so a takeover between this read and the caller's write
-// remains possible, in a window of one storage call instead of a whole
-// renewal period.
-func (d *Deployer) holdsLease(ctx context.Context, cl *Cluster, lease buildingRecord) (bool, error) {
+// readLeaseRecord reads the group's build lease: the zero record when
+// there is none, or it cannot be read (nobody's), an error when storage
+// fails or the record is of a version this node does not know.
+func readLeaseRecord(ctx context.Context, cl *Cluster) (buildingRecord, error) {
+	var cur buildingRecord
 	b, err := cl.Storage.Load(ctx, cl.buildingKey())
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return cur, nil
+	case err != nil:
+		return cur, err
 	}
+	if err := decodeRecord(b, &cur, &cur.Version); err != nil {
+		var ve *versionError
+		if errors.As(err, &ve) {
+			return buildingRecord{}, err
+		}
+		return buildingRecord{}, nil // unreadable: nobody's
+	}
+	return cur, nil
+}
+
+// renew renews the lease every interval until release: the lease's
+// goroutine. A panic in one renewal is logged and counted as a failed
+// renewal; the next renews again.
+func (l *lease) renew(every time.Duration) {
+	defer close(l.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+		}
+		if !l.renewOnce() {
+			return
+		}
+	}
+}
+
+// renewOnce renews the lease in storage, unless another node took it over:
+// then it reports false, and the lease is never written again.
+func (l *lease) renewOnce() (goOn bool) {
+	d, cl := l.d, l.cl
+	defer func() {
+		if v := recover(); v != nil {
+			d.log().Error("panicked", zap.String("work", "renewing the group's build lease"),
+				zap.Any("panic", v), zap.String("stack", string(debug.Stack())))
+			d.storageFailed(fmt.Errorf("renewing the group's build lease: panicked: %v", v))
+			goOn = true
+		}
+	}()
+	d.fault(FaultRenew, l.rec.Commit)
+	sctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
+	defer cancel()
+	mine, err := l.held(sctx)
+	if err == nil && !mine {
+		// Another node took over a lease this one let expire (a
+		// stall, slow storage): never overwrite its lease.
+		d.log().Warn("the group's build lease expired and another node took it over")
+		return false
+	}
+	if err == nil {
+		rec := l.rec
+		rec.Expires = d.now().Add(buildLease)
+		b, _ := json.Marshal(rec)
+		if err = cl.Storage.Store(sctx, cl.buildingKey(), b); err == nil {
+			l.rec = rec
+		}
+	}
+	if err != nil {
+		d.storageFailed(fmt.Errorf("renewing the group's build lease: %w", err))
+	}
+	return true
+}
+
+// held reports whether the group's build lease in storage is still this
+// one (same node, same start). Storage has no compare-and-set, so a
+// takeover between this read and the caller's write remains possible, in
+// a window of one storage call instead of a whole renewal period.
+func (l *lease) held(ctx context.Context) (bool, error) {
+	cur, err := readLeaseRecord(ctx, l.cl)
 	if err != nil {
 		return false, err
 	}
-	var cur buildingRecord
-	if json.Unmarshal(b, &cur) != nil {
-		return false, nil
+	return cur.Node == l.rec.Node && cur.Since.Equal(l.rec.Since), nil
+}
+
+// release stops the renewals and ends the lease in storage, unless another
+// node took it over meanwhile. Storage that fails leaves it to expire.
+func (l *lease) release(ctx context.Context) {
+	close(l.stop)
+	<-l.done
+	d, cl := l.d, l.cl
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storageTimeout)
+	defer cancel()
+	if mine, err := l.held(rctx); err != nil || !mine {
+		return // another node's lease now, or unreadable: it expires on its own
 	}
-	return cur.Node == lease.Node && cur.Since.Equal(lease.Since), nil
+	if err := cl.Storage.Delete(rctx, cl.buildingKey()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		d.storageFailed(fmt.Errorf("ending the group's build lease: %w", err))
+		d.log().Warn("ending the group's build lease; it expires on its own", zap.Error(err))
+	}
 }

@@ -40,7 +40,7 @@ const (
 // groupState is what this node knows of its group; Deployer.mu guards it.
 type groupState struct {
 	name    string // the group this is about: a reload may change it
-	live    *GroupLive
+	live    *liveRecord
 	readAt  time.Time
 	err     string // last storage error; "" once a read works
 	errors  int    // storage calls that failed since start
@@ -158,7 +158,7 @@ func (d *Deployer) deployGroupTip(ctx context.Context, cfg Config, g *git, reaso
 // failures and the gate are asked later, once): when it is, it makes this
 // node serve the group's release, and done reports the wake handled. gl is
 // the record read, nil when the group has none.
-func (d *Deployer) groupCheck(ctx context.Context, cfg Config, reason Reason, tip string) (gl *GroupLive, c Checked, done bool, err error) {
+func (d *Deployer) groupCheck(ctx context.Context, cfg Config, reason Reason, tip string) (gl *liveRecord, c Checked, done bool, err error) {
 	gl, err = d.readLive(ctx, cfg.Cluster)
 	if err != nil {
 		if d.ctx.Err() != nil {
@@ -195,42 +195,4 @@ func (d *Deployer) groupCheck(ctx context.Context, cfg Config, reason Reason, ti
 		c.Outcome = OutcomeFollowed
 	}
 	return gl, c, true, nil
-}
-
-// rollbackGroup moves the group's live record to target, a release of this
-// node, before this node switches to it: every node follows. This node's
-// release is packed and stored again as the group's archive of target.
-func (d *Deployer) rollbackGroup(cfg Config, target releaseRecord) error {
-	cl := cfg.Cluster
-	if target.Commit == "" {
-		return fmt.Errorf("rolling back the group to %s: its commit is unknown", target.Name)
-	}
-	// A rollback is a request that waits for its answer: storage that
-	// does not answer fails it rather than holding it for a deploy's
-	// timeout.
-	ctx, cancel := context.WithTimeout(d.ctx, min(cfg.Timeout, rollbackTimeout))
-	defer cancel()
-	gl, err := d.readLive(ctx, cl)
-	if err != nil {
-		return fmt.Errorf("rolling back the group: %w", err)
-	}
-	pinned := ""
-	if gl != nil {
-		pinned = gl.PinnedFrom
-		if pinned == "" && gl.Commit != target.Commit {
-			pinned = gl.Commit
-		}
-	}
-	// The archive is packed again from this node's own release, never
-	// taken from storage as it is: its digest must come from bytes this
-	// node checked, or a corrupted archive in storage would pass every
-	// follower's check after a rollback.
-	pub, err := publishedDir(filepath.Join(d.path, releasesName, target.Name), target.Publish)
-	if err == nil {
-		_, err = d.storeRelease(ctx, cfg, target.Commit, target.Name, pub, pinned)
-	}
-	if err != nil {
-		return fmt.Errorf("rolling back the group: %w", err)
-	}
-	return nil
 }

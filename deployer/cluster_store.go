@@ -43,10 +43,25 @@ func (d *Deployer) storeWithRetry(ctx context.Context, cl *Cluster, key string, 
 // group's archive, stored part by part as it is packed, then stores the
 // group's live record, and prunes archives past Keep. The caller holds the
 // group's build lock.
-func (d *Deployer) storeRelease(ctx context.Context, cfg Config, commit, name, pub, pinnedFrom string) (*GroupLive, error) {
+func (d *Deployer) storeRelease(ctx context.Context, cfg Config, commit, name, pub, pinnedFrom string) (*liveRecord, error) {
+	gl, err := d.storeArchive(ctx, cfg, commit, name, pub, pinnedFrom)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.storeLive(ctx, cfg.Cluster, gl); err != nil {
+		return nil, err
+	}
+	d.pruneArchives(ctx, cfg, name)
+	return gl, nil
+}
+
+// storeArchive packs the published folder pub of release name into the
+// group's archive, stored part by part as it is packed, and returns the
+// live record that names it, not stored yet.
+func (d *Deployer) storeArchive(ctx context.Context, cfg Config, commit, name, pub, pinnedFrom string) (*liveRecord, error) {
 	cl := cfg.Cluster
 	start := d.now()
-	pw := newPartWriter(cl.archivePartSize(), func(i int) string { return cl.partKey(name, i) },
+	pw := newPartWriter(d.opts.partSize, func(i int) string { return cl.partKey(name, i) },
 		func(key string, value []byte) error { return d.storeWithRetry(ctx, cl, key, value) })
 	unpacked, err := packTree(pub, pw)
 	digest := ""
@@ -65,20 +80,16 @@ func (d *Deployer) storeRelease(ctx context.Context, cfg Config, commit, name, p
 		}
 		return nil, err
 	}
-	gl := &GroupLive{Commit: commit, Release: name, Archive: cl.archiveKey(name), Digest: digest,
+	gl := &liveRecord{Version: recordVersion, Commit: commit, Release: name, Archive: cl.archiveKey(name), Digest: digest,
 		Size: pw.n, Parts: pw.parts, Unpacked: unpacked, Node: cl.Node, PinnedFrom: pinnedFrom}
-	if err := d.storeLive(ctx, cl, gl); err != nil {
-		return nil, err
-	}
-	d.log().Info("stored the release for the group", zap.String("release", name), zap.Int64("size", gl.Size),
+	d.log().Info("stored the release's archive for the group", zap.String("release", name), zap.Int64("size", gl.Size),
 		zap.Int("parts", len(gl.Parts)), zap.Int64("unpacked", unpacked), zap.String("digest", digest),
 		zap.Duration("duration", d.now().Sub(start)))
-	d.pruneArchives(ctx, cfg, name)
 	return gl, nil
 }
 
 // storeLive stores gl as the group's live record.
-func (d *Deployer) storeLive(ctx context.Context, cl *Cluster, gl *GroupLive) error {
+func (d *Deployer) storeLive(ctx context.Context, cl *Cluster, gl *liveRecord) error {
 	gl.At = d.now()
 	b, err := json.Marshal(gl)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -63,12 +64,12 @@ func (g *sharedGroup) buildCount() int {
 	return strings.Count(string(b), "\n")
 }
 
-func (g *sharedGroup) live() *GroupLive {
+func (g *sharedGroup) live() *liveRecord {
 	b, err := g.storage.Load(context.Background(), "github_webhook/clusters/blog/live")
 	if err != nil {
 		g.t.Fatalf("reading the group's live record: %v", err)
 	}
-	var gl GroupLive
+	var gl liveRecord
 	if err := json.Unmarshal(b, &gl); err != nil {
 		g.t.Fatal(err)
 	}
@@ -152,7 +153,7 @@ func TestClusterBuildsOnceAndEveryNodeServesIt(t *testing.T) {
 	}
 
 	// Rollback through b: the group goes back to c1's release, pinned.
-	live, err := b.Rollback("")
+	live, err := b.Rollback(t.Context(), "")
 	if err != nil {
 		t.Fatalf("rollback through b: %v", err)
 	}
@@ -234,7 +235,7 @@ func TestClusterRollbackStoresItsOwnRelease(t *testing.T) {
 			}
 		}
 	}
-	if _, err := a.Rollback(""); err != nil {
+	if _, err := a.Rollback(t.Context(), ""); err != nil {
 		t.Fatalf("rollback: %v", err)
 	}
 	b := g.node("b")
@@ -336,7 +337,7 @@ func TestClusterRefusesBadArchives(t *testing.T) {
 			stamp := g.waitServing(c1, a)
 
 			data := tarZst(t, tc.entries)
-			gl := &GroupLive{Commit: strings.Repeat("f", 40), Release: "20300101T000000Z-ffffffffffff", Digest: digestOf(data),
+			gl := &liveRecord{Commit: strings.Repeat("f", 40), Release: "20300101T000000Z-ffffffffffff", Digest: digestOf(data),
 				Size: int64(len(data)), Node: "mallory", At: time.Now()}
 			gl.Archive = "github_webhook/clusters/blog/archives/" + gl.Release + ".tar.zst"
 			if tc.digest != nil {
@@ -434,7 +435,7 @@ func TestClusterPrunesArchives(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("archives %v, want the 2 newest releases %v", got, st.Releases[:2])
 	}
-	if _, err := a.Rollback(""); err != nil {
+	if _, err := a.Rollback(t.Context(), ""); err != nil {
 		t.Fatal(err)
 	}
 	c5 := g.remote.commit(map[string]string{"index.html": "v5"})
@@ -465,7 +466,7 @@ func wakeFor(n *target, r Reason) Checked {
 // release; a node silent for longer than nodeStale is listed as stale.
 func TestClusterStatusConverged(t *testing.T) {
 	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
-	live := &GroupLive{Commit: "c2", Release: "r2", At: now.Add(-time.Minute)}
+	live := &liveRecord{Commit: "c2", Release: "r2", At: now.Add(-time.Minute)}
 	self := nodeRecord{Node: "a", Release: "r2", Updated: now}
 	for _, tc := range []struct {
 		name      string
@@ -614,102 +615,6 @@ func TestClusterCloseEndsTheWatch(t *testing.T) {
 	}
 }
 
-// A lease of another node that has not expired keeps this node from
-// building, also when that node's clock runs ahead by less than
-// leaseClockSkew; an expired one, one from a clock further ahead (on main
-// it held until its expiry, an hour on), or this node's own, does not; the
-// claim's release ends the lease.
-func TestClusterClaimBuild(t *testing.T) {
-	now := time.Now()
-	for _, tc := range []struct {
-		name   string
-		lease  *buildingRecord
-		claims bool
-	}{
-		{"no lease", nil, true},
-		{"another node's, held", &buildingRecord{Node: "b", Expires: now.Add(buildLease)}, false},
-		{"another node's, its clock ahead within the allowance", &buildingRecord{Node: "b", Expires: now.Add(buildLease + leaseClockSkew - 10*time.Second)}, false},
-		{"another node's, expired", &buildingRecord{Node: "b", Expires: now.Add(-time.Second)}, true},
-		{"another node's, its clock an hour ahead", &buildingRecord{Node: "b", Expires: now.Add(time.Hour)}, true},
-		{"this node's own, left by its last process", &buildingRecord{Node: "a", Expires: now.Add(time.Hour)}, true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			g := newGroup(t)
-			cfg := g.config("a", filepath.Join(t.TempDir(), "a"))
-			d, err := New(cfg, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer d.Close(context.Background())
-			ctx := context.Background()
-			key := "github_webhook/clusters/blog/building"
-			if tc.lease != nil {
-				b, _ := json.Marshal(tc.lease)
-				if err := g.storage.Store(ctx, key, b); err != nil {
-					t.Fatal(err)
-				}
-			}
-			release, holder, err := d.claimBuild(ctx, cfg.Cluster, "c0ffee")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if claimed := release != nil; claimed != tc.claims {
-				t.Fatalf("claimed %v, want %v (holder %+v)", claimed, tc.claims, holder)
-			}
-			if !tc.claims {
-				if holder == nil || holder.Node != "b" {
-					t.Errorf("holder %+v, want b", holder)
-				}
-				return
-			}
-			var got buildingRecord
-			b, err := g.storage.Load(ctx, key)
-			if err == nil {
-				err = json.Unmarshal(b, &got)
-			}
-			if err != nil || got.Node != "a" || got.Commit != "c0ffee" || !got.Expires.After(time.Now()) {
-				t.Errorf("lease in storage %+v (%v), want a's", got, err)
-			}
-			release()
-			if _, err := g.storage.Load(ctx, key); err == nil {
-				t.Error("the lease is left after its release")
-			}
-		})
-	}
-}
-
-// A builder that stalled past its lease, which another node then took
-// over, neither deletes nor overwrites the other node's lease when it ends.
-func TestClusterReleaseKeepsATakenOverLease(t *testing.T) {
-	g := newGroup(t)
-	cfg := g.config("a", filepath.Join(t.TempDir(), "a"))
-	d, err := New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close(context.Background())
-	ctx := context.Background()
-	key := "github_webhook/clusters/blog/building"
-	release, _, err := d.claimBuild(ctx, cfg.Cluster, "c0ffee")
-	if err != nil || release == nil {
-		t.Fatalf("claim: %v, %v", release != nil, err)
-	}
-	other := buildingRecord{Node: "b", Commit: "beef", Since: time.Now(), Expires: time.Now().Add(time.Hour)}
-	b, _ := json.Marshal(other)
-	if err := g.storage.Store(ctx, key, b); err != nil {
-		t.Fatal(err)
-	}
-	release()
-	var got buildingRecord
-	b, err = g.storage.Load(ctx, key)
-	if err == nil {
-		err = json.Unmarshal(b, &got)
-	}
-	if err != nil || got.Node != "b" || got.Commit != "beef" {
-		t.Errorf("after a's release the lease is %+v (%v), want b's, untouched", got, err)
-	}
-}
-
 // packTree refuses, on the builder, a name that every other node would
 // refuse to unpack, and what it packs unpacks to the same tree: files,
 // folders, the executable bit, symlinks and modification times.
@@ -788,7 +693,7 @@ func TestClusterFollowIntoTheSpareDropsIt(t *testing.T) {
 	if err != nil || st.Spare == nil || st.Spare.Name != r1 {
 		t.Fatalf("a's spare %+v (%v), want %s: the test needs the release rolled back to as a's spare", st.Spare, err, r1)
 	}
-	if _, err := b.Rollback(r1); err != nil {
+	if _, err := b.Rollback(t.Context(), r1); err != nil {
 		t.Fatalf("rollback through b: %v", err)
 	}
 	a.waitLive(c1)
@@ -802,5 +707,39 @@ func TestClusterFollowIntoTheSpareDropsIt(t *testing.T) {
 	b.waitLive(c4)
 	if got := readCurrent(t, cfgA.Path, "index.html"); got != "v4" {
 		t.Errorf("a serves %q, want v4", got)
+	}
+}
+
+// The group's live record is stored as liveRecord, versioned: a record
+// without a version (as nodes wrote before records had one) reads as
+// version 1; one of a version this node does not know is refused with an
+// error that says so, shown in the status, and nothing is followed.
+func TestClusterLiveRecordVersions(t *testing.T) {
+	g := newGroup(t)
+	cfg := g.config("a", filepath.Join(t.TempDir(), "a"))
+	d, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close(context.Background())
+	ctx := context.Background()
+	key := "github_webhook/clusters/blog/live"
+	old := `{"commit":"c1","release":"r1","archive":"github_webhook/clusters/blog/archives/r1.tar.zst","digest":"sha256:00","size":3}`
+	g.storage.Store(ctx, key, []byte(old))
+	gl, err := d.readLive(ctx, cfg.Cluster)
+	if err != nil || gl.Version != 1 || gl.Release != "r1" {
+		t.Errorf("a record without a version: %+v, %v", gl, err)
+	}
+	if s := d.Status().Cluster; s.Live == nil || s.Live.Release != "r1" || s.Live.Archive == "" {
+		t.Errorf("status of a version 1 record: %+v", s.Live)
+	}
+	g.storage.Store(ctx, key, []byte(`{"version":2,"commit":"c2","release":"r2","digest":"sha256:00","layout":"new"}`))
+	gl, err = d.readLive(ctx, cfg.Cluster)
+	var ve *versionError
+	if gl != nil || !errors.As(err, &ve) || !strings.Contains(err.Error(), "version 2, this node reads up to version 1") {
+		t.Errorf("a record of version 2: %+v, %v", gl, err)
+	}
+	if s := d.Status().Cluster; !strings.Contains(s.Error, "version 2") {
+		t.Errorf("status error after a version 2 record: %q", s.Error)
 	}
 }

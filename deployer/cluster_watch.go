@@ -19,7 +19,7 @@ import (
 
 // readLive reads the group's live record. It returns nil, nil when the
 // group has none yet.
-func (d *Deployer) readLive(ctx context.Context, cl *Cluster) (*GroupLive, error) {
+func (d *Deployer) readLive(ctx context.Context, cl *Cluster) (*liveRecord, error) {
 	ctx, cancel := context.WithTimeout(ctx, storageTimeout)
 	defer cancel()
 	b, err := cl.Storage.Load(ctx, cl.liveKey())
@@ -31,10 +31,10 @@ func (d *Deployer) readLive(ctx context.Context, cl *Cluster) (*GroupLive, error
 		d.storageFailed(err)
 		return nil, err
 	}
-	var gl *GroupLive
+	var gl *liveRecord
 	if b != nil {
-		gl = new(GroupLive)
-		if err := json.Unmarshal(b, gl); err != nil {
+		gl = new(liveRecord)
+		if err := decodeRecord(b, gl, &gl.Version); err != nil {
 			err = fmt.Errorf("reading the group's live record: %w", err)
 			d.storageFailed(err)
 			return nil, err
@@ -75,6 +75,7 @@ func (d *Deployer) watchGroup() {
 	if cl == nil {
 		return
 	}
+	d.fault(FaultWatch, "")
 	gl, err := d.readLive(d.ctx, cl)
 	if err != nil {
 		if d.ctx.Err() == nil {
@@ -119,7 +120,7 @@ func (d *Deployer) watchGroup() {
 // syncNodes writes this node's record when it changed (or is due), and
 // reads every node's record when the group has not converged, or every
 // nodesEveryTicks reads.
-func (d *Deployer) syncNodes(cl *Cluster, gl *GroupLive) {
+func (d *Deployer) syncNodes(cl *Cluster, gl *liveRecord) {
 	ctx, cancel := context.WithTimeout(d.ctx, storageTimeout)
 	defer cancel()
 	self := d.selfRecord(cl)
@@ -172,7 +173,12 @@ func (d *Deployer) syncNodes(cl *Cluster, gl *GroupLive) {
 			return
 		}
 		var n nodeRecord
-		if json.Unmarshal(b, &n) == nil && n.Node != "" {
+		if err := decodeRecord(b, &n, &n.Version); err != nil {
+			// Unreadable, or a newer node's: not listed.
+			d.log().Debug("reading a node's record", zap.String("key", k), zap.Error(err))
+			continue
+		}
+		if n.Node != "" {
 			nodes = append(nodes, n)
 		}
 	}
@@ -186,7 +192,7 @@ func (d *Deployer) selfRecord(cl *Cluster) nodeRecord {
 	live := liveRelease(d.path)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	r := nodeRecord{Node: cl.Node, Host: cl.Host, Release: live, Since: d.liveAt, Updated: d.now()}
+	r := nodeRecord{Version: recordVersion, Node: cl.Node, Host: cl.Host, Release: live, Since: d.liveAt, Updated: d.now()}
 	if rec := d.st.find(live); rec != nil {
 		r.Commit = rec.Commit
 	}
@@ -202,9 +208,8 @@ func (d *Deployer) clusterStatus(cl *Cluster, live string, commit string) *Clust
 	}
 	s := &ClusterStatus{Name: cl.Name, Node: cl.Node, Error: g.err, StorageErrors: g.errors, ReadAt: g.readAt, Nodes: []NodeStatus{}}
 	if g.live != nil {
-		l := *g.live
-		s.Live = &l
-		if s.Error == "" && g.refused == l.Digest {
+		s.Live = g.live.status()
+		if s.Error == "" && g.refused == g.live.Digest {
 			s.Error = g.refusedErr
 		}
 	}
@@ -246,7 +251,7 @@ func (d *Deployer) clusterStatus(cl *Cluster, live string, commit string) *Clust
 // release on disk when this node has it, else from the group's archive,
 // unpacked part by part, each part's digest checked before it is unpacked
 // and the whole's before the release goes live. It never builds.
-func (d *Deployer) follow(ctx context.Context, cfg Config, gl *GroupLive, reason Reason) error {
+func (d *Deployer) follow(ctx context.Context, cfg Config, gl *liveRecord, reason Reason) error {
 	cl := cfg.Cluster
 	start := d.now()
 	err := d.followRelease(ctx, cl, gl)
@@ -289,7 +294,7 @@ func (d *Deployer) follow(ctx context.Context, cfg Config, gl *GroupLive, reason
 // archiveParts returns the parts of gl's archive, checked against the
 // keys of gl's release: a record without parts, written before archives
 // were stored in parts, has the whole archive at gl.Archive.
-func (c *Cluster) archiveParts(gl *GroupLive) ([]ArchivePart, error) {
+func (c *Cluster) archiveParts(gl *liveRecord) ([]ArchivePart, error) {
 	if want := c.archiveKey(gl.Release); gl.Archive != want {
 		return nil, fmt.Errorf("the group's live record names archive %q, not %q", gl.Archive, want)
 	}
@@ -319,7 +324,7 @@ func (c *Cluster) archiveParts(gl *GroupLive) ([]ArchivePart, error) {
 	return gl.Parts, nil
 }
 
-func (d *Deployer) followRelease(ctx context.Context, cl *Cluster, gl *GroupLive) error {
+func (d *Deployer) followRelease(ctx context.Context, cl *Cluster, gl *liveRecord) error {
 	dir := filepath.Join(d.path, releasesName, gl.Release)
 	d.mu.Lock()
 	rec := d.st.find(gl.Release)
@@ -383,7 +388,7 @@ func (d *Deployer) followRelease(ctx context.Context, cl *Cluster, gl *GroupLive
 		_, _, err = checkServed(dir, pub, publish, false)
 	}
 	if err == nil && rec == nil {
-		err = syncRelease(dir, nil)
+		err = d.syncRelease(dir, nil)
 	}
 	if err != nil {
 		if rec == nil {

@@ -34,13 +34,8 @@ type Deployer struct {
 	wakeC  chan struct{} // one slot: wakes coalesce
 	reconf chan struct{} // one slot: the poll interval may have changed
 
-	// Tests shorten these.
-	now       func() time.Time
-	idleAfter time.Duration
-	retryBase time.Duration
-	gateBase  time.Duration
-	gateMax   time.Duration
-	gateFor   time.Duration
+	now  func() time.Time
+	opts options // New's Options
 
 	diskMu sync.Mutex // serialises switches of current and writes of state
 
@@ -69,8 +64,9 @@ type Deployer struct {
 }
 
 // New returns the worker of cfg.Path, not started: it touches neither the
-// disk nor git. Wakes before Start are kept for it.
-func New(cfg Config, logger *zap.Logger) (*Deployer, error) {
+// disk nor git. Wakes before Start are kept for it. A caller that deploys
+// passes no opts: they are for tests (see Option).
+func New(cfg Config, logger *zap.Logger, opts ...Option) (*Deployer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -80,19 +76,18 @@ func New(cfg Config, logger *zap.Logger) (*Deployer, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Deployer{
-		path:      cfg.Path,
-		ctx:       ctx,
-		cancel:    cancel,
-		done:      make(chan struct{}),
-		wakeC:     make(chan struct{}, 1),
-		reconf:    make(chan struct{}, 1),
-		now:       time.Now,
-		idleAfter: idleAfter,
-		retryBase: retryBase,
-		gateBase:  gateBase,
-		gateMax:   gateMax,
-		gateFor:   gateFor,
-		cfg:       cfg,
+		path:   cfg.Path,
+		ctx:    ctx,
+		cancel: cancel,
+		done:   make(chan struct{}),
+		wakeC:  make(chan struct{}, 1),
+		reconf: make(chan struct{}, 1),
+		now:    time.Now,
+		opts:   defaultOptions(),
+		cfg:    cfg,
+	}
+	for _, o := range opts {
+		o(&d.opts)
 	}
 	d.SetLogger(logger)
 	return d, nil
@@ -283,7 +278,7 @@ func (d *Deployer) loop() {
 	defer close(d.done)
 	defer d.lock.Close() // drops the flock, even if Close gave up waiting
 	defer d.closeCatFile()
-	d.recoverFolder()
+	d.guard("recovering the folder", "", func() { d.recoverFolder(true) })
 	d.Wake(ReasonStartup)
 
 	var (
@@ -366,7 +361,7 @@ func (d *Deployer) loop() {
 			resetWatch()
 			continue
 		case <-watchC:
-			d.watchGroup()
+			d.guard("watching the group", ReasonGroup, d.watchGroup)
 			continue
 		case <-pollC:
 			d.Wake(ReasonPoll)
@@ -381,7 +376,7 @@ func (d *Deployer) loop() {
 			continue
 		case <-idleC:
 			idle, idleC = nil, nil
-			d.maintain()
+			d.guard("housekeeping", "", d.maintain)
 			continue
 		case <-d.wakeC:
 		}
@@ -389,24 +384,24 @@ func (d *Deployer) loop() {
 		if reason == "" {
 			continue
 		}
-		err := d.deploy(reason)
+		var err error
+		d.guard("deploying", reason, func() {
+			d.fault(FaultDeploy, string(reason))
+			err = d.deploy(reason)
+		})
 		if idle != nil {
 			idle.Stop()
 		}
-		d.mu.Lock()
-		idle = time.NewTimer(d.idleAfter)
-		d.mu.Unlock()
+		idle = time.NewTimer(d.opts.idleAfter)
 		idleC = idle.C
 		if d.ctx.Err() == nil {
 			// Record what this node serves now, and see the group.
-			d.watchGroup()
+			d.guard("watching the group", ReasonGroup, d.watchGroup)
 		}
 		var gw *gateWait
 		if errors.As(err, &gw) && d.ctx.Err() == nil {
 			stopRetry()
-			d.mu.Lock()
-			base, maxWait, limit := d.gateBase, d.gateMax, d.gateFor
-			d.mu.Unlock()
+			base, maxWait, limit := d.opts.gateBase, d.opts.gateMax, d.opts.gateFor
 			if wait, ok := gate.next(gw.commit, d.now(), base, maxWait, limit); ok {
 				d.log().Info("looking at the tip's checks again", zap.String("commit", gw.commit), zap.Duration("in", wait))
 			} else {
@@ -426,9 +421,7 @@ func (d *Deployer) loop() {
 		}
 		if (errors.As(err, &fe) || se != nil) && d.ctx.Err() == nil {
 			failures++
-			d.mu.Lock()
-			wait := d.retryBase << min(failures-1, 16)
-			d.mu.Unlock()
+			wait := d.opts.retryBase << min(failures-1, 16)
 			if wait > retryMax || wait <= 0 {
 				wait = retryMax
 			}

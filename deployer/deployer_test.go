@@ -259,13 +259,10 @@ func TestDeadRemoteRetriesWithBackoff(t *testing.T) {
 	r := newRemote(t)
 	good := r.commit(map[string]string{"index.html": "good"})
 	path := filepath.Join(t.TempDir(), "site")
-	tg := start(t, Config{Path: path, Remote: r.bare})
+	tg := start(t, Config{Path: path, Remote: r.bare}, withRetryBase(100*time.Millisecond))
 	tg.waitLive(good)
 
 	dead := filepath.Join(t.TempDir(), "gone.git")
-	tg.mu.Lock()
-	tg.retryBase = 100 * time.Millisecond
-	tg.mu.Unlock()
 	tg.Update(Config{Path: path, Remote: dead, Branch: "main", Notify: tg.events.notify})
 	tg.Wake(ReasonDelivery)
 	s := tg.waitResult("error", "")
@@ -281,21 +278,17 @@ func TestDeadRemoteRetriesWithBackoff(t *testing.T) {
 	if got := readCurrent(t, path, "index.html"); got != "good" {
 		t.Errorf("served %q", got)
 	}
-	// Back off to a long wait (retryMax, as retryBase is an hour), then
-	// Close must not wait for it: it must return before a deadline far
-	// shorter than the backoff.
-	tg.mu.Lock()
-	tg.retryBase = time.Hour
-	tg.mu.Unlock()
-	// A failure recorded after this count computes its backoff from an hour.
-	seen := tg.Status().Checked.Count
-	waitFor(t, "a fetch failure after the backoff grew", func() bool {
-		c := tg.Status().Checked
-		return c.Count > seen && c.Outcome == OutcomeFetchFailed
+	// Another deployer backs off to a long wait (retryMax, as retryBase
+	// is an hour) after its first failure; Close must not wait for it: it
+	// must return before a deadline far shorter than the backoff.
+	long := start(t, Config{Path: filepath.Join(t.TempDir(), "site"), Remote: dead, Branch: "main"}, withRetryBase(time.Hour))
+	waitFor(t, "a fetch failure", func() bool {
+		c := long.Status().Checked
+		return c != nil && c.Outcome == OutcomeFetchFailed
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := tg.Close(ctx); err != nil {
+	if err := long.Close(ctx); err != nil {
 		t.Errorf("Close during a %v backoff: %v", retryMax, err)
 	}
 }
@@ -326,7 +319,7 @@ func TestCloseKillsBuild(t *testing.T) {
 	if err := tg.Close(context.Background()); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	if _, err := tg.Rollback(""); !errors.Is(err, ErrClosed) {
+	if _, err := tg.Rollback(t.Context(), ""); !errors.Is(err, ErrClosed) {
 		t.Errorf("Rollback after Close = %v", err)
 	}
 	if n := tg.events.count(EventFailed); n != 0 {

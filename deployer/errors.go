@@ -14,6 +14,10 @@ var (
 	// ErrNoOlderRelease is returned by Rollback when no kept release is older
 	// than the live one.
 	ErrNoOlderRelease = errors.New("deployer: no older release to roll back to")
+	// ErrRollbackRaced is returned by Rollback in a group when a deploy
+	// switched the site, or pruned the release, while the rollback stored
+	// the release for the group: nothing changed; roll back again.
+	ErrRollbackRaced = errors.New("deployer: a deploy changed the site during the rollback; roll back again")
 	// ErrBusy is returned by Start when another process holds the folder
 	// (New touches no disk).
 	ErrBusy = errors.New("deployer: path is in use by another process")

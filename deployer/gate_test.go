@@ -68,11 +68,10 @@ func startGated(t *testing.T, cfg Config, checks *fakeChecks, base, limit time.D
 	cfg.Notify = ev.notify
 	cfg.Gate = checks.gate
 	core, logs := observer.New(zapcore.DebugLevel)
-	d, err := New(cfg, zap.New(core))
+	d, err := New(cfg, zap.New(core), withGateBackoff(base, 4*base, limit))
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.gateBase, d.gateMax, d.gateFor = base, 4*base, limit
 	if err := d.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -416,6 +416,15 @@ func (g *git) defaultBranch(ctx context.Context) (string, error) {
 	return "", errors.New("resolving the remote's default branch: the remote has no HEAD branch")
 }
 
+// depthArgs is Config.Depth as git fetch and git submodule update take it:
+// --depth=N, or nothing for 0, the full history.
+func depthArgs(depth int) []string {
+	if depth <= 0 {
+		return nil
+	}
+	return []string{fmt.Sprintf("--depth=%d", depth)}
+}
+
 // fetchRef brings branch's tip into the cache repository and returns the
 // ref that holds it. depth 0 fetches the full history, with tags; a
 // shallow fetch fetches no tag. Neither gc nor maintenance runs from the
@@ -427,7 +436,7 @@ func (g *git) fetchRef(ctx context.Context, branch string, depth int) (string, e
 	if depth > 0 {
 		// No tags: they are not deployed, and following them would make
 		// the remote list every tag it has on each fetch.
-		args = append(args, fmt.Sprintf("--depth=%d", depth), "--no-tags")
+		args = append(append(args, depthArgs(depth)...), "--no-tags")
 	} else {
 		if _, err := os.Stat(filepath.Join(g.cacheDir, "shallow")); err == nil {
 			args = append(args, "--unshallow")

@@ -152,7 +152,7 @@ type target struct {
 	logs   *observer.ObservedLogs
 }
 
-func start(t testing.TB, cfg Config) *target {
+func start(t testing.TB, cfg Config, opts ...Option) *target {
 	t.Helper()
 	if cfg.Path == "" {
 		cfg.Path = filepath.Join(t.TempDir(), "site")
@@ -162,7 +162,7 @@ func start(t testing.TB, cfg Config) *target {
 		cfg.Notify = ev.notify
 	}
 	core, logs := observer.New(zapcore.DebugLevel)
-	d, err := New(cfg, zap.New(core))
+	d, err := New(cfg, zap.New(core), opts...)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

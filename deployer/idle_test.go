@@ -15,11 +15,12 @@ func TestHousekeepingWhenIdle(t *testing.T) {
 	r := newRemote(t)
 	tip := r.commit(map[string]string{"index.html": "v1"})
 	path := filepath.Join(t.TempDir(), "site")
-	d, err := New(Config{Path: path, Remote: r.bare}, nil)
+	// Idle 5 s after a deploy: far more than the test takes to look
+	// at the record after the first deploy.
+	d, err := New(Config{Path: path, Remote: r.bare}, nil, withIdleAfter(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.idleAfter = time.Hour
 	if err := d.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -31,9 +32,6 @@ func TestHousekeepingWhenIdle(t *testing.T) {
 		t.Fatalf("worktree records after the first deploy: %v, %v; want the checkout's, not pruned on the hot path", entries, err)
 	}
 
-	tg.mu.Lock()
-	tg.idleAfter = 10 * time.Millisecond
-	tg.mu.Unlock()
 	if c := tg.wake(ReasonManual); c.Outcome != OutcomeLive {
 		t.Fatalf("wake: %+v", c)
 	}

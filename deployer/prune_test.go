@@ -34,7 +34,7 @@ func TestKeepPrunes(t *testing.T) {
 	}
 
 	// After a rollback, the live release is the older one; pruning keeps it.
-	if _, err := tg.Rollback(s.Releases[1]); err != nil {
+	if _, err := tg.Rollback(t.Context(), s.Releases[1]); err != nil {
 		t.Fatal(err)
 	}
 	tip = r.commit(map[string]string{"index.html": "v5"})

@@ -13,7 +13,7 @@ import (
 	"go.uber.org/zap"
 )
 
-// syncRelease puts a release's files on disk; tests wrap it. made is what
+// syncReleaseFiles puts a release's files on disk. made is what
 // reuseSpare wrote, nil for a release made another way, which is synced
 // whole (syncTree: one syncfs on Linux). A reused release was on disk
 // before, as the spare (every release is synced before it goes live), so
@@ -21,7 +21,7 @@ import (
 // for every other dirty file of the file system: with the 20,000 files of
 // another site's fresh checkout still dirty, 200 ms against 3 ms for the
 // fsyncs (BenchmarkSyncOneFileChange).
-var syncRelease = func(dir string, made *madeRelease) error {
+func syncReleaseFiles(dir string, made *madeRelease) error {
 	if made != nil {
 		return syncMade(dir, made)
 	}
@@ -121,7 +121,7 @@ func (d *Deployer) publish(cfg Config, commit, name string, store func(name, pub
 	}
 	// A power cut after the switch must not leave the live site with
 	// files that were never written out.
-	if err := syncRelease(dir, made); err != nil {
+	if err := d.syncRelease(dir, made); err != nil {
 		return err
 	}
 	if store != nil {

@@ -46,20 +46,20 @@ func TestSyncBeforeSwitch(t *testing.T) {
 	var mu sync.Mutex
 	var calls []call
 	var path string
-	real := syncRelease
-	syncRelease = func(dir string, made *madeRelease) error {
+	beforeSync := WithFault(func(step, dir string) {
+		if step != FaultSync {
+			return
+		}
 		b, _ := os.ReadFile(filepath.Join(dir, "index.html"))
 		mu.Lock()
 		calls = append(calls, call{liveRelease(path), string(b)})
 		mu.Unlock()
-		return real(dir, made)
-	}
-	t.Cleanup(func() { syncRelease = real })
+	})
 
 	r := newRemote(t)
 	first := r.commit(map[string]string{"index.html": "v1"})
 	path = filepath.Join(t.TempDir(), "site")
-	tg := start(t, Config{Path: path, Remote: r.bare})
+	tg := start(t, Config{Path: path, Remote: r.bare}, beforeSync)
 	old := tg.waitLive(first).Live
 	tip := r.commit(map[string]string{"index.html": "v2"})
 	tg.Wake(ReasonDelivery)

@@ -9,9 +9,11 @@ import (
 )
 
 // recoverFolder makes the folder consistent after whatever ended the last
-// process: it ends a build a crash left running, removes half-built releases,
-// stray temporary symlinks and git's lock files, and keeps the live release.
-func (d *Deployer) recoverFolder() {
+// process, or the worker's last turn (a panic): it ends a build a crash left
+// running, removes half-built releases, stray temporary symlinks and git's
+// lock files, and keeps the live release. At start-up (announce), it emits
+// EventRecovered when a release is live.
+func (d *Deployer) recoverFolder(announce bool) {
 	d.diskMu.Lock()
 	defer d.diskMu.Unlock()
 	st, err := loadState(d.path)
@@ -101,7 +103,7 @@ func (d *Deployer) recoverFolder() {
 	if err := st.save(d.path); err != nil {
 		d.log().Error("saving state", zap.Error(err))
 	}
-	if r := st.find(live); r != nil {
+	if r := st.find(live); r != nil && announce {
 		d.notify(Event{Kind: EventRecovered, Commit: r.Commit, Release: r.Name, At: st.LastSuccess})
 	}
 }

@@ -123,7 +123,7 @@ func TestRecoveryAfterCrashAtTheSwitch(t *testing.T) {
 	c2 := r.commit(map[string]string{"public/index.html": "v2"})
 	tg2.Wake(ReasonDelivery)
 	tg2.waitLive(c2)
-	if _, err := tg2.Rollback(""); err != nil {
+	if _, err := tg2.Rollback(t.Context(), ""); err != nil {
 		t.Fatal(err)
 	}
 	if link, _ := os.Readlink(filepath.Join(path, "current")); link != filepath.Join("releases", live, "public") {

@@ -27,10 +27,6 @@ import (
 // half-way leaves a folder that recovery removes, never a changed live or
 // kept release.
 
-// reuseStep is called after each path that updateRelease changes; a test
-// stops a deploy there to crash it half-way.
-var reuseStep = func(rel string) {}
-
 // madeRelease is what reuseSpare wrote into a release, for publish (which
 // then need not walk it for .git entries) and for a test that compares ways
 // to put it on disk: the files written and the folders whose entries
@@ -154,7 +150,7 @@ func (d *Deployer) updateRelease(ctx context.Context, g *git, dir, from, to stri
 			return nil, fmt.Errorf("removing %s: %w", p, err)
 		}
 		touch(p)
-		reuseStep(p)
+		d.reuseStep(p)
 		for parent := path.Dir(p); parent != "."; parent = path.Dir(parent) {
 			if root.Remove(filepath.FromSlash(parent)) != nil {
 				break // not empty
@@ -166,7 +162,7 @@ func (d *Deployer) updateRelease(ctx context.Context, g *git, dir, from, to stri
 	// Then files, then symlinks.
 	err = d.writeChanges(ctx, g, root, writes, changes, func(p string) {
 		touch(p)
-		reuseStep(p)
+		d.reuseStep(p)
 		if changes[p].mode != "120000" {
 			made.files = append(made.files, p)
 		}

@@ -248,7 +248,7 @@ func TestRollbackAfterReuse(t *testing.T) {
 	}
 	s := tg.Status()
 	oldest := s.Releases[len(s.Releases)-1]
-	live, err := tg.Rollback(oldest)
+	live, err := tg.Rollback(t.Context(), oldest)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -428,16 +428,17 @@ func TestCrashDuringReuse(t *testing.T) {
 func crashingCaddy(t *testing.T, path string) {
 	bare := os.Getenv("DEPLOYER_TEST_REMOTE")
 	tips := strings.Fields(os.Getenv("DEPLOYER_TEST_TIPS"))
-	reuseStep = func(string) {
-		os.WriteFile(filepath.Join(path, "halfway"), nil, 0o644)
-		select {}
-	}
+	halfway := WithFault(func(step, _ string) {
+		if step == FaultReuse {
+			os.WriteFile(filepath.Join(path, "halfway"), nil, 0o644)
+			select {}
+		}
+	})
 	mustGit(t, bare, "update-ref", "refs/heads/main", tips[0])
-	d, err := New(Config{Path: path, Remote: bare, Keep: 2}, nil)
+	d, err := New(Config{Path: path, Remote: bare, Keep: 2}, nil, halfway, withIdleAfter(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.idleAfter = time.Hour
 	if err := d.Start(); err != nil {
 		t.Fatal(err)
 	}

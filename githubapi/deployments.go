@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -262,7 +263,7 @@ func (r *Reporter) run() {
 			return
 		}
 		if rep, ok := r.next(); ok {
-			r.send(rep)
+			r.sendRecovering(rep)
 			continue
 		}
 		select {
@@ -277,6 +278,20 @@ func (r *Reporter) run() {
 			}
 		}
 	}
+}
+
+// sendRecovering sends rep; a panic in it is logged with its stack and the
+// report dropped: the goroutine goes on with the next report, and Caddy
+// with every site it serves.
+func (r *Reporter) sendRecovering(rep report) {
+	defer func() {
+		if v := recover(); v != nil {
+			r.c.log.Error("panicked", zap.String("commit", rep.commit), zap.String("report", rep.kind.String()),
+				zap.Any("panic", v), zap.String("stack", string(debug.Stack())))
+			r.drop(rep, fmt.Sprintf("sending it panicked: %v", v))
+		}
+	}()
+	r.send(rep)
 }
 
 // send makes the requests of one report.

@@ -3,6 +3,7 @@ package githubapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"reflect"
 	"strings"
@@ -341,5 +342,37 @@ func TestOneLine(t *testing.T) {
 				t.Errorf("%d characters", utf8.RuneCountInString(got))
 			}
 		})
+	}
+}
+
+// A panic while sending one report is recovered: it is logged with its
+// stack, that report dropped, and the next report is sent. On main the
+// panic ended the process.
+func TestReporterRecoversFromPanic(t *testing.T) {
+	e := setup(t, githubtest.Options{Token: token}, "")
+	e.srv.FailNext(1, githubtest.ServerError)
+	r, clock := e.reporter(t, ReporterConfig{})
+	panicked := false
+	r.sleep = func(ctx context.Context, d time.Duration) error {
+		if !panicked {
+			panicked = true
+			panic("boom in the reporter")
+		}
+		return clock.Sleep(ctx, d)
+	}
+	r.Start()
+	r.Started(shaA, "push") // fails once, then panics waiting to retry
+	r.Started(shaB, "push")
+	flush(t, r)
+	var refs []string
+	for _, d := range e.srv.Deployments() {
+		refs = append(refs, d.Ref)
+	}
+	if !reflect.DeepEqual(refs, []string{shaB}) {
+		t.Errorf("deployments of %v, want the report after the panic's", refs)
+	}
+	entries := e.logs.FilterMessage("panicked").All()
+	if len(entries) != 1 || entries[0].ContextMap()["panic"] != "boom in the reporter" || !strings.Contains(fmt.Sprint(entries[0].ContextMap()["stack"]), "sendRecovering") {
+		t.Errorf("panicked entries: %v", entries)
 	}
 }
