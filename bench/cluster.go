@@ -176,5 +176,5 @@ func (r *run) startNode(dir, storage string, s *site) (*caddyProc, error) {
 		"XDG_CONFIG_HOME=" + filepath.Join(home, ".config"),
 		"XDG_DATA_HOME=" + filepath.Join(home, ".local", "share"),
 		"XDG_CACHE_HOME=" + filepath.Join(home, ".cache")}
-	return r.launch(dir, s, "storage file_system "+storage, env, func(admin string) string { return admin })
+	return r.launch(dir, s, "storage file_system "+storage, env, nil)
 }
