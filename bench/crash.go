@@ -86,7 +86,7 @@ func (r *run) crash() error {
 		}
 		if why == "" {
 			atOnce++
-			firstServe = append(firstServe, time.Since(p.started))
+			firstServe = append(firstServe, time.Since(p.Started))
 		} else {
 			problem(round, "first answer after the restart: %s", why)
 		}

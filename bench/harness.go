@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -163,10 +162,11 @@ type site struct {
 
 func (s *site) url(p string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", s.port, p) }
 
-// caddyfile renders the configuration of Caddy serving s.
-func (s *site) caddyfile(adminPort int, logFile string) string {
+// caddyfile renders the configuration of Caddy serving s, with its admin
+// endpoint at admin.
+func (s *site) caddyfile(admin, logFile string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "{\n\tadmin 127.0.0.1:%d\n\tauto_https off\n\tpersist_config off\n", adminPort)
+	fmt.Fprintf(&b, "{\n\tadmin %s\n\tauto_https off\n\tpersist_config off\n", admin)
 	fmt.Fprintf(&b, "\tlog {\n\t\toutput file %s\n\t\tformat json\n\t}\n}\n\n", logFile)
 	fmt.Fprintf(&b, "http://127.0.0.1:%d {\n\troot * %s\n\tfile_server\n\n", s.port, filepath.Join(s.path, "current"))
 	fmt.Fprintf(&b, "\tgithub_webhook %s {\n\t\trepo %s\n\t\tsecret {env.%s}\n\t\tpath %s\n\t\tbranch %s\n\t\tremote %s\n",
@@ -180,12 +180,8 @@ func (s *site) caddyfile(adminPort int, logFile string) string {
 
 // caddyProc is a running Caddy started by the harness.
 type caddyProc struct {
-	cmd     *exec.Cmd
-	done    chan struct{}
-	admin   string // its admin endpoint, host:port
-	path    string // the deployer's folder, as the admin API names it
-	stderr  string
-	started time.Time
+	*testkit.Caddy
+	path string // the deployer's folder, as the admin API names it
 }
 
 // startCaddy writes s's Caddyfile into dir and runs Caddy on it. It returns
@@ -195,81 +191,46 @@ type caddyProc struct {
 // port (a restart, or a port the kernel picked again) would meet a reset.
 func (r *run) startCaddy(dir string, s *site) (*caddyProc, error) {
 	getClient.CloseIdleConnections()
-	return r.launch(dir, s, "", s.env, func(admin string) string { return fmt.Sprintf("127.0.0.1:%d", s.port) })
+	return r.launch(dir, s, "", s.env, []string{fmt.Sprintf("127.0.0.1:%d", s.port)})
 }
 
 // launch writes s's Caddyfile into dir, with global (one line of global
 // options, or "") added to its global block, runs Caddy on it with the
-// run's environment plus env (later entries win), and returns once the
-// address that ready names (given the admin endpoint) accepts connections.
-func (r *run) launch(dir string, s *site, global string, env []string, ready func(admin string) string) (*caddyProc, error) {
-	ports, err := testkit.FreePorts(1)
+// run's environment plus env (later entries win), and returns once its
+// admin endpoint answers and the addresses ready accept connections.
+func (r *run) launch(dir string, s *site, global string, env []string, ready []string) (*caddyProc, error) {
+	c, err := testkit.StartCaddy(context.Background(), testkit.CaddyOptions{
+		Binary: r.caddy,
+		Dir:    dir,
+		Config: func(admin string) string {
+			config := s.caddyfile(admin, filepath.Join(dir, "caddy.log"))
+			if global != "" {
+				config = strings.Replace(config, "{\n", "{\n\t"+global+"\n", 1)
+			}
+			return config
+		},
+		Env:    append(r.baseEnv(), env...),
+		Expect: s.path,
+		Ready:  ready,
+		Wait:   20 * time.Second,
+	})
 	if err != nil {
 		return nil, err
 	}
-	cf := filepath.Join(dir, "Caddyfile")
-	config := s.caddyfile(ports[0], filepath.Join(dir, "caddy.log"))
-	if global != "" {
-		config = strings.Replace(config, "{\n", "{\n\t"+global+"\n", 1)
-	}
-	if err := os.WriteFile(cf, []byte(config), 0o644); err != nil {
-		return nil, err
-	}
-	stderr := filepath.Join(dir, "caddy.stderr")
-	f, err := os.OpenFile(stderr, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	cmd := exec.Command(r.caddy, "run", "--config", cf, "--adapter", "caddyfile")
-	cmd.Dir, cmd.Env = dir, append(r.baseEnv(), env...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // should the harness die
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting caddy: %w", err)
-	}
-	p := &caddyProc{cmd: cmd, done: make(chan struct{}), admin: fmt.Sprintf("127.0.0.1:%d", ports[0]),
-		path: s.path, stderr: stderr, started: time.Now()}
-	go func() { cmd.Wait(); close(p.done) }()
-	addr := ready(p.admin)
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-			c.Close()
-			return p, nil
-		}
-		select {
-		case <-p.done:
-			return nil, fmt.Errorf("caddy exited at start: %s", tail(stderr, 2000))
-		case <-time.After(5 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			p.kill()
-			return nil, fmt.Errorf("caddy did not listen on %s within 20s: %s", addr, tail(stderr, 2000))
-		}
-	}
+	return &caddyProc{Caddy: c, path: s.path}, nil
 }
 
-func (p *caddyProc) pid() int { return p.cmd.Process.Pid }
+func (p *caddyProc) pid() int { return p.PID() }
 
 // kill sends SIGKILL and waits for the process to be gone.
-func (p *caddyProc) kill() {
-	p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
-}
+func (p *caddyProc) kill() { p.Kill() }
 
 // stop asks Caddy to shut down gracefully, killing it after 15 s.
-func (p *caddyProc) stop() {
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(15 * time.Second):
-		p.kill()
-	}
-}
+func (p *caddyProc) stop() { p.Stop(syscall.SIGTERM, 15*time.Second) }
 
 // status returns the deployer's status from Caddy's admin API.
 func (p *caddyProc) status() (deployer.Status, error) {
-	resp, err := http.Get("http://" + p.admin + "/github_webhook/deploys")
+	resp, err := http.Get("http://" + p.Admin + "/github_webhook/deploys")
 	if err != nil {
 		return deployer.Status{}, fmt.Errorf("admin API: %w", err)
 	}
@@ -306,7 +267,7 @@ func (p *caddyProc) waitStatus(what string, timeout time.Duration, ok func(deplo
 // named name with the labels given (their values without quotes), or 0 when
 // there is none.
 func (p *caddyProc) metric(name string, labels map[string]string) (float64, error) {
-	resp, err := http.Get("http://" + p.admin + "/metrics")
+	resp, err := http.Get("http://" + p.Admin + "/metrics")
 	if err != nil {
 		return 0, fmt.Errorf("metrics: %w", err)
 	}
@@ -336,18 +297,6 @@ func (p *caddyProc) metric(name string, labels map[string]string) (float64, erro
 		}
 	}
 	return 0, nil
-}
-
-// tail returns the last n bytes of a file.
-func tail(path string, n int64) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	if int64(len(b)) > n {
-		b = b[int64(len(b))-n:]
-	}
-	return strings.TrimSpace(string(b))
 }
 
 // liveRelease returns the release path/current points to, or "".

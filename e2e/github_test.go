@@ -116,7 +116,7 @@ func TestGitHubInTheLoop(t *testing.T) {
 	if errs := caddy.errors(); len(errs) > 0 {
 		t.Errorf("Caddy logged errors: %+v", errs)
 	}
-	if strings.Contains(caddy.out.String(), token) {
+	if strings.Contains(caddy.Out(), token) {
 		t.Error("the token appears in Caddy's output")
 	}
 }

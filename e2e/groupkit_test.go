@@ -147,7 +147,7 @@ func (g *group) running() []*node {
 	for _, n := range g.nodes {
 		if n.proc != nil {
 			select {
-			case <-n.proc.done:
+			case <-n.proc.Done():
 			default:
 				out = append(out, n)
 			}

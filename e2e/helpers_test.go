@@ -182,16 +182,10 @@ func (s *site) waitLive(t *testing.T, commit string) deployer.Status {
 	return st
 }
 
-// caddyProc is a running Caddy binary.
+// caddyProc is a running Caddy binary, stopped when its test ends.
 type caddyProc struct {
-	t      *testing.T
-	site   *site
-	cmd    *exec.Cmd
-	out    *syncBuffer // its standard output and error
-	done   chan struct{}
-	err    error // set when done is closed
-	config string
-	env    []string
+	*testkit.Caddy
+	t *testing.T
 }
 
 // startCaddy writes caddyfile, the configuration of s, into a temporary
@@ -199,11 +193,7 @@ type caddyProc struct {
 // It returns once the admin endpoint answers with that configuration.
 func startCaddy(t *testing.T, s *site, caddyfile string, env []string) *caddyProc {
 	t.Helper()
-	config := filepath.Join(t.TempDir(), "Caddyfile")
-	if err := os.WriteFile(config, []byte(caddyfile), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return runCaddy(t, s, config, env)
+	return launch(t, s, testkit.CaddyOptions{Dir: t.TempDir(), Config: func(string) string { return caddyfile }, Env: env})
 }
 
 // runCaddy runs "caddy run --config config" with env; see startCaddy.
@@ -216,85 +206,53 @@ func runCaddy(t *testing.T, s *site, config string, env []string) *caddyProc {
 // runs as; its working folder is config's.
 func runCaddyWith(t *testing.T, s *site, config string, env []string, attr *syscall.SysProcAttr) *caddyProc {
 	t.Helper()
-	p := &caddyProc{t: t, site: s, out: new(syncBuffer), done: make(chan struct{}), config: config, env: env}
-	p.cmd = exec.Command(caddyBin, "run", "--config", config)
-	p.cmd.Env = env
-	p.cmd.Dir = filepath.Dir(config)
-	p.cmd.SysProcAttr = attr
-	p.cmd.Stdout = p.out
-	p.cmd.Stderr = p.out
-	if err := p.cmd.Start(); err != nil {
+	return launch(t, s, testkit.CaddyOptions{ConfigFile: config, Env: env, Attr: attr})
+}
+
+// launch starts Caddy with o for s: the built binary, s's admin endpoint,
+// and the check that the Caddy answering there is this one, serving s's
+// folder. The test kills it when it ends, and shows its output if it failed.
+func launch(t *testing.T, s *site, o testkit.CaddyOptions) *caddyProc {
+	t.Helper()
+	o.Binary, o.Admin, o.Expect = caddyBin, s.admin, s.path
+	c, err := testkit.StartCaddy(context.Background(), o)
+	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
 	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			p.cmd.Process.Kill()
-			<-p.done
+		if c.Running() {
+			c.Kill()
 		}
 		if t.Failed() {
-			t.Logf("caddy's output:\n%s", p.out.String())
+			t.Logf("caddy's output:\n%s", c.Out())
 		}
 	})
-	// The admin port was free when the kernel picked it: the Caddy that
-	// answers there must be this one, serving this site's folder.
-	waitUntil(t, 30*time.Second, "caddy's admin endpoint to answer", func() error {
-		select {
-		case <-p.done:
-			t.Fatalf("caddy exited at start: %v\n%s", p.err, p.out.String())
-		default:
-		}
-		_, body, err := get("http://" + s.admin + "/config/")
-		if err == nil && !strings.Contains(body, s.path) {
-			t.Fatalf("another Caddy answers on %s: its configuration does not name %s:\n%s", s.admin, s.path, body)
-		}
-		return err
-	})
-	return p
+	return &caddyProc{Caddy: c, t: t}
 }
 
 // stop sends sig to Caddy and waits for it to exit.
 func (p *caddyProc) stop(sig syscall.Signal) {
 	p.t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
+	if err := p.Stop(sig, 40*time.Second); err != nil {
 		p.t.Fatal(err)
-	}
-	select {
-	case <-p.done:
-	case <-time.After(40 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
-		p.t.Fatalf("caddy did not exit within 40s of %v", sig)
 	}
 }
 
 // reload runs "caddy reload" with caddyfile as the new configuration.
 func (p *caddyProc) reload(caddyfile string) {
 	p.t.Helper()
-	config := filepath.Join(p.t.TempDir(), "Caddyfile")
-	if err := os.WriteFile(config, []byte(caddyfile), 0o644); err != nil {
-		p.t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, caddyBin, "reload", "--config", config, "--address", p.site.admin)
-	cmd.Env = p.env
-	if out, err := cmd.CombinedOutput(); err != nil {
-		p.t.Fatalf("caddy reload: %v\n%s", err, out)
+	if err := p.Reload(ctx, caddyfile); err != nil {
+		p.t.Fatal(err)
 	}
 }
 
 // errors returns the lines of the github_webhook handler's log at level
 // error: a deploy that failed, or anything else that went wrong.
 func (p *caddyProc) errors() []testkit.LogEntry {
-	entries, _ := testkit.ParseLog(strings.NewReader(p.out.String()))
 	var out []testkit.LogEntry
-	for _, e := range entries {
+	for _, e := range p.Log() {
 		if e.From("http.handlers.github_webhook") && e.Level == "error" {
 			out = append(out, e)
 		}

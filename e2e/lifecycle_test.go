@@ -224,7 +224,7 @@ func TestStopMidBuild(t *testing.T) {
 			// half-built one and builds the tip again.
 			os.Remove(filepath.Join(pidDir, "build.pid"))
 			os.Remove(filepath.Join(pidDir, "child.pid"))
-			caddy = runCaddy(t, s, caddy.config, env)
+			caddy = runCaddy(t, s, caddy.Config, env)
 			waitUntil(t, 10*time.Second, "the live site to be served after the restart", func() error {
 				return pageShows(site, "Demo site")
 			})

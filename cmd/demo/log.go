@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -38,13 +39,23 @@ type logFollower struct {
 
 func newLogFollower(path string) *logFollower { return &logFollower{path: path} }
 
+// errExited is next's error when Caddy exited.
+var errExited = errors.New("exited")
+
 // next reads log lines of the github_webhook handler until one satisfies
 // stop, and returns it. Every line read is passed to show, if set. It ends
-// with ctx's error when ctx ends first.
-func (l *logFollower) next(ctx context.Context, stop func(logEntry) bool, show func(logEntry)) (logEntry, error) {
+// with ctx's error when ctx ends first, and with errExited once exited is
+// closed and the log read to its end.
+func (l *logFollower) next(ctx context.Context, exited <-chan struct{}, stop func(logEntry) bool, show func(logEntry)) (logEntry, error) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
+		gone := false
+		select {
+		case <-exited:
+			gone = true // what it wrote last is read below
+		default:
+		}
 		for _, e := range l.read() {
 			if !strings.HasPrefix(e.Logger, "http.handlers.github_webhook") {
 				continue
@@ -55,6 +66,9 @@ func (l *logFollower) next(ctx context.Context, stop func(logEntry) bool, show f
 			if stop(e) {
 				return e, nil
 			}
+		}
+		if gone {
+			return logEntry{}, errExited
 		}
 		select {
 		case <-ctx.Done():

@@ -3,17 +3,21 @@
 //
 //	go run ./cmd/demo
 //
-// It creates a temporary folder holding a local bare git repository with a
-// small Hugo blog (a plain HTML site when hugo is not installed), starts Caddy
-// in this process on 127.0.0.1 with a github_webhook handler that deploys
-// that repository, waits for the first deploy, and prints the site's URL and
-// the command that publishes a new post:
+// It compiles Caddy with this module (./cmd/caddy; the first run takes
+// minutes, and says so, later runs reuse the binary), creates a temporary
+// folder holding a local bare git repository with a small Hugo blog (a plain
+// HTML site when hugo is not installed), runs Caddy on 127.0.0.1 with a
+// github_webhook handler that deploys that repository, waits for the first
+// deploy, and prints the site's URL and the command that publishes a new
+// post:
 //
 //	go run ./cmd/demo push -dir <folder> "My second post"
 //
 // push commits the post to the demo repository and sends the running Caddy a
 // push delivery signed with the demo's secret, as GitHub would; the page shows
-// the post a moment later. Ctrl-C stops Caddy and removes the folder.
+// the post a moment later, at its own URL (/posts/<title>/). Ctrl-C stops
+// Caddy and removes the folder. Caddy's JSON log is in the folder, not on
+// the screen: the demo prints what happens in words.
 package main
 
 import (
@@ -25,7 +29,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -36,17 +39,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
-
 	"github.com/caddy-webhooks/caddy-github-webhook/internal/testkit"
-
-	// The Caddyfile adapter, Caddy's standard modules, and this module.
-	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	_ "github.com/caddyserver/caddy/v2/modules/standard"
-
-	_ "github.com/caddy-webhooks/caddy-github-webhook/caddywebhook"
 )
+
+// The demo imports no Caddy: "go run ./cmd/demo" compiles it in seconds,
+// and the demo then says that it compiles Caddy, and how far it got, while
+// testkit builds ./cmd/caddy, which it runs as a process of its own.
 
 // deployWait bounds how long the demo waits for a deploy to go live.
 const deployWait = 3 * time.Minute
@@ -85,20 +83,25 @@ func main() {
 	}
 }
 
+// intro is the demo's first line of output.
+const intro = "caddy-github-webhook demo: Caddy deploys a git repository on every signed push; here a local one, with no GitHub account and no network."
+
 func demoMain(args []string) error {
 	fs := flag.NewFlagSet("demo", flag.ExitOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage:\n  go run ./cmd/demo [-port N] [-html]\n  go run ./cmd/demo push -dir <folder> <post title>\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage:\n  go run ./cmd/demo [-port N] [-html] [-keep] [-caddy <binary>]\n  go run ./cmd/demo push -dir <folder> <post title>\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	port := fs.Int("port", 0, "the site's port on 127.0.0.1 (0: a free one)")
 	forceHTML := fs.Bool("html", false, "deploy the plain HTML site even when hugo is installed")
 	keep := fs.Bool("keep", false, "keep the temporary folder when the demo ends")
+	caddyBin := fs.String("caddy", "", "a Caddy binary with this module to run (default: compile ./cmd/caddy of this clone, once)")
 	fs.Parse(args)
 	if fs.NArg() > 0 {
 		fs.Usage()
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	fmt.Println(intro)
 
 	if _, err := exec.LookPath("git"); err != nil {
 		return errors.New("git is not installed (on PATH); the demo needs it (Debian/Ubuntu: sudo apt-get install git)")
@@ -117,16 +120,24 @@ func demoMain(args []string) error {
 		fmt.Println("hugo is not installed (not on PATH), so the demo deploys a plain HTML site")
 		fmt.Println("instead of the Hugo blog. To see the blog built by hugo, install it and run")
 		fmt.Println("the demo again:  sudo apt-get install hugo   (macOS: brew install hugo)")
-		fmt.Println()
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if *caddyBin == "" {
+		if *caddyBin, err = buildCaddy(ctx, os.Stdout); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
 	}
 
 	dir, err := os.MkdirTemp("", "caddy-github-webhook-demo-")
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	err = runDemo(ctx, root, dir, kind, *port)
+	err = runDemo(ctx, root, dir, kind, *port, *caddyBin)
 	switch {
 	case *keep:
 		fmt.Println("kept", dir)
@@ -142,7 +153,7 @@ func demoMain(args []string) error {
 }
 
 // runDemo sets up the demo in dir, runs it until ctx ends, and stops Caddy.
-func runDemo(ctx context.Context, root, dir, kind string, port int) error {
+func runDemo(ctx context.Context, root, dir, kind string, port int, caddyBin string) error {
 	start := time.Now()
 	site := filepath.Join(dir, "site")
 	logFile := filepath.Join(dir, "caddy.log")
@@ -162,13 +173,11 @@ func runDemo(ctx context.Context, root, dir, kind string, port int) error {
 	bare, work := repo.Bare, repo.Work
 
 	if port == 0 {
-		if port, err = freePort(); err != nil {
+		ports, err := testkit.FreePorts(1)
+		if err != nil {
 			return err
 		}
-	}
-	adminPort, err := freePort()
-	if err != nil {
-		return err
+		port = ports[0]
 	}
 	secret, err := randomSecret()
 	if err != nil {
@@ -189,38 +198,35 @@ func runDemo(ctx context.Context, root, dir, kind string, port int) error {
 		return err
 	}
 
-	// Caddy reads the secret from its environment, as it would in production.
-	// Its own files stay out of the user's folders: the Caddyfile turns the
-	// autosave off (persist_config) and puts storage in the demo's folder.
-	// The environment cannot do that for the autosave, nor for the default
-	// storage: Caddy computes their paths from XDG_CONFIG_HOME and
-	// XDG_DATA_HOME when its package initialises, before main runs. It does
-	// read XDG_DATA_HOME again for the few files it writes later (the
-	// instance id that storage cleaning stamps), so that one moves them here.
-	os.Setenv("GITHUB_WEBHOOK_SECRET", secret)
-	os.Setenv("XDG_DATA_HOME", filepath.Join(dir, "caddy-home", "data"))
-
-	caddyfile := demoCaddyfile(dir, kind, port, adminPort)
-	caddyfilePath := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(caddyfilePath, []byte(caddyfile), 0o644); err != nil {
-		return err
-	}
-	adapter := caddyconfig.GetAdapter("caddyfile")
-	cfgJSON, warnings, err := adapter.Adapt([]byte(caddyfile), map[string]any{"filename": caddyfilePath})
-	if err != nil {
-		return fmt.Errorf("adapting the demo's Caddyfile: %w", err)
-	}
-	for _, w := range warnings {
-		fmt.Fprintln(os.Stderr, "caddyfile warning:", w.String())
-	}
-
+	// Caddy reads the secret from its environment, as it would in
+	// production. Its own files stay out of the user's folders: its XDG
+	// folders are in the demo's, and the Caddyfile turns the autosave off
+	// (persist_config) and puts storage there too. Its log goes to
+	// caddy.log; the demo prints what happens in words.
+	caddyHome := filepath.Join(dir, "caddy-home")
+	env := append(os.Environ(),
+		"GITHUB_WEBHOOK_SECRET="+secret,
+		"XDG_CONFIG_HOME="+filepath.Join(caddyHome, "config"),
+		"XDG_DATA_HOME="+filepath.Join(caddyHome, "data"),
+	)
 	follow := newLogFollower(logFile)
-	if err := caddy.Load(cfgJSON, true); err != nil {
+	caddy, err := testkit.StartCaddy(ctx, testkit.CaddyOptions{
+		Binary:   caddyBin,
+		Dir:      dir,
+		Config:   func(admin string) string { return demoCaddyfile(dir, kind, port, admin) },
+		Env:      env,
+		OwnGroup: true, // Ctrl-C reaches the demo, which stops Caddy
+		Output:   logFile,
+		Expect:   site,
+		Ready:    []string{fmt.Sprintf("127.0.0.1:%d", port)},
+		Wait:     time.Minute,
+	})
+	if err != nil {
 		return fmt.Errorf("starting Caddy: %w", err)
 	}
 	defer func() {
 		fmt.Println("stopping Caddy")
-		if err := caddy.Stop(); err != nil {
+		if err := caddy.Stop(syscall.SIGTERM, 30*time.Second); err != nil {
 			fmt.Fprintln(os.Stderr, "stopping Caddy:", err)
 		}
 	}()
@@ -229,17 +235,20 @@ func runDemo(ctx context.Context, root, dir, kind string, port int) error {
 	if kind == "html" {
 		what = "the plain HTML site"
 	}
-	fmt.Printf("Caddy is running; deploying %s from %s ...\n", what, bare)
+	fmt.Printf("Caddy is running (process %d); deploying %s from %s ...\n", caddy.PID(), what, bare)
 
 	// The first deploy starts by itself: Caddy's start wakes the deployer.
 	waitCtx, cancel := context.WithTimeout(ctx, deployWait)
 	defer cancel()
-	ev, err := follow.next(waitCtx, func(e logEntry) bool {
+	ev, err := follow.next(waitCtx, caddy.Done(), func(e logEntry) bool {
 		return e.Msg == "deploy succeeded" || e.Msg == "deploy failed"
 	}, printEntry)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
+		}
+		if errors.Is(err, errExited) {
+			return fmt.Errorf("caddy exited (%v) before the first deploy; its log is %s", caddy.Err(), logFile)
 		}
 		return fmt.Errorf("no deploy within %s; Caddy's log is %s", deployWait, logFile)
 	}
@@ -268,15 +277,15 @@ signed with the webhook secret, as GitHub would. Reload the page to see it.
   Caddy's log:   %s
   releases:      %s
   webhook:       %s
-`, time.Since(start).Seconds(), st.URL, rel, dir, caddyfilePath, logFile,
-		filepath.Join(site, "releases"), st.WebhookURL)
-	if _, err := caddy.GetModule("admin.api.github_webhook"); err == nil {
-		fmt.Printf("  deploys:       curl -s http://127.0.0.1:%d/github_webhook/deploys\n", adminPort)
-	}
+  deploys:       curl -s http://%s/github_webhook/deploys
+`, time.Since(start).Seconds(), st.URL, rel, dir, caddy.Config, logFile,
+		filepath.Join(site, "releases"), st.WebhookURL, caddy.Admin)
 	fmt.Println("\nPress Ctrl-C to stop the demo; it removes", dir)
 
 	// Show deliveries and deploys as they happen, until Ctrl-C.
-	follow.next(ctx, func(logEntry) bool { return false }, printEntry)
+	if _, err := follow.next(ctx, caddy.Done(), func(logEntry) bool { return false }, printEntry); errors.Is(err, errExited) {
+		return fmt.Errorf("caddy exited (%v); its log is %s", caddy.Err(), logFile)
+	}
 	fmt.Println()
 	return nil
 }
@@ -289,8 +298,9 @@ func siteFolder(kind string) string {
 	return "html"
 }
 
-// demoCaddyfile returns the demo's Caddyfile.
-func demoCaddyfile(dir, kind string, port, adminPort int) string {
+// demoCaddyfile returns the demo's Caddyfile, with its admin endpoint at
+// admin.
+func demoCaddyfile(dir, kind string, port int, admin string) string {
 	build := ""
 	if kind == "hugo" {
 		build = `
@@ -300,12 +310,9 @@ func demoCaddyfile(dir, kind string, port, adminPort int) string {
 	}
 	return fmt.Sprintf(`# The demo's Caddyfile, written by go run ./cmd/demo.
 {
-	admin 127.0.0.1:%d
+	admin %s
 	persist_config off
 	storage file_system %s
-	log {
-		output file %s
-	}
 }
 
 http://127.0.0.1:%d {
@@ -321,7 +328,7 @@ http://127.0.0.1:%d {
 		timeout 2m
 	}
 }
-`, adminPort, quote(filepath.Join(dir, "caddy-home", "storage")), quote(filepath.Join(dir, "caddy.log")),
+`, admin, quote(filepath.Join(dir, "caddy-home", "storage")),
 		port, quote(filepath.Join(dir, "site", "current")), demoRepo, quote(filepath.Join(dir, "site")),
 		demoBranch, quote(filepath.Join(dir, "remote.git")), build)
 }
@@ -340,16 +347,6 @@ func hugoWorks() bool {
 		return false
 	}
 	return exec.Command("hugo", "version").Run() == nil
-}
-
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func randomSecret() (string, error) {

@@ -52,7 +52,8 @@ func pushMain(args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := addPost(st, title); err != nil {
+	postURL, err := addPost(st, title)
+	if err != nil {
 		return fmt.Errorf("writing the post: %w", err)
 	}
 	after, err := repo.Commit("Add post: "+title, nil)
@@ -87,8 +88,8 @@ func pushMain(args []string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), deployWait)
 	defer cancel()
 	for {
-		if err := checkPage(st.URL, want); err == nil {
-			fmt.Printf("live after %.1fs: %s\n", time.Since(start).Seconds(), st.URL)
+		if err := checkPage(st.URL, want); err == nil && checkPage(postURL, want) == nil {
+			fmt.Printf("live after %.1fs: %s\n", time.Since(start).Seconds(), postURL)
 			return nil
 		}
 		select {
@@ -99,26 +100,42 @@ func pushMain(args []string) error {
 	}
 }
 
-// addPost writes a new post titled title into the working copy.
-func addPost(st demoState, title string) error {
+// addPost writes a new post titled title into the working copy and returns
+// its URL: /posts/<slug>/ of the Hugo blog, or /#<slug> of the HTML site,
+// the slug made of the title (with -2, -3... when taken).
+func addPost(st demoState, title string) (string, error) {
 	now := time.Now().UTC()
 	if st.Kind == "hugo" {
-		name := fmt.Sprintf("%s-%d.md", slug(title), now.UnixNano())
+		posts := filepath.Join(st.Work, "content", "posts")
+		name := freeSlug(slug(title), func(s string) bool {
+			_, err := os.Stat(filepath.Join(posts, s+".md"))
+			return err == nil
+		})
 		post := fmt.Sprintf("---\ntitle: %s\ndate: %s\n---\nPublished with `go run ./cmd/demo push`.\n",
 			strconv.Quote(title), now.Format(time.RFC3339))
-		return os.WriteFile(filepath.Join(st.Work, "content", "posts", name), []byte(post), 0o644)
+		return st.URL + "posts/" + name + "/", os.WriteFile(filepath.Join(posts, name+".md"), []byte(post), 0o644)
 	}
 	index := filepath.Join(st.Work, "index.html")
 	b, err := os.ReadFile(index)
 	if err != nil {
-		return err
+		return "", err
 	}
 	const marker = "<!-- new posts go here -->"
 	if !bytes.Contains(b, []byte(marker)) {
-		return fmt.Errorf("%s has no %q", index, marker)
+		return "", fmt.Errorf("%s has no %q", index, marker)
 	}
-	item := marker + "\n<li>" + html.EscapeString(title) + "</li>"
-	return os.WriteFile(index, bytes.Replace(b, []byte(marker), []byte(item), 1), 0o644)
+	id := freeSlug(slug(title), func(s string) bool { return bytes.Contains(b, []byte(`id="`+s+`"`)) })
+	item := marker + "\n<li id=\"" + id + "\">" + html.EscapeString(title) + "</li>"
+	return st.URL + "#" + id, os.WriteFile(index, bytes.Replace(b, []byte(marker), []byte(item), 1), 0o644)
+}
+
+// freeSlug returns s, or s-2, s-3... the first that taken says is not.
+func freeSlug(s string, taken func(string) bool) string {
+	name := s
+	for n := 2; taken(name); n++ {
+		name = fmt.Sprintf("%s-%d", s, n)
+	}
+	return name
 }
 
 var nonSlug = regexp.MustCompile(`[^a-z0-9]+`)

@@ -35,6 +35,14 @@ const binPrefix = "caddy-github-webhook-bin-"
 // folder in one rename, whole. Folders that no run used for a day are
 // removed.
 func Binary(ctx context.Context, pkgs ...string) ([]string, error) {
+	return Build(ctx, nil, pkgs...)
+}
+
+// Build is Binary that calls compiling, when not nil, with the packages it
+// is about to compile, just before it compiles them; it does not call it
+// when every binary was built already. The demo says then that it is
+// compiling Caddy, which takes minutes the first time.
+func Build(ctx context.Context, compiling func(pkgs []string), pkgs ...string) ([]string, error) {
 	buildMu.Lock()
 	defer buildMu.Unlock()
 	root, err := Root()
@@ -76,6 +84,9 @@ func Binary(ctx context.Context, pkgs ...string) ([]string, error) {
 		return nil, fmt.Errorf("making the build folder: %w", err)
 	}
 	defer os.RemoveAll(tmp)
+	if compiling != nil {
+		compiling(missing)
+	}
 	cmd := exec.CommandContext(ctx, "go", append([]string{"build", "-o", tmp + string(filepath.Separator)}, missing...)...)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {

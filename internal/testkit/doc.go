@@ -6,7 +6,11 @@
 //   - Repo and Remote: a bare git repository with commits, made with real git;
 //   - ParseLog: the entries of Caddy's JSON log;
 //   - FreePorts: TCP ports on 127.0.0.1 that the kernel picked;
-//   - Binary: a binary of this module (Caddy, the demo), built once per run;
+//   - Binary and Build: a binary of this module (Caddy, the demo), built
+//     once for given sources;
+//   - StartCaddy: a Caddy process on kernel-picked ports, its configuration
+//     written, its admin endpoint waited for, its output captured, stopped
+//     by its process id (the end-to-end tests, the bench and the demo);
 //   - WaitFor: polling for a fact, with a deadline;
 //   - GoList: what "go list" says of packages, for boundary tests.
 //

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -239,13 +240,92 @@ func TestBinary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := Binary(ctx, "./cmd/caddy")
+	compiled := false
+	again, err := Build(ctx, func([]string) { compiled = true }, "./cmd/caddy")
+	if compiled {
+		t.Error("Build said it compiles a binary it had built already")
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	after, err := os.Stat(again[0])
 	if err != nil || again[0] != bins[0] || !os.SameFile(before, after) || !after.ModTime().Equal(before.ModTime()) {
 		t.Errorf("asked again: %s (%v), want %s unchanged", again[0], err, bins[0])
+	}
+}
+
+// TestStartCaddy runs Caddy from a Caddyfile on ports the kernel picked:
+// the site answers once StartCaddy returns, its log is captured, a reload
+// changes the answer, and SIGTERM ends the process. A second Caddy given
+// the first one's admin endpoint is caught (the configuration there is not
+// its own, or it could not listen), and killed.
+func TestStartCaddy(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	ports, err := FreePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	site := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	config := func(answer string) func(admin string) string {
+		return func(admin string) string {
+			return fmt.Sprintf("{\n\tadmin %s\n\tpersist_config off\n}\nhttp://%s {\n\trespond %q\n}\n", admin, site, answer)
+		}
+	}
+	dir := t.TempDir()
+	c, err := StartCaddy(ctx, CaddyOptions{Dir: dir, Config: config("one"), Expect: "one", Ready: []string{site}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if c.Running() {
+			c.Kill()
+		}
+	}()
+	answers := func(want string) error {
+		resp, err := http.Get("http://" + site + "/")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if string(b) != want {
+			return fmt.Errorf("answers %q, want %q", b, want)
+		}
+		return nil
+	}
+	if err := answers("one"); err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Dir(c.Config) != dir || filepath.Dir(c.Output) != dir || !strings.HasPrefix(c.Admin, "127.0.0.1:") {
+		t.Errorf("config %s, output %s, admin %s", c.Config, c.Output, c.Admin)
+	}
+
+	second, err := StartCaddy(ctx, CaddyOptions{Dir: t.TempDir(), Admin: c.Admin, Config: config("two"), Expect: "two"})
+	if err == nil {
+		second.Kill()
+		t.Error("a second Caddy on the first one's admin endpoint was taken for ready")
+	}
+
+	if err := c.Reload(ctx, config("two")(c.Admin)); err != nil {
+		t.Fatal(err)
+	}
+	WaitFor(t, 10*time.Second, "the reloaded answer", func() error { return answers("two") })
+	if err := c.Stop(syscall.SIGTERM, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if c.Running() || c.Err() != nil {
+		t.Errorf("after SIGTERM: running %v, exit %v", c.Running(), c.Err())
+	}
+	if err := c.Stop(syscall.SIGTERM, time.Second); err != nil {
+		t.Errorf("stopping a Caddy that exited: %v", err)
+	}
+	found := false
+	for _, e := range c.Log() {
+		found = found || e.Msg == "shutting down apps, then terminating"
+	}
+	if !found {
+		t.Errorf("the log of the shutdown is not in the output:\n%s", c.Tail(2000))
 	}
 }
 
