@@ -82,7 +82,7 @@ func (r *run) slotAttack(h2 bool, conns, genuine int) error {
 			return err
 		}
 		s = &site{path: dir + "/site", port: ports[0], remote: "file://" + repo.Bare}
-		p, err = r.launch(dir, s, global, nil, func(string) string { return fmt.Sprintf("127.0.0.1:%d", s.port) })
+		p, err = r.launch(dir, s, global, nil, []string{fmt.Sprintf("127.0.0.1:%d", s.port)})
 		if err == nil {
 			break
 		}
