@@ -16,6 +16,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-webhooks/caddy-github-webhook/delivery"
 	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
 	"github.com/caddy-webhooks/caddy-github-webhook/internal/githubapi"
 )
@@ -260,10 +261,10 @@ type Handler struct {
 	// (unset or 0): 2s.
 	ClusterPoll caddy.Duration `json:"cluster_poll,omitempty"`
 
-	logger   *zap.Logger
-	verifier *verifier
-	cfg      deployer.Config // what the deployer gets, placeholders resolved
-	maxBody  int64
+	logger  *zap.Logger
+	forge   *delivery.GitHub // verifies and reads deliveries
+	cfg     deployer.Config  // what the deployer gets, placeholders resolved
+	maxBody int64
 
 	key     string          // the cleaned absolute path: the key in targets
 	owner   <-chan struct{} // identifies the configuration holding this handler
@@ -330,7 +331,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		secrets = append(secrets, []byte(v))
 	}
-	h.verifier = newVerifier(secrets)
+	h.forge = delivery.NewGitHub(secrets)
 	token := ""
 	if h.Token != "" {
 		var err error
