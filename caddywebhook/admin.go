@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"path/filepath"
 	"slices"
 	"strings"
 
@@ -129,33 +128,6 @@ func readTargetRequest(r *http.Request) (deployRequest, *target, error) {
 		return req, nil, apiError(http.StatusNotFound, fmt.Errorf("no github_webhook target has path %q", req.Path))
 	}
 	return req, t, nil
-}
-
-// allTargets returns the targets of every loaded configuration.
-func allTargets() []*target {
-	var list []*target
-	targets.Range(func(_, v any) bool {
-		if t, ok := v.(*target); ok {
-			list = append(list, t)
-		}
-		return true
-	})
-	return list
-}
-
-// findTarget returns the target of path, as configured or as its absolute
-// form, or nil.
-func findTarget(path string) *target {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return nil
-	}
-	for _, t := range allTargets() {
-		if s := t.d.Status(); s.Path == abs {
-			return t
-		}
-	}
-	return nil
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) error {

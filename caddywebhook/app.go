@@ -6,7 +6,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
-	"github.com/caddy-webhooks/caddy-github-webhook/githubapi"
+	"github.com/caddy-webhooks/caddy-github-webhook/internal/githubapi"
 )
 
 func init() {

@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-github/v74/github"
 	"go.uber.org/zap"
 
+	"github.com/caddy-webhooks/caddy-github-webhook/delivery"
 	"github.com/caddy-webhooks/caddy-github-webhook/internal/testkit"
 )
 
@@ -47,7 +48,7 @@ func BenchmarkDelivery(b *testing.B) {
 
 	b.Run("handler", func(b *testing.B) {
 		h, wakes := newTestHandler(testBranch, zap.NewNop())
-		h.verifier = newVerifier([][]byte{[]byte(testSecret)})
+		h.forge = delivery.NewGitHub([][]byte{[]byte(testSecret)})
 		r, br := newRequest()
 		w := &discardWriter{header: make(http.Header)}
 		b.SetBytes(int64(len(body)))

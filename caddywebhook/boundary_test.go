@@ -39,6 +39,27 @@ func TestDeployerKnowsNoHTTP(t *testing.T) {
 	}
 }
 
+// TestDeliveryKnowsNoCaddy: package delivery depends on the standard
+// library alone: no Caddy, no deployer or other package of this module, no
+// git library; and nothing it depends on starts a process (os/exec).
+func TestDeliveryKnowsNoCaddy(t *testing.T) {
+	deps := testkit.GoList(t, "-deps", "-f", "{{.ImportPath}}|{{.Standard}}", testkit.Module+"/delivery")
+	seen := false
+	for _, line := range deps {
+		pkg, std, _ := strings.Cut(line, "|")
+		if pkg == testkit.Module+"/delivery" {
+			seen = true
+			continue
+		}
+		if std != "true" || pkg == "os/exec" {
+			t.Errorf("delivery depends on %s", pkg)
+		}
+	}
+	if !seen {
+		t.Fatalf("go list did not list delivery: %v", deps)
+	}
+}
+
 // TestHandlerRunsNothing: package caddywebhook starts no process, git or
 // other; that is the deployer's job.
 func TestHandlerRunsNothing(t *testing.T) {

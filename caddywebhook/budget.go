@@ -2,7 +2,6 @@ package caddywebhook
 
 import (
 	"context"
-	"hash"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -13,13 +12,13 @@ import (
 )
 
 // Memory for bodies. A body is never held whole: it is read through a
-// buffer of bodyBuffer bytes into the HMACs of the secrets and a streaming
-// decoder (jsonScanner, formScanner) that keeps only the few fields a
-// decision needs. Every body being read, however small, holds one of the
-// slots of bodies, shared by all github_webhook handlers of the process. So
-// bodies of unverified deliveries hold at most
+// buffer of bodyBuffer bytes into a delivery.Reader (the HMACs of the
+// secrets and a streaming decoder that keeps only the few fields a decision
+// needs). Every body being read, however small, holds one of the slots of
+// bodies, shared by all github_webhook handlers of the process. So bodies
+// of unverified deliveries hold at most
 //
-//	bodySlots × (bodyBuffer + bodyStateSize + 4 × maxFieldLen + ~0.5 KiB per secret)
+//	bodySlots × (bodyBuffer + delivery.ReaderSize + ~0.5 KiB per secret)
 //
 // that is about 1024 × 18 KiB ≈ 18 MiB with one secret, whatever the number
 // of clients and whatever they declare; a body of unknown length costs the
@@ -53,10 +52,6 @@ const evictAfter = 250 * time.Millisecond
 
 // bodyBuffer is the size of the buffer a body is read through.
 const bodyBuffer = 8 << 10
-
-// bodyStateSize is about what a bodyState holds besides its buffer, kept
-// fields and MACs: the JSON scanner's nesting stack and the rest.
-const bodyStateSize = 2 << 10
 
 // bodyBudget is a fixed number of slots for bodies being read, shared
 // fairly between clients. A client is an address (an IPv6 one with its
@@ -378,15 +373,10 @@ func clientKey(remote string) string {
 	return ip.String()
 }
 
-// bodyState is what reading one body takes: the buffer, the decoders and
-// the MACs. They are pooled; at most bodySlots are in use at once.
+// bodyState is the buffer a body is read through. They are pooled; at most
+// bodySlots are in use at once, as are the delivery package's Readers.
 type bodyState struct {
-	buf  [bodyBuffer]byte
-	json *jsonScanner
-	form formScanner
-	macs []hash.Hash
+	buf [bodyBuffer]byte
 }
 
-var bodyStates = sync.Pool{New: func() any {
-	return &bodyState{json: newJSONScanner(payloadSchema, allSchemas()...)}
-}}
+var bodyStates = sync.Pool{New: func() any { return new(bodyState) }}

@@ -14,7 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
-	"github.com/caddy-webhooks/caddy-github-webhook/githubapi"
+	"github.com/caddy-webhooks/caddy-github-webhook/internal/githubapi"
 )
 
 // Deployments is where deploys are reported on GitHub.

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
-	"github.com/caddy-webhooks/caddy-github-webhook/githubapi"
+	"github.com/caddy-webhooks/caddy-github-webhook/internal/githubapi"
 	"github.com/caddy-webhooks/caddy-github-webhook/internal/githubtest"
 	"github.com/caddy-webhooks/caddy-github-webhook/internal/testkit"
 )

@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"net/http/httptest"
 	"os/exec"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -282,77 +281,6 @@ func TestCheckDeliveries(t *testing.T) {
 			}
 			if wakes.Load() != want {
 				t.Errorf("%d wakes, want %d", wakes.Load(), want)
-			}
-		})
-	}
-}
-
-// TestSchemasFitTheBudget: budget.go counts four kept fields per body.
-func TestSchemasFitTheBudget(t *testing.T) {
-	for _, s := range allSchemas() {
-		if len(s.paths) > 4 {
-			t.Errorf("schema of %v keeps %d fields; the body budget counts 4", s.paths, len(s.paths))
-		}
-	}
-}
-
-// TestJSONScannerArrays: a field inside an array of objects keeps the value
-// of every element, in order, within maxFieldLen bytes in all.
-func TestJSONScannerArrays(t *testing.T) {
-	schema := newJSONSchema(jsonField{"state", kindString}, jsonField{"branches[].name", kindString})
-	for _, tc := range []struct {
-		name     string
-		doc      string
-		want     []string
-		complete bool
-		typeErr  string
-	}{
-		{name: "names", doc: `{"branches":[{"name":"master","commit":{"name":"x"}},{"protected":true,"name":"dev"}],"name":"top"}`,
-			want: []string{"master", "dev"}, complete: true},
-		{name: "empty array", doc: `{"branches":[]}`, complete: true},
-		{name: "element without the field", doc: `{"branches":[{},{"name":"a"}]}`, want: []string{"a"}, complete: true},
-		{name: "null element and null name", doc: `{"branches":[null,{"name":null},{"name":"b"}]}`, want: []string{"b"}, complete: true},
-		{name: "nested arrays are not the field", doc: `{"x":[{"branches":[{"name":"no"}]}],"branches":[{"name":"yes"}]}`,
-			want: []string{"yes"}, complete: true},
-		{name: "empty name", doc: `{"branches":[{"name":""},{"name":"c"}]}`, want: []string{"", "c"}, complete: true},
-		{name: "escapes", doc: `{"branches":[{"name":"a\u00e9"}]}`, want: []string{"aé"}, complete: true},
-		{name: "too many", doc: `{"branches":[` + strings.Repeat(`{"name":"`+strings.Repeat("b", 300)+`"},`, 3) + `{"name":"last"}]}`,
-			want: []string{strings.Repeat("b", 300), strings.Repeat("b", 300), strings.Repeat("b", 300), "last"}, complete: true},
-		{name: "cut short", doc: `{"branches":[` + strings.Repeat(`{"name":"`+strings.Repeat("b", 400)+`"},`, 3) + `{"name":"last"}]}`,
-			want: []string{strings.Repeat("b", 400), strings.Repeat("b", 400)}, complete: false},
-		{name: "not an array", doc: `{"branches":{"name":"x"}}`, typeErr: "branches is an object, not an array"},
-		{name: "element not an object", doc: `{"branches":["x"]}`, typeErr: "branches[] is a string, not an object"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			for _, step := range []int{0, 1, 7} {
-				s := newJSONScanner(schema)
-				s.resetFor(schema)
-				b := []byte(tc.doc)
-				if step == 0 {
-					step = len(b)
-				}
-				for len(b) > 0 {
-					n := min(step, len(b))
-					s.Write(b[:n])
-					b = b[n:]
-				}
-				if err := s.Finish(); err != nil {
-					t.Fatalf("step %d: %v", step, err)
-				}
-				err := s.TypeErr()
-				if tc.typeErr != "" {
-					if err == nil || !strings.Contains(err.Error(), tc.typeErr) {
-						t.Fatalf("step %d: type error %v, want %q", step, err, tc.typeErr)
-					}
-					continue
-				}
-				if err != nil {
-					t.Fatalf("step %d: %v", step, err)
-				}
-				got, complete := s.Strings(1)
-				if !slices.Equal(got, tc.want) || complete != tc.complete {
-					t.Errorf("step %d: %q complete=%v, want %q complete=%v", step, got, complete, tc.want, tc.complete)
-				}
 			}
 		})
 	}

@@ -1,7 +1,6 @@
 package caddywebhook
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -9,7 +8,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -18,8 +16,9 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-webhooks/caddy-github-webhook/delivery"
 	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
-	"github.com/caddy-webhooks/caddy-github-webhook/githubapi"
+	"github.com/caddy-webhooks/caddy-github-webhook/internal/githubapi"
 )
 
 func init() {
@@ -32,10 +31,6 @@ const DefaultMaxBody = 25 << 20
 
 // minSecretLen is the shortest secret loaded without a warning.
 const minSecretLen = 16
-
-// closeTimeout bounds how long stopping a deployer may take when the last
-// configuration naming its path is unloaded.
-const closeTimeout = 15 * time.Second
 
 // Handler receives GitHub's webhook deliveries for one repository, verifies
 // their signature, and wakes the deployer that keeps path/current up to date
@@ -273,10 +268,10 @@ type Handler struct {
 	// reads. Default (unset or 0): 2s.
 	ClusterPoll caddy.Duration `json:"cluster_poll,omitempty"`
 
-	logger   *zap.Logger
-	verifier *verifier
-	cfg      deployer.Config // what the deployer gets, placeholders resolved
-	maxBody  int64
+	logger  *zap.Logger
+	forge   *delivery.GitHub // verifies and reads deliveries
+	cfg     deployer.Config  // what the deployer gets, placeholders resolved
+	maxBody int64
 
 	key     string          // the cleaned absolute path: the key in targets
 	owner   <-chan struct{} // identifies the configuration holding this handler
@@ -343,7 +338,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		secrets = append(secrets, []byte(v))
 	}
-	h.verifier = newVerifier(secrets)
+	h.forge = delivery.NewGitHub(secrets)
 	token := ""
 	if h.Token != "" {
 		var err error
@@ -540,79 +535,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	return nil
 }
 
-// targets holds one deployer per path (its key: the cleaned absolute path)
-// for as long as a loaded configuration names it, across config reloads.
-var targets = caddy.NewUsagePool()
-
-// target is a deployer shared by the configurations that name its path:
-// during a reload, the old and the new one.
-type target struct {
-	d *deployer.Deployer
-
-	mu      sync.Mutex
-	holders []holder // oldest first; the last one's settings are in force
-}
-
-// holder is one handler attached to a target.
-type holder struct {
-	owner  <-chan struct{} // the Done channel of its configuration's context
-	cfg    deployer.Config
-	logger *zap.Logger // its configuration's logging
-}
-
-// hold attaches a handler of the configuration owner to t. It fails when a
-// handler of the same configuration holds t already: two handlers in one
-// configuration must not share a path. When loaded, the deployer existed
-// before, and cfg and logger replace its settings and logging from the next
-// deploy on.
-func (t *target) hold(owner <-chan struct{}, cfg deployer.Config, logger *zap.Logger, loaded bool) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, h := range t.holders {
-		if h.owner == owner {
-			return fmt.Errorf("path %s is used by another github_webhook handler of this configuration", cfg.Path)
-		}
-	}
-	if loaded {
-		if err := t.d.Update(cfg); err != nil {
-			return fmt.Errorf("updating the deployer of %s: %w", cfg.Path, err)
-		}
-		t.d.SetLogger(logger)
-	}
-	t.holders = append(t.holders, holder{owner: owner, cfg: cfg, logger: logger})
-	return nil
-}
-
-// release detaches the handler of owner. If it was the newest, as when a
-// new configuration fails to load after its handler was provisioned, the
-// settings and the logger of the newest remaining one are put back: the
-// failed configuration's logs may be closed.
-func (t *target) release(owner <-chan struct{}) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	i := slices.IndexFunc(t.holders, func(h holder) bool { return h.owner == owner })
-	if i < 0 {
-		return
-	}
-	newest := i == len(t.holders)-1
-	t.holders = slices.Delete(t.holders, i, i+1)
-	if newest && len(t.holders) > 0 {
-		back := t.holders[len(t.holders)-1]
-		t.d.SetLogger(back.logger)
-		if err := t.d.Update(back.cfg); err != nil {
-			back.logger.Error("restoring deployer settings", zap.String("path", back.cfg.Path), zap.Error(err))
-		}
-	}
-}
-
-// Destruct stops the deployer; it is called when no loaded configuration
-// names its path any more. A build in progress is killed.
-func (t *target) Destruct() error {
-	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
-	defer cancel()
-	return t.d.Close(ctx)
-}
-
 // envPlaceholder matches an {env.NAME} placeholder.
 var envPlaceholder = regexp.MustCompile(`\{env\.([^{}]+)\}`)
 
@@ -686,5 +608,4 @@ var (
 	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 	_ caddyfile.Unmarshaler       = (*Handler)(nil)
-	_ caddy.Destructor            = (*target)(nil)
 )

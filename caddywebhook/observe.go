@@ -8,7 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
-	"github.com/caddy-webhooks/caddy-github-webhook/githubapi"
+	"github.com/caddy-webhooks/caddy-github-webhook/internal/githubapi"
 )
 
 // Names of the Caddy events a deploy emits, for `events { on <name> ... }`.

@@ -1,17 +1,19 @@
-package caddywebhook
+package delivery
 
 import (
-	"bytes"
 	"encoding/json"
 	"io"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/caddy-webhooks/caddy-github-webhook/internal/testkit"
 )
 
-// scan writes doc to a fresh payloadSchema scanner in pieces of step bytes
+// scan writes doc to a fresh pushSchema scanner in pieces of step bytes
 // (step 0: all at once), as a slow client would send it.
 func scan(doc string, step int) *jsonScanner {
-	s := newJSONScanner(payloadSchema)
+	s := newJSONScanner(pushSchema)
 	writeInSteps(s, []byte(doc), step)
 	return s
 }
@@ -28,51 +30,21 @@ func writeInSteps(w io.Writer, b []byte, step int) {
 	}
 }
 
-// fieldsOf returns what a scanner kept, as encoding/json would decode it.
-func fieldsOf(s *jsonScanner) payload {
-	var p payload
-	p.Ref = s.String(fieldRef)
-	p.Deleted = s.Bool(fieldDeleted)
-	p.Repository.FullName = s.String(fieldFullName)
-	p.Repository.DefaultBranch = s.String(fieldDefaultBranch)
-	return p
+// fieldsOf returns what a scanner of pushSchema kept, as encoding/json
+// would decode it.
+func fieldsOf(s *jsonScanner) testkit.PushFields {
+	return testkit.PushFields{
+		Ref:           s.String(fieldRef),
+		After:         s.String(fieldAfter),
+		Deleted:       s.Bool(fieldDeleted),
+		Repository:    s.String(fieldFullName),
+		DefaultBranch: s.String(fieldDefaultBranch),
+	}
 }
 
-// unmarshalStruct decodes doc with encoding/json into a struct, as the
-// handler did before it streamed, and reports whether that found no type
-// error. exact is false when a key of the document matches a field only
-// case-insensitively: encoding/json takes it, the scanner does not.
-func unmarshalStruct(doc []byte) (p payload, typeOK, exact bool) {
-	var v struct {
-		Ref        string `json:"ref"`
-		Deleted    bool   `json:"deleted"`
-		Repository struct {
-			FullName      string `json:"full_name"`
-			DefaultBranch string `json:"default_branch"`
-		} `json:"repository"`
-	}
-	err := json.Unmarshal(doc, &v)
-	p.Ref, p.Deleted = v.Ref, v.Deleted
-	p.Repository.FullName, p.Repository.DefaultBranch = v.Repository.FullName, v.Repository.DefaultBranch
-	typeOK = err == nil && len(p.Ref) <= maxFieldLen &&
-		len(p.Repository.FullName) <= maxFieldLen && len(p.Repository.DefaultBranch) <= maxFieldLen
-
-	exact = true
-	dec := json.NewDecoder(bytes.NewReader(doc))
-	for {
-		tok, err := dec.Token()
-		if err != nil {
-			break
-		}
-		if k, ok := tok.(string); ok {
-			for _, name := range []string{"ref", "deleted", "repository", "full_name", "default_branch"} {
-				if k != name && strings.EqualFold(k, name) {
-					exact = false
-				}
-			}
-		}
-	}
-	return p, typeOK, exact
+// unmarshalStruct decodes doc with encoding/json, with the scanner's limits.
+func unmarshalStruct(doc []byte) (p testkit.PushFields, typeOK, exact bool) {
+	return testkit.DecodePush(doc, maxFieldLen, pushSchema.limits[fieldAfter])
 }
 
 func TestJSONScanner(t *testing.T) {
@@ -81,27 +53,27 @@ func TestJSONScanner(t *testing.T) {
 		doc     string
 		syntax  string // in the syntax error; "" when valid
 		typeErr string // in the type error; "" when none
-		want    payload
+		want    testkit.PushFields
 	}{
 		{name: "push", doc: `{"ref":"refs/heads/main","deleted":false,"repository":{"full_name":"o/r","default_branch":"main"}}`,
-			want: payload{Ref: "refs/heads/main", Repository: struct{ FullName, DefaultBranch string }{"o/r", "main"}}},
-		{name: "deleted", doc: `{"deleted":true}`, want: payload{Deleted: true}},
-		{name: "white space everywhere", doc: " \t\r\n{ \"ref\" : \"x\" , \"deleted\" :\ttrue\n}\n ", want: payload{Ref: "x", Deleted: true}},
-		{name: "the last of two wins", doc: `{"ref":"a","ref":"b"}`, want: payload{Ref: "b"}},
-		{name: "null keeps the value", doc: `{"ref":"a","ref":null,"deleted":null,"repository":null}`, want: payload{Ref: "a"}},
+			want: testkit.PushFields{Ref: "refs/heads/main", Repository: "o/r", DefaultBranch: "main"}},
+		{name: "deleted", doc: `{"deleted":true}`, want: testkit.PushFields{Deleted: true}},
+		{name: "white space everywhere", doc: " \t\r\n{ \"ref\" : \"x\" , \"deleted\" :\ttrue\n}\n ", want: testkit.PushFields{Ref: "x", Deleted: true}},
+		{name: "the last of two wins", doc: `{"ref":"a","ref":"b"}`, want: testkit.PushFields{Ref: "b"}},
+		{name: "null keeps the value", doc: `{"ref":"a","ref":null,"deleted":null,"repository":null}`, want: testkit.PushFields{Ref: "a"}},
 		{name: "objects merge", doc: `{"repository":{"full_name":"a"},"repository":{"default_branch":"b"}}`,
-			want: payload{Repository: struct{ FullName, DefaultBranch string }{"a", "b"}}},
+			want: testkit.PushFields{Repository: "a", DefaultBranch: "b"}},
 		{name: "nested fields of the same name are not the field", doc: `{"head_commit":{"ref":"x","deleted":true},"commits":[{"ref":"y"}],"repository":{"owner":{"full_name":"z"}}}`},
 		{name: "fields in an array are not the field", doc: `{"repository":[{"full_name":"z"}]}`, typeErr: "repository is an array"},
-		{name: "escapes", doc: `{"ref":"a\"\\\/\b\f\n\r\t\u00e9\u20ac"}`, want: payload{Ref: "a\"\\/\b\f\n\r\té€"}},
-		{name: "escaped key", doc: `{"r\u0065f":"x"}`, want: payload{Ref: "x"}},
+		{name: "escapes", doc: `{"ref":"a\"\\\/\b\f\n\r\t\u00e9\u20ac"}`, want: testkit.PushFields{Ref: "a\"\\/\b\f\n\r\té€"}},
+		{name: "escaped key", doc: `{"r\u0065f":"x"}`, want: testkit.PushFields{Ref: "x"}},
 		{name: "key in another case", doc: `{"Ref":"x"}`},
-		{name: "surrogate pair", doc: `{"ref":"\ud83d\ude00"}`, want: payload{Ref: "😀"}},
-		{name: "lone high surrogate", doc: `{"ref":"\ud83dx"}`, want: payload{Ref: "\ufffdx"}},
-		{name: "high surrogate then escape", doc: `{"ref":"\ud83d\n"}`, want: payload{Ref: "\ufffd\n"}},
-		{name: "two high surrogates", doc: `{"ref":"\ud83d\ud83d\ude00"}`, want: payload{Ref: "\ufffd😀"}},
-		{name: "lone low surrogate", doc: `{"ref":"\ude00"}`, want: payload{Ref: "\ufffd"}},
-		{name: "invalid UTF-8", doc: "{\"ref\":\"a\xff\xfeb\"}", want: payload{Ref: "a\ufffd\ufffdb"}},
+		{name: "surrogate pair", doc: `{"ref":"\ud83d\ude00"}`, want: testkit.PushFields{Ref: "😀"}},
+		{name: "lone high surrogate", doc: `{"ref":"\ud83dx"}`, want: testkit.PushFields{Ref: "\ufffdx"}},
+		{name: "high surrogate then escape", doc: `{"ref":"\ud83d\n"}`, want: testkit.PushFields{Ref: "\ufffd\n"}},
+		{name: "two high surrogates", doc: `{"ref":"\ud83d\ud83d\ude00"}`, want: testkit.PushFields{Ref: "\ufffd😀"}},
+		{name: "lone low surrogate", doc: `{"ref":"\ude00"}`, want: testkit.PushFields{Ref: "\ufffd"}},
+		{name: "invalid UTF-8", doc: "{\"ref\":\"a\xff\xfeb\"}", want: testkit.PushFields{Ref: "a\ufffd\ufffdb"}},
 		{name: "numbers", doc: `[0,-0,1.5,-2e10,3E+2,4e-2,10,0.0]`, typeErr: "the document is an array"},
 		{name: "top-level number", doc: `12`, typeErr: "the document is a number"},
 		{name: "top-level null", doc: `null`},
@@ -111,7 +83,9 @@ func TestJSONScanner(t *testing.T) {
 		{name: "repository a string", doc: `{"repository":"o/r"}`, typeErr: "repository is a string, not an object"},
 		{name: "full_name an object", doc: `{"repository":{"full_name":{"ref":"x"}}}`, typeErr: "repository.full_name is an object"},
 		{name: "too long a ref", doc: `{"ref":"` + strings.Repeat("a", maxFieldLen+1) + `"}`, typeErr: "ref is longer than 1024 bytes"},
-		{name: "long unrelated string", doc: `{"zen":"` + strings.Repeat("a", 100000) + `","ref":"r"}`, want: payload{Ref: "r"}},
+		{name: "new tip", doc: `{"after":"` + strings.Repeat("0123456789abcdef", 4) + `"}`, want: testkit.PushFields{After: strings.Repeat("0123456789abcdef", 4)}},
+		{name: "too long a new tip", doc: `{"after":"` + strings.Repeat("a", 65) + `"}`, typeErr: "after is longer than 64 bytes"},
+		{name: "long unrelated string", doc: `{"zen":"` + strings.Repeat("a", 100000) + `","ref":"r"}`, want: testkit.PushFields{Ref: "r"}},
 		{name: "deep", doc: strings.Repeat("[", maxNesting) + strings.Repeat("]", maxNesting), typeErr: "the document is an array"},
 		{name: "too deep", doc: strings.Repeat("[", maxNesting+1) + strings.Repeat("]", maxNesting+1), syntax: "exceeded max depth"},
 
@@ -177,7 +151,7 @@ func TestJSONScannerReset(t *testing.T) {
 	if err := s.Finish(); err != nil {
 		t.Fatal(err)
 	}
-	want := payload{Repository: struct{ FullName, DefaultBranch string }{"", "b"}}
+	want := testkit.PushFields{Repository: "", DefaultBranch: "b"}
 	if got := fieldsOf(s); got != want {
 		t.Errorf("fields %+v after reset, want %+v", got, want)
 	}
@@ -212,4 +186,66 @@ func FuzzJSONScanner(f *testing.F) {
 			t.Fatalf("fields %+v, encoding/json %+v", got, want)
 		}
 	})
+}
+
+// TestJSONScannerArrays: a field inside an array of objects keeps the value
+// of every element, in order, within the field's Max bytes in all.
+func TestJSONScannerArrays(t *testing.T) {
+	schema := newJSONSchema(jsonField{Path: "state", Kind: kindString}, jsonField{Path: "branches[].name", Kind: kindString})
+	for _, tc := range []struct {
+		name     string
+		doc      string
+		want     []string
+		complete bool
+		typeErr  string
+	}{
+		{name: "names", doc: `{"branches":[{"name":"master","commit":{"name":"x"}},{"protected":true,"name":"dev"}],"name":"top"}`,
+			want: []string{"master", "dev"}, complete: true},
+		{name: "empty array", doc: `{"branches":[]}`, complete: true},
+		{name: "element without the field", doc: `{"branches":[{},{"name":"a"}]}`, want: []string{"a"}, complete: true},
+		{name: "null element and null name", doc: `{"branches":[null,{"name":null},{"name":"b"}]}`, want: []string{"b"}, complete: true},
+		{name: "nested arrays are not the field", doc: `{"x":[{"branches":[{"name":"no"}]}],"branches":[{"name":"yes"}]}`,
+			want: []string{"yes"}, complete: true},
+		{name: "empty name", doc: `{"branches":[{"name":""},{"name":"c"}]}`, want: []string{"", "c"}, complete: true},
+		{name: "escapes", doc: `{"branches":[{"name":"a\u00e9"}]}`, want: []string{"aé"}, complete: true},
+		{name: "too many", doc: `{"branches":[` + strings.Repeat(`{"name":"`+strings.Repeat("b", 300)+`"},`, 3) + `{"name":"last"}]}`,
+			want: []string{strings.Repeat("b", 300), strings.Repeat("b", 300), strings.Repeat("b", 300), "last"}, complete: true},
+		{name: "cut short", doc: `{"branches":[` + strings.Repeat(`{"name":"`+strings.Repeat("b", 400)+`"},`, 3) + `{"name":"last"}]}`,
+			want: []string{strings.Repeat("b", 400), strings.Repeat("b", 400)}, complete: false},
+		{name: "not an array", doc: `{"branches":{"name":"x"}}`, typeErr: "branches is an object, not an array"},
+		{name: "element not an object", doc: `{"branches":["x"]}`, typeErr: "branches[] is a string, not an object"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, step := range []int{0, 1, 7} {
+				s := newJSONScanner(schema)
+				s.resetFor(schema)
+				b := []byte(tc.doc)
+				if step == 0 {
+					step = len(b)
+				}
+				for len(b) > 0 {
+					n := min(step, len(b))
+					s.Write(b[:n])
+					b = b[n:]
+				}
+				if err := s.Finish(); err != nil {
+					t.Fatalf("step %d: %v", step, err)
+				}
+				err := s.TypeErr()
+				if tc.typeErr != "" {
+					if err == nil || !strings.Contains(err.Error(), tc.typeErr) {
+						t.Fatalf("step %d: type error %v, want %q", step, err, tc.typeErr)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatalf("step %d: %v", step, err)
+				}
+				got, complete := s.Strings(1)
+				if !slices.Equal(got, tc.want) || complete != tc.complete {
+					t.Errorf("step %d: %q complete=%v, want %q complete=%v", step, got, complete, tc.want, tc.complete)
+				}
+			}
+		})
+	}
 }

@@ -69,31 +69,64 @@ func TestReleaseRestoresLogger(t *testing.T) {
 	}
 }
 
-// The handler passes depth, keep and timeout to the deployer as the user
-// wrote them, with one meaning each: unset depth is 1, depth 0 the full
-// history; keep 0 and timeout 0 the deployer's defaults.
-func TestDeployerConfigSettings(t *testing.T) {
-	zero := 0
-	five := 5
-	for _, tc := range []struct {
-		name      string
-		h         Handler
-		wantDepth int
-	}{
-		{"depth unset fetches one commit", Handler{}, 1},
-		{"depth 0 fetches the full history", Handler{Depth: &zero}, 0},
-		{"depth 5", Handler{Depth: &five}, 5},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			cfg := tc.h.deployerConfig("")
-			if cfg.Depth != tc.wantDepth {
-				t.Errorf("deployer depth = %d, want %d", cfg.Depth, tc.wantDepth)
-			}
-		})
+// TestSamePathTwice: two handlers of one configuration naming one path is a
+// load error, and the configuration that was running keeps its deployer and
+// its settings.
+func TestSamePathTwice(t *testing.T) {
+	s := newTestSite(t)
+	s.startLive(s.caddyfile("command sh -c `echo A > built.txt`"))
+	d := deployerOf(s.path)
+
+	twice := strings.Replace(s.caddyfile("command sh -c `echo B > built.txt`"), siteURL+" {", fmt.Sprintf(siteURL+` {
+	github_webhook /other {
+		repo   octocat/other
+		secret other
+		path   %s/../site/
 	}
-	h := Handler{Keep: 7, Timeout: caddy.Duration(time.Minute)}
-	if cfg := h.deployerConfig(""); cfg.Keep != 7 || cfg.Timeout != time.Minute {
-		t.Errorf("keep, timeout = %d, %v; want 7, 1m as configured", cfg.Keep, cfg.Timeout)
+`, s.path), 1)
+	err := loadConfig(twice)
+	if err == nil || !strings.Contains(err.Error(), "is used by another github_webhook handler of this configuration") {
+		t.Fatalf("loading a config that names %s twice: %v", s.path, err)
+	}
+	if deployerOf(s.path) != d {
+		t.Fatal("the failed load replaced the deployer")
+	}
+	if refs, _ := targets.References(s.path); refs != 1 {
+		t.Errorf("%d references to the deployer, want 1", refs)
+	}
+
+	// The running configuration's settings are in force again.
+	c2 := s.repo.Commit("test commit", map[string]string{"index.html": "two"})
+	pushDelivery(t, testSecret)
+	s.waitLive(c2)
+	if got := get(t, siteURL+"/built.txt"); got != "A\n" {
+		t.Errorf("built.txt = %q, want the running configuration's build", got)
+	}
+}
+
+// TestRemovingTheHandlerStopsTheDeployer: once no configuration names a path,
+// its deployer is closed and the folder's lock is free.
+func TestRemovingTheHandlerStopsTheDeployer(t *testing.T) {
+	s := newTestSite(t)
+	s.startLive(s.caddyfile(""))
+
+	if err := loadConfig(emptyConfig); err != nil {
+		t.Fatal(err)
+	}
+	if d := deployerOf(s.path); d != nil {
+		t.Fatal("the deployer is still in the pool")
+	}
+	d, err := deployer.New(deployer.Config{Path: s.path, Remote: s.repo.Bare, Repo: testRepo, Branch: testBranch}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(); err != nil {
+		t.Fatalf("the folder is still taken: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := d.Close(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -1,4 +1,4 @@
-package caddywebhook
+package delivery
 
 import (
 	"errors"
@@ -40,6 +40,7 @@ type jsonSchema struct {
 	nodes    []schemaNode // nodes[0] is the document itself, an object
 	paths    []string     // the leaves' paths, by leaf index
 	repeated []bool       // by leaf: the field is inside an array
+	limits   []int        // by leaf: the longest value kept, in bytes
 }
 
 type schemaNode struct {
@@ -91,6 +92,11 @@ func newJSONSchema(fields ...jsonField) *jsonSchema {
 					n.kind, n.leaf = f.Kind, len(s.paths)
 					s.paths = append(s.paths, f.Path)
 					s.repeated = append(s.repeated, repeated)
+					limit := f.Max
+					if limit <= 0 || limit > maxFieldLen {
+						limit = maxFieldLen
+					}
+					s.limits = append(s.limits, limit)
 				}
 				child = add(parent, n)
 				if isArray {
@@ -113,13 +119,18 @@ func newJSONSchema(fields ...jsonField) *jsonSchema {
 type jsonField struct {
 	Path string
 	Kind jsonKind
+	// Max is the longest string value kept, in bytes once decoded (for a
+	// repeated field: all its values together); a longer one is a type
+	// error. 0 (or more than maxFieldLen) is maxFieldLen.
+	Max int
 }
 
 // Limits of a jsonScanner.
 const (
-	// maxFieldLen is the longest string value kept, in bytes once decoded.
-	// A longer one is a type error: no field a delivery is decided on is
-	// longer (refs and repository names are far shorter).
+	// maxFieldLen is the longest string value kept, in bytes once decoded,
+	// unless a field's Max is less. A longer one is a type error: no field
+	// a delivery is decided on is longer (refs and repository names are far
+	// shorter).
 	maxFieldLen = 1024
 	// maxKeyLen is the longest object key compared with a schema's names;
 	// longer keys match none.
@@ -155,9 +166,9 @@ const (
 // A jsonScanner checks, one byte at a time, that what is written to it is
 // one JSON document, as encoding/json.Valid would, and keeps the fields of
 // its schema (the last occurrence of each, as encoding/json.Unmarshal does).
-// It holds no more than its fixed state and maxFieldLen bytes per string
-// field (per repeated field: for all its values together), however long
-// the document. Keys are compared exactly (GitHub
+// It holds no more than its fixed state and the Max bytes (at most
+// maxFieldLen) of each string field (per repeated field: for all its values
+// together), however long the document. Keys are compared exactly (GitHub
 // writes them in lower case), not case-insensitively as encoding/json does.
 //
 // A null where a field is expected leaves it as it was, as in encoding/json;
@@ -204,10 +215,16 @@ const (
 // newJSONScanner returns a scanner keeping the fields of schema, with room
 // for those of the other schemas it may be reset for.
 func newJSONScanner(schema *jsonSchema, others ...*jsonSchema) *jsonScanner {
-	n := len(schema.paths)
-	for _, o := range others {
-		n = max(n, len(o.paths))
+	var limits []int // by leaf, the largest of any schema
+	for _, sc := range append([]*jsonSchema{schema}, others...) {
+		for i, l := range sc.limits {
+			if i == len(limits) {
+				limits = append(limits, 0)
+			}
+			limits[i] = max(limits[i], l)
+		}
 	}
+	n := len(limits)
 	s := &jsonScanner{
 		schema:  schema,
 		values:  make([][]byte, n),
@@ -216,18 +233,24 @@ func newJSONScanner(schema *jsonSchema, others ...*jsonSchema) *jsonScanner {
 		tooLong: make([]bool, n),
 		key:     make([]byte, 0, maxKeyLen),
 	}
-	for i := range s.values { // never grown: emit stops at maxFieldLen
-		s.values[i] = make([]byte, 0, maxFieldLen)
+	for i := range s.values { // never grown: emit stops at the field's limit
+		s.values[i] = make([]byte, 0, limits[i])
 	}
 	s.reset()
 	return s
 }
 
 // resetFor makes s ready for another document, whose fields of schema it
-// keeps. schema must have no more fields than s has room for.
+// keeps. schema must have no more fields, nor longer ones, than s has room
+// for: it is one of those s was made with.
 func (s *jsonScanner) resetFor(schema *jsonSchema) {
 	if len(schema.paths) > len(s.values) {
 		panic("jsonscanner: schema has more fields than the scanner has room for")
+	}
+	for i, l := range schema.limits {
+		if l > cap(s.values[i]) {
+			panic("jsonscanner: schema has longer fields than the scanner has room for")
+		}
 	}
 	s.schema = schema
 	s.reset()
@@ -473,8 +496,8 @@ func (s *jsonScanner) TypeErr() error {
 			continue // cut short, not wrong: see Strings
 		}
 		// Bytes that are not UTF-8 count as the U+FFFD that replaces them.
-		if long || !utf8.Valid(s.values[i]) && len(s.String(i)) > maxFieldLen {
-			return fmt.Errorf("%s is longer than %d bytes", s.schema.paths[i], maxFieldLen)
+		if limit := s.schema.limits[i]; long || !utf8.Valid(s.values[i]) && len(s.String(i)) > limit {
+			return fmt.Errorf("%s is longer than %d bytes", s.schema.paths[i], limit)
 		}
 	}
 	return nil
@@ -500,7 +523,7 @@ func (s *jsonScanner) String(leaf int) string {
 }
 
 // Strings returns the values of the repeated string field leaf, in order.
-// complete is false when they took more than maxFieldLen bytes together:
+// complete is false when they took more than the field's Max bytes together:
 // then only those that fit whole are returned.
 func (s *jsonScanner) Strings(leaf int) (values []string, complete bool) {
 	if !s.present[leaf] {
@@ -727,7 +750,7 @@ func (s *jsonScanner) emit(b ...byte) {
 	case s.tooLong[s.dst]:
 	default:
 		v := s.values[s.dst]
-		if len(v)+len(b) > maxFieldLen {
+		if len(v)+len(b) > s.schema.limits[s.dst] {
 			s.tooLong[s.dst] = true
 			return
 		}

@@ -10,12 +10,12 @@ import (
 // TestBoundaries: githubapi depends on no Caddy package and on no other
 // package of this module; no package's non-test code imports githubtest.
 func TestBoundaries(t *testing.T) {
-	deps := testkit.GoList(t, "-deps", "-f", "{{.ImportPath}}", testkit.Module+"/githubapi")
+	deps := testkit.GoList(t, "-deps", "-f", "{{.ImportPath}}", testkit.Module+"/internal/githubapi")
 	if len(deps) < 10 {
 		t.Fatalf("go list found only %v", deps)
 	}
 	for _, pkg := range deps {
-		if strings.HasPrefix(pkg, "github.com/caddyserver/") || (strings.HasPrefix(pkg, testkit.Module+"/") && pkg != testkit.Module+"/githubapi") {
+		if strings.HasPrefix(pkg, "github.com/caddyserver/") || (strings.HasPrefix(pkg, testkit.Module+"/") && pkg != testkit.Module+"/internal/githubapi") {
 			t.Errorf("githubapi depends on %s", pkg)
 		}
 	}

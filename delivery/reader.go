@@ -1,0 +1,73 @@
+package delivery
+
+import (
+	"hash"
+	"sync"
+)
+
+// ReaderSize is about the most a Reader holds, in bytes, whatever the body,
+// besides one keyed hash per secret (about 0.5 KiB each): the kept fields
+// (four of at most 1 KiB, one of 64 bytes) and about 2 KiB for the rest of
+// the scanners' state (the JSON nesting stack, keys).
+const ReaderSize = 4<<10 + 64 + 2<<10
+
+// Reader reads the body of one delivery as it streams: through the keyed
+// hashes of every secret, and a decoder that keeps only the fields an
+// Event carries. Nothing it reads is trusted before Finish has verified the
+// signature over all of it. Readers are pooled: Close gives one back, after
+// which it must not be used.
+type Reader struct {
+	head Head
+	open bool // the hashes are out of their pools
+
+	json *jsonScanner
+	form formScanner
+	macs []hash.Hash
+}
+
+var readers = sync.Pool{New: func() any {
+	return &Reader{json: newJSONScanner(payloadSchema, allSchemas()...)}
+}}
+
+// Scan reads the next piece of the body. It may overwrite chunk (a form is
+// decoded in place, after the hashes have read it): pass a buffer of your
+// own, and do not use its bytes afterwards.
+func (rd *Reader) Scan(chunk []byte) {
+	for _, mac := range rd.macs {
+		mac.Write(chunk)
+	}
+	switch rd.head.format {
+	case formatJSON:
+		rd.json.Write(chunk)
+	case formatForm:
+		rd.form.Write(chunk)
+	}
+}
+
+// Finish verifies the signature over all that Scan read, which must be the
+// whole body, and returns what the delivery says. Its error is an *Error,
+// checked in this order: the signature (ErrSignature), the event header
+// (ErrNoEvent), the content type (ErrContentType), the payload's syntax,
+// then, for an event of the kinds Head was asked for, its fields
+// (ErrPayload). An event of another kind is no error: its Kind is Other.
+// Every secret is tried, so the time taken does not tell which one matched.
+func (rd *Reader) Finish() (Event, error) {
+	if !rd.open {
+		return Event{}, refuse(ErrSignature, "signature mismatch")
+	}
+	rd.open = false
+	if !rd.head.forge.verifier.end(rd.macs, &rd.head.signature) {
+		return Event{}, refuse(ErrSignature, "signature mismatch")
+	}
+	return rd.finish()
+}
+
+// Close gives rd back to the pool, with its hashes if Finish has not.
+func (rd *Reader) Close() {
+	if rd.open {
+		rd.open = false
+		rd.head.forge.verifier.end(rd.macs, &rd.head.signature)
+	}
+	rd.head = Head{}
+	readers.Put(rd)
+}
