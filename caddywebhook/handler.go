@@ -22,7 +22,7 @@ import (
 )
 
 func init() {
-	caddy.RegisterModule(Handler{})
+	caddy.RegisterModule(new(Handler))
 }
 
 // DefaultMaxBody is the largest delivery accepted when max_body is not set.
@@ -293,8 +293,11 @@ type Handler struct {
 	branch func() string         // the deployer's Branch; tests swap it
 }
 
-// CaddyModule returns the Caddy module information.
-func (Handler) CaddyModule() caddy.ModuleInfo {
+// CaddyModule returns the Caddy module information. Its receiver is a
+// pointer: Caddy's events call it on the module of their context from the
+// deployer's goroutine, and a value receiver would copy the whole Handler,
+// racing with Cleanup's writes.
+func (*Handler) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
 		ID:  "http.handlers.github_webhook",
 		New: func() caddy.Module { return new(Handler) },
