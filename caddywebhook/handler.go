@@ -363,6 +363,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.Validate(); err != nil {
 		return err
 	}
+	h.warnAtLoad()
 
 	// Deploys of this configuration count in its metrics registry and emit
 	// its Caddy events; a reload hands the deployer the new ones.
