@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/caddy-webhooks/caddy-github-webhook/internal/githubapi"
 )
@@ -22,6 +23,7 @@ func init() {
 // admin API's checks): such a run must not lock a folder that a running
 // Caddy deploys into, nor start a deploy.
 type App struct {
+	ctx       caddy.Context
 	mu        sync.Mutex
 	targets   []*target
 	reporters []*githubapi.Reporter
@@ -35,6 +37,13 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
+// Provision keeps the configuration's context, through which Start sees the
+// HTTP app's routes.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.ctx = ctx
+	return nil
+}
+
 // add registers a target, and the reporter of its handler's deployments
 // (nil if none), to start with the configuration.
 func (a *App) add(t *target, r *githubapi.Reporter) {
@@ -46,13 +55,26 @@ func (a *App) add(t *target, r *githubapi.Reporter) {
 	a.mu.Unlock()
 }
 
-// Start starts the deployment reporters of the configuration's handlers,
-// then the deployer of every target. A deployer that runs already, kept
-// from the configuration before a reload, goes on as it is. It fails, and
-// with it the configuration, when another process deploys into a path.
+// Start checks the HTTP app's routes (see checkRoutes), then starts the
+// deployment reporters of the configuration's handlers, then the deployer
+// of every target. A deployer that runs already, kept from the
+// configuration before a reload, goes on as it is. It fails, and with it
+// the configuration, when the routes serve what they must not, or another
+// process deploys into a path. The routes are checked here rather than in
+// Provision because only once every app is provisioned are they all known:
+// `caddy validate` does not get this far.
 func (a *App) Start() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if len(a.targets) > 0 && a.ctx.Context != nil {
+		if app, err := a.ctx.AppIfConfigured("http"); err == nil {
+			if httpApp, ok := app.(*caddyhttp.App); ok {
+				if err := checkRoutes(httpApp); err != nil {
+					return err
+				}
+			}
+		}
+	}
 	for _, r := range a.reporters {
 		r.Start()
 	}
@@ -70,6 +92,7 @@ func (*App) Stop() error { return nil }
 
 // Interface guards
 var (
-	_ caddy.Module = (*App)(nil)
-	_ caddy.App    = (*App)(nil)
+	_ caddy.Module      = (*App)(nil)
+	_ caddy.App         = (*App)(nil)
+	_ caddy.Provisioner = (*App)(nil)
 )

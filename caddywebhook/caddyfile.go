@@ -1,24 +1,29 @@
 package caddywebhook
 
 import (
+	"os"
+	"slices"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
+	"go.uber.org/zap"
 )
 
 func init() {
-	httpcaddyfile.RegisterHandlerDirective("github_webhook", parseCaddyfile)
+	httpcaddyfile.RegisterDirective("github_webhook", parseCaddyfile)
 	httpcaddyfile.RegisterDirectiveOrder("github_webhook", httpcaddyfile.Before, "file_server")
 }
 
-// parseCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+// parseCaddyfile sets up the handler, and its route, from Caddyfile tokens.
+// Syntax:
 //
-//	github_webhook [<matcher>] {
+//	github_webhook <matcher> {
 //		repo        <owner/name>
 //		secret      <value>
 //		path        <dir>
@@ -45,7 +50,12 @@ func init() {
 //		cluster_poll <duration>
 //	}
 //
-// repo, secret and path are required. secret, command, env and cache may
+// The matcher is required in a site's block: the handler answers every
+// request that reaches it and never passes one on, so without a matcher
+// every page of the site would be answered 405. Write a path, such as
+// /_github, or * for a site that receives nothing but deliveries. Inside
+// handle or route, whose own matcher chooses the requests, it may be left
+// out. repo, secret and path are required. secret, command, env and cache may
 // be repeated; every other subdirective may appear once. Write the secret and
 // the token as placeholders ({env.NAME} or {file./path}): they are resolved
 // when the configuration loads, so their values never appear in the adapted
@@ -65,10 +75,123 @@ func init() {
 // Server. cluster shares deploys with every node whose Caddy uses the same
 // storage and names the same group; cluster_poll sets how often the group's
 // live record is read (2s: a follower goes live within it of the builder).
-func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+//
+// Mistakes that a Caddyfile can show are refused here, where the error
+// names the file and the line: no matcher, a missing repo, secret or path,
+// a root that serves path instead of path/current (when root comes before
+// github_webhook in the block), a duration that does not parse. A secret or
+// token that {$NAME} put in when the Caddyfile was adapted is logged as a
+// warning: it is in the adapted JSON now.
+func parseCaddyfile(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error) {
+	if !h.Next() {
+		return nil, h.ArgErr()
+	}
+	matcherSet, hasMatcher, err := h.MatcherToken()
+	if err != nil {
+		return nil, err
+	}
+	if hasMatcher {
+		h.Delete()
+	}
+	h.Reset()
+	h.Next() // the directive's name, for errors that point at it
+	if !hasMatcher && topLevel(h) {
+		return nil, h.Errf("github_webhook needs a matcher: without one it answers every request " +
+			"of the site, every page with 405; write github_webhook /_github { ... } " +
+			"(or github_webhook * { ... } in a site that receives nothing but deliveries)")
+	}
+
 	handler := new(Handler)
-	err := handler.UnmarshalCaddyfile(h.Dispenser)
-	return handler, err
+	h.Reset()
+	if err := handler.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	h.Reset()
+	h.Next()
+	if err := checkCaddyfile(h, handler); err != nil {
+		return nil, err
+	}
+	warnCaddyfile(h, caddy.Log().Named("github_webhook"))
+	return h.NewRoute(matcherSet, handler), nil
+}
+
+// topLevel reports whether the directive being parsed is one of a site
+// block's own, not inside handle, route or a named route, whose matcher may
+// choose its requests. A site block's directives get the adapter's State as
+// their BlockState; a nested block's get a copy of it.
+func topLevel(h httpcaddyfile.Helper) bool {
+	const probe = "github_webhook.top_level"
+	if h.State == nil || h.BlockState == nil {
+		return false // not the Caddyfile adapter's own helper
+	}
+	h.BlockState[probe] = true
+	_, top := h.State[probe]
+	delete(h.BlockState, probe)
+	return top
+}
+
+// checkCaddyfile refuses what the Caddyfile adapter can see is wrong with
+// the handler that h's tokens set up. h is at the directive's name, which
+// errors point at.
+func checkCaddyfile(h httpcaddyfile.Helper, handler *Handler) error {
+	if handler.Repo == "" {
+		return h.Errf("repo is required: add repo <owner/name> to the github_webhook block")
+	}
+	if len(handler.Secret) == 0 {
+		return h.Errf("secret is required: add secret {env.GITHUB_WEBHOOK_SECRET} (or {file./path/of/the/secret}) " +
+			"to the github_webhook block, with the secret given to GitHub")
+	}
+	if handler.Path == "" {
+		return h.Errf("path is required: add path <dir> to the github_webhook block, " +
+			"the folder the deployer owns, and serve <dir>/current")
+	}
+	// The root directive leaves an unmatched root in BlockState for the
+	// directives after it.
+	if root, ok := h.BlockState["root"].(string); ok && sameFolder(root, handler.Path) {
+		return h.Errf("root %s serves the deployer's folder (state.json, cache.git, build logs) "+
+			"instead of the site: write root * %s", root, servedFolder(handler.Path))
+	}
+	return nil
+}
+
+// warnCaddyfile logs, with the file and line, each secret or token of the
+// github_webhook block at h whose value is that of an environment variable:
+// {$NAME} put it in when the Caddyfile was adapted, so it is in the adapted
+// JSON, the admin API and autosave. {env.NAME} is read when the
+// configuration loads instead. It never logs a value.
+func warnCaddyfile(h httpcaddyfile.Helper, logger *zap.Logger) {
+	for h.NextBlock(0) {
+		name := h.Val()
+		args := h.RemainingArgs()
+		if (name != "secret" && name != "token") || len(args) != 1 || !literal(args[0]) {
+			continue
+		}
+		if env := environmentHolding(args[0]); env != "" {
+			logger.Warn(name+" has the value of an environment variable, written into the adapted JSON by {$"+env+"}: "+
+				"write {env."+env+"}, which is read when the configuration loads and never appears in the JSON",
+				zap.String("file", h.File()), zap.Int("line", h.Line()), zap.String("variable", env))
+		}
+	}
+}
+
+// environmentHolding returns the name of the first environment variable,
+// in sorted order, whose value is v, or "". Values shorter than 8 bytes
+// are too likely to be another variable's by chance (SHLVL=1).
+func environmentHolding(v string) string {
+	if len(v) < 8 {
+		return ""
+	}
+	var names []string
+	for _, kv := range os.Environ() {
+		if k, val, ok := strings.Cut(kv, "="); ok && k != "" && val == v {
+			names = append(names, k)
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	slices.Sort(names)
+	return names[0]
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens; see
@@ -137,13 +260,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.Env[key] = value
 		case "timeout", "poll":
-			var s string
-			if !d.AllArgs(&s) {
-				return d.ArgErr()
-			}
-			dur, err := caddy.ParseDuration(s)
+			dur, err := durationArg(d, name)
 			if err != nil {
-				return d.Errf("parsing %s: %v", name, err)
+				return err
 			}
 			if name == "timeout" {
 				h.Timeout = caddy.Duration(dur)
@@ -250,4 +369,21 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 	}
 	return nil
+}
+
+// durationArg reads the one argument of the subdirective name as a
+// duration. Its error shows the forms to write: "10 minutes" is two
+// arguments, "10min" no unit Go knows.
+func durationArg(d *caddyfile.Dispenser, name string) (time.Duration, error) {
+	args := d.RemainingArgs()
+	if len(args) == 1 {
+		if dur, err := caddy.ParseDuration(args[0]); err == nil {
+			return dur, nil
+		}
+	}
+	const forms = "write 10m, 90s or 1h30m (units ms, s, m, h, d)"
+	if len(args) == 0 {
+		return 0, d.Errf("%s needs a duration: %s", name, forms)
+	}
+	return 0, d.Errf("%s %q is not a duration: %s", name, strings.Join(args, " "), forms)
 }

@@ -93,11 +93,12 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "env with one value", input: "github_webhook {\n env KEY\n}", err: "wrong argument count"},
 		{name: "env with three values", input: "github_webhook {\n env KEY a b\n}", err: "wrong argument count"},
 		{name: "env key twice", input: "github_webhook {\n env K a\n env K b\n}", err: "env K is set twice"},
-		{name: "timeout not a duration", input: "github_webhook {\n timeout soon\n}", err: "parsing timeout"},
+		{name: "timeout not a duration", input: "github_webhook {\n timeout soon\n}", err: `timeout "soon" is not a duration: write 10m, 90s or 1h30m`},
+		{name: "timeout in words", input: "github_webhook {\n timeout 10 minutes\n}", err: `timeout "10 minutes" is not a duration: write 10m, 90s or 1h30m`},
 		// Ranges are checked by the deployer's Validate (TestProvisionErrors), not the parser.
 		{name: "timeout negative", input: "github_webhook {\n timeout -1s\n}", want: Handler{Timeout: caddy.Duration(-time.Second)}},
-		{name: "timeout without value", input: "github_webhook {\n timeout\n}", err: "wrong argument count"},
-		{name: "poll not a duration", input: "github_webhook {\n poll 5\n}", err: "parsing poll"},
+		{name: "timeout without value", input: "github_webhook {\n timeout\n}", err: "timeout needs a duration: write 10m, 90s or 1h30m"},
+		{name: "poll not a duration", input: "github_webhook {\n poll 5\n}", err: `poll "5" is not a duration: write 10m, 90s or 1h30m`},
 		{name: "keep not a number", input: "github_webhook {\n keep three\n}", err: "not a whole number"},
 		{name: "keep zero is the default, as in JSON", input: "github_webhook {\n keep 0\n}", want: Handler{}},
 		{name: "depth negative", input: "github_webhook {\n depth -1\n}", want: Handler{Depth: intPtr(-1)}},
@@ -226,7 +227,7 @@ func TestAdaptKeepsSecretsOut(t *testing.T) {
 	t.Setenv("CWH_ADAPT_SECRET", secret)
 	t.Setenv("CWH_ADAPT_TOKEN", token)
 	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(`:8080 {
-		github_webhook {
+		github_webhook /_github {
 			repo   octocat/blog
 			secret {env.CWH_ADAPT_SECRET}
 			token  {env.CWH_ADAPT_TOKEN}

@@ -305,7 +305,8 @@ func (*Handler) CaddyModule() caddy.ModuleInfo {
 }
 
 // Provision fills in defaults, resolves placeholders in secret and token,
-// and attaches the handler to the deployer of its path, starting one if no
+// warns about what loads but will not work as meant (see warnAtLoad), and
+// attaches the handler to the deployer of its path, starting one if no
 // loaded configuration has it yet. Starting a deployer does no git work.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
@@ -368,6 +369,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.Validate(); err != nil {
 		return err
 	}
+	h.warnAtLoad()
 
 	// Deploys of this configuration count in its metrics registry and emit
 	// its Caddy events; a reload hands the deployer the new ones.

@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -110,9 +110,10 @@ func (d *Deployer) runCommands(ctx context.Context, cfg Config, box *sandbox, di
 			err = run(ctx, dir, env, sink, sink, onStart, argv...)
 		}
 		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
-				fmt.Fprintf(sink, "%v\n", err)
-			}
+			// The build log says why the command ended, as the status
+			// does: a program that is not installed leaves no output of
+			// its own.
+			fmt.Fprintln(sink, commandFailure(err, env))
 			tail := sink.tail.String()
 			return tail, &BuildError{Command: strings.Join(argv, " "), ExitCode: exitCode(err), Tail: tail, Err: err}
 		}
@@ -154,4 +155,20 @@ func (d *Deployer) recordBuilding(b *building) error {
 	st := d.st
 	d.mu.Unlock()
 	return st.save(d.path)
+}
+
+// commandFailure is the line that the build log gets when a command fails:
+// its error, and for a program that is not found, the PATH it was looked
+// up in and what to do.
+func commandFailure(err error, env []string) string {
+	if !errors.Is(err, exec.ErrNotFound) {
+		return err.Error()
+	}
+	path := ""
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			path = v
+		}
+	}
+	return fmt.Sprintf("%v (PATH=%s): install it where the user Caddy runs as finds it, or write its full path in command", err, path)
 }

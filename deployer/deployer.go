@@ -101,7 +101,9 @@ var nonDumpable sync.Once
 // cannot read its environment or memory through /proc), creates the folder
 // if needed, locks it against other processes and starts the worker, which
 // recovers from whatever ended the last process and then deploys, in the
-// background: Start does no git work. Starting again is a no-op. It returns
+// background: Start does no git work. Until the first release is live,
+// current points at a page that says the site is being deployed (see
+// startPlaceholder). Starting again is a no-op. It returns
 // ErrBusy when another process holds the folder.
 func (d *Deployer) Start() error {
 	d.mu.Lock()
@@ -125,6 +127,7 @@ func (d *Deployer) Start() error {
 		return err
 	}
 	d.lock = lock
+	d.startPlaceholder(d.cfg.Repo)
 	d.started = true
 	go d.loop()
 	return nil

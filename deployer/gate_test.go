@@ -91,9 +91,9 @@ func (tg *target) waitOutcome(outcome string) Checked {
 	return *c
 }
 
-// A tip whose checks are pending is not built: nothing is served, the
-// status says which check it waits for; once they pass, a wake for checks
-// deploys it.
+// A tip whose checks are pending is not built: only the placeholder page is
+// served, the status says which check it waits for; once they pass, a wake
+// for checks deploys it.
 func TestGateHoldsPendingTip(t *testing.T) {
 	r := newRemote(t)
 	tip := r.commit(map[string]string{"index.html": "v1"})
@@ -105,8 +105,8 @@ func TestGateHoldsPendingTip(t *testing.T) {
 	if c.Outcome != OutcomeWaiting || c.Commit != tip || c.Detail != `check run "CI" is in_progress` {
 		t.Fatalf("checked = %+v, want waiting on CI for %s", c, short(tip))
 	}
-	if _, err := os.Lstat(filepath.Join(tg.path, "current")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("current exists while the only commit's checks are pending: %v", err)
+	if link, _ := os.Readlink(filepath.Join(tg.path, "current")); link != "placeholder" {
+		t.Errorf("current -> %q while the only commit's checks are pending, want the placeholder page", link)
 	}
 	if n := tg.events.count(EventStarted); n != 0 {
 		t.Errorf("%d deploys started while the checks were pending", n)

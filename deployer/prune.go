@@ -10,12 +10,14 @@ import (
 	"go.uber.org/zap"
 )
 
-// prune removes releases beyond Keep, never the live one, and logs of
-// releases that are gone, but the last failed build's.
+// prune removes releases beyond Keep, never the live one, logs of releases
+// that are gone, but the last failed build's, and the placeholder page once
+// a release is live.
 func (d *Deployer) prune(cfg Config) {
 	d.diskMu.Lock()
 	defer d.diskMu.Unlock()
 	live := liveRelease(d.path)
+	d.dropPlaceholder()
 	d.mu.Lock()
 	keep := map[string]bool{live: true}
 	for i := len(d.st.Releases) - 1; i >= 0 && len(keep) < cfg.Keep; i-- {
