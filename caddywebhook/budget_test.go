@@ -82,7 +82,7 @@ func dialerFrom(ip net.IP) *net.Dialer {
 	return &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 10 * time.Second,
 		Control: func(_, _ string, c syscall.RawConn) error {
 			var err error
-			c.Control(func(fd uintptr) { err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1) })
+			c.Control(func(fd uintptr) { err = reuseAddr(fd) })
 			return err
 		}}
 }

@@ -1,0 +1,10 @@
+//go:build unix
+
+package caddywebhook
+
+import "syscall"
+
+// reuseAddr sets SO_REUSEADDR on the socket fd.
+func reuseAddr(fd uintptr) error {
+	return syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
+}
