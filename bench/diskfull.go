@@ -70,11 +70,14 @@ func (r *run) diskFull() error {
 	if err != nil {
 		return err
 	}
-	msg := ""
+	// The build's own words are in the tail, before the line that says
+	// how the command ended: look at all of it, show its last lines.
+	msg, said := "", ""
 	if st.Last != nil && st.Last.Result == "error" {
 		msg = st.Last.Error
+		said = strings.ToLower(st.Last.Error + "\n" + st.Last.OutputTail)
 		if lines := strings.Split(strings.TrimSpace(st.Last.OutputTail), "\n"); st.Last.OutputTail != "" {
-			msg += " | output tail: " + strings.Join(lines[max(len(lines)-2, 0):], " / ")
+			msg += " | output tail: " + strings.Join(lines[max(len(lines)-3, 0):], " / ")
 		}
 	}
 	served, serr := servedVersion(s)
@@ -83,7 +86,7 @@ func (r *run) diskFull() error {
 	r.rep.info("setup", fmt.Sprintf("%s on a %d MiB tmpfs; the next commit adds a %d MiB incompressible file", what, size>>20, bigSize>>20))
 	failed := st.Checked.Outcome == deployer.OutcomeFailed || st.Checked.Outcome == deployer.OutcomeFetchFailed
 	r.rep.check("the deploy fails cleanly", fmt.Sprintf("%s: %.300s", st.Checked.Outcome, msg), "error says no space left on device",
-		failed && strings.Contains(strings.ToLower(msg), "no space left on device"))
+		failed && strings.Contains(said, "no space left on device"))
 	r.rep.check("live site untouched", fmt.Sprintf("live release unchanged: %v; serving version %d (%v)", liveRelease(s.path) == live, served, serr),
 		"version 0", liveRelease(s.path) == live && serr == nil && served == 0)
 	r.rep.check("failed build's folder removed", fmt.Sprintf("incomplete releases left: %d %v", len(half), half), "0", len(half) == 0)
