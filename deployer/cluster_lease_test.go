@@ -36,12 +36,7 @@ func TestClusterClaimBuild(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := newGroup(t)
-			cfg := g.config("a", filepath.Join(t.TempDir(), "a"))
-			d, err := New(cfg, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer d.Close(context.Background())
+			d, cfg := g.unstarted("a")
 			ctx := context.Background()
 			key := "github_webhook/clusters/blog/building"
 			if tc.lease != nil {
@@ -83,12 +78,7 @@ func TestClusterClaimBuild(t *testing.T) {
 // over, neither deletes nor overwrites the other node's lease when it ends.
 func TestClusterReleaseKeepsATakenOverLease(t *testing.T) {
 	g := newGroup(t)
-	cfg := g.config("a", filepath.Join(t.TempDir(), "a"))
-	d, err := New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close(context.Background())
+	d, cfg := g.unstarted("a")
 	ctx := context.Background()
 	key := "github_webhook/clusters/blog/building"
 	release, _, err := d.claimBuild(ctx, cfg.Cluster, "c0ffee")
@@ -189,12 +179,7 @@ func TestClusterLeaseRenews(t *testing.T) {
 // not a lease to take over; one without a version is version 1.
 func TestClusterLeaseVersions(t *testing.T) {
 	g := newGroup(t)
-	cfg := g.config("a", filepath.Join(t.TempDir(), "a"))
-	d, err := New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close(context.Background())
+	d, cfg := g.unstarted("a")
 	ctx := context.Background()
 	key := "github_webhook/clusters/blog/building"
 	exp := time.Now().Add(buildLease).UTC().Format(time.RFC3339Nano)

@@ -48,6 +48,19 @@ func (g *sharedGroup) config(id, path string) Config {
 	}
 }
 
+// unstarted returns a Deployer of node id that was made but not started,
+// for tests that call its internals, and its config; it is closed when
+// the test ends.
+func (g *sharedGroup) unstarted(id string) (*Deployer, Config) {
+	cfg := g.config(id, filepath.Join(g.t.TempDir(), id))
+	d, err := New(cfg, nil)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	g.t.Cleanup(func() { d.Close(context.Background()) })
+	return d, cfg
+}
+
 func (g *sharedGroup) node(id string) *target {
 	return start(g.t, g.config(id, filepath.Join(g.t.TempDir(), id)))
 }
@@ -716,12 +729,7 @@ func TestClusterFollowIntoTheSpareDropsIt(t *testing.T) {
 // error that says so, shown in the status, and nothing is followed.
 func TestClusterLiveRecordVersions(t *testing.T) {
 	g := newGroup(t)
-	cfg := g.config("a", filepath.Join(t.TempDir(), "a"))
-	d, err := New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close(context.Background())
+	d, cfg := g.unstarted("a")
 	ctx := context.Background()
 	key := "github_webhook/clusters/blog/live"
 	old := `{"commit":"c1","release":"r1","archive":"github_webhook/clusters/blog/archives/r1.tar.zst","digest":"sha256:00","size":3}`
