@@ -350,8 +350,13 @@ func (r *run) deliver(s *site, payload []byte) delivery {
 	if err != nil {
 		return delivery{err: err}
 	}
+	return send(deliveryClient, req)
+}
+
+// send sends req with c and reads the handler's answer, timed.
+func send(c *http.Client, req *http.Request) delivery {
 	start := time.Now()
-	resp, err := deliveryClient.Do(req)
+	resp, err := c.Do(req)
 	elapsed := time.Since(start)
 	if err != nil {
 		return delivery{err: err, elapsed: elapsed}

@@ -332,13 +332,5 @@ func (r *run) deliverOver(h2 bool, s *site, payload []byte) delivery {
 	tr := &http.Transport{Protocols: new(http.Protocols)}
 	tr.Protocols.SetUnencryptedHTTP2(true)
 	defer tr.CloseIdleConnections()
-	start := time.Now()
-	resp, err := (&http.Client{Timeout: 30 * time.Second, Transport: tr}).Do(req)
-	elapsed := time.Since(start)
-	if err != nil {
-		return delivery{err: err, elapsed: elapsed}
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
-	return delivery{status: resp.StatusCode, body: strings.TrimSpace(string(b)), elapsed: elapsed}
+	return send(&http.Client{Timeout: 30 * time.Second, Transport: tr}, req)
 }
