@@ -195,9 +195,10 @@ type Handler struct {
 	// cache repository is read-only; the files that the {file.*}
 	// placeholders of secret and token read, ssh_key, and Caddy's default
 	// data and configuration folders (certificates and their keys,
-	// autosave; not a storage configured elsewhere) are hidden; the commands see no other process, and every process they
-	// start dies when the command ends or the deploy is killed, even one
-	// that calls setsid; their environment is only PATH, LANG, LANGUAGE,
+	// autosave; not a storage configured elsewhere) are hidden; the
+	// commands see no other process, and every process they start dies
+	// when the command ends or the deploy is killed, even one that calls
+	// setsid; their environment is only PATH, LANG, LANGUAGE,
 	// LC_*, TZ, HOME, env and DEPLOY_* (none of Caddy's other variables).
 	// The sandbox is an allow-list: the system's program and library
 	// folders, /etc less its secrets and the toolchains that PATH names,
@@ -205,16 +206,16 @@ type Handler struct {
 	// runs as root, the commands run as the unprivileged user nobody. Their
 	// network is their own (see sandbox_network): never the host's
 	// loopback, so Caddy's admin endpoint is out of reach. A deploy fails
-	// with a clear error when bwrap (or, for the network, pasta from the
-	// passt package and slirp4netns both) is missing or cannot start.
+	// with a clear error when bwrap (or, for the network, slirp4netns and
+	// pasta from the passt package both) is missing or cannot start.
 	// Linux only: on other systems the configuration is refused.
 	// Default: off: the commands run as Caddy's user, with Caddy's
 	// environment less the variables secret and token read.
 	Sandbox bool `json:"sandbox,omitempty"`
 
 	// The network of sandboxed commands: "outbound", access to what the
-	// host reaches (builds download packages) through pasta, or else
-	// slirp4netns, but not to the host's own loopback; "none", no network
+	// host reaches (builds download packages) through slirp4netns, or else
+	// pasta, but not to the host's own loopback; "none", no network
 	// at all. Default: outbound.
 	SandboxNetwork string `json:"sandbox_network,omitempty"`
 
