@@ -39,6 +39,9 @@ const (
 	// Check is a check of a commit that changed: a check run, a check
 	// suite, a workflow run or a commit status.
 	Check
+	// PullRequest is a change to a pull request (GitHub, Gitea, Forgejo)
+	// or a merge request (GitLab): opened, pushed to, closed, labelled.
+	PullRequest
 )
 
 // String returns the kind's name.
@@ -50,6 +53,8 @@ func (k Kind) String() string {
 		return "push"
 	case Check:
 		return "check"
+	case PullRequest:
+		return "pull_request"
 	}
 	return "other"
 }
@@ -79,6 +84,35 @@ type Event struct {
 
 	// Check is set for Kind Check.
 	Check *CheckEvent
+
+	// PullRequest is set for Kind PullRequest.
+	PullRequest *PullRequestEvent
+}
+
+// PullRequestEvent is what a pull request (or merge request) event says.
+// A forge's own words are normalised: GitLab's "open" and "update" are
+// "opened" and "synchronize", "merge" and "close" are "closed".
+type PullRequestEvent struct {
+	// Number is the pull request's number in its repository (GitLab's
+	// iid).
+	Number int
+	// Action is what happened: "opened", "reopened", "synchronize",
+	// "ready_for_review", "closed", "labeled", or the forge's own word
+	// for anything else.
+	Action string
+	// Base is the branch the pull request would merge into.
+	Base string
+	// Head is the commit at the pull request's head when the event was
+	// sent (hex).
+	Head string
+	// HeadRepository is the full name of the repository the head branch
+	// lives in; Fork reports that it is not the base repository.
+	HeadRepository string
+	Fork           bool
+	// Label is the label added or removed, for "labeled" and "unlabeled".
+	Label string
+	// Draft reports a draft pull request.
+	Draft bool
 }
 
 // CheckEvent is what a check event says of the check.
