@@ -9,7 +9,8 @@
 // when it ends. Answers satisfy the response schemas; their data comes from a
 // small in-memory model: deployments and their statuses as created, and the
 // check runs, check suites, commit statuses and workflow runs a test sets
-// per commit.
+// per commit; pull requests a test sets, their comments, and the commit
+// statuses posted (pulls.go).
 // Faults can be injected for the next requests (500, 403 rate limited, 429).
 // An operation of the extract that the model does not play yet is still
 // validated, then answered 501.
@@ -106,6 +107,10 @@ type Deployment struct {
 	CreatedAt        time.Time
 	RequiredContexts []string
 	AutoMerge        bool
+	// Transient and Production are transient_environment and
+	// production_environment as created (GitHub's defaults: false, and
+	// true for the environment "production").
+	Transient, Production bool
 }
 
 // DeploymentStatus is a status created on a deployment.
@@ -163,6 +168,10 @@ type Server struct {
 	checkSuites  map[string][]CheckSuite
 	statuses     map[string][]CommitStatus
 	workflowRuns map[string][]WorkflowRun
+	pulls        map[int]*PullRequest
+	comments     []*Comment
+	statusPosts  []StatusPost
+	deletedEnvs  []string
 }
 
 // Start starts a Server on 127.0.0.1; it stops when the test ends, and the
@@ -189,6 +198,7 @@ func Start(t testing.TB, opts Options) *Server {
 		checkSuites:  map[string][]CheckSuite{},
 		statuses:     map[string][]CommitStatus{},
 		workflowRuns: map[string][]WorkflowRun{},
+		pulls:        map[int]*PullRequest{},
 	}
 	s.ts = httptest.NewServer(s)
 	t.Cleanup(func() {
@@ -534,6 +544,26 @@ func (s *Server) dispatch(r *http.Request, op *operation, rec *Request) answer {
 		return s.combinedStatus(r, op, rec)
 	case "actions/list-workflow-runs-for-repo":
 		return s.listWorkflowRuns(r, op)
+	case "repos/get-deployment":
+		return s.getDeployment(op, rec)
+	case "repos/delete-deployment":
+		return s.deleteDeployment(rec)
+	case "repos/delete-an-environment":
+		return s.deleteEnvironment(rec)
+	case "pulls/list":
+		return s.listPulls(r, op)
+	case "pulls/get":
+		return s.getPull(op, rec)
+	case "issues/list-comments":
+		return s.listComments(r, op, rec)
+	case "issues/create-comment":
+		return s.createComment(op, rec)
+	case "issues/update-comment":
+		return s.updateComment(op, rec)
+	case "issues/delete-comment":
+		return s.deleteComment(rec)
+	case "repos/create-commit-status":
+		return s.createCommitStatus(op, rec)
 	}
 	return errorAnswer(http.StatusNotImplemented, "githubtest: "+op.ID+" not modelled")
 }
