@@ -351,3 +351,15 @@ func (s *Server) deleteEnvironment(rec *Request) answer {
 	s.deletedEnvs = append(s.deletedEnvs, name)
 	return answer{status: http.StatusNoContent}
 }
+
+// RemoveComment deletes comment id, as someone on GitHub's pages would.
+func (s *Server) RemoveComment(id int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, c := range s.comments {
+		if c.ID == id {
+			s.comments = append(s.comments[:i:i], s.comments[i+1:]...)
+			return
+		}
+	}
+}

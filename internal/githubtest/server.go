@@ -67,6 +67,12 @@ type Fault struct {
 	// seconds) with X-RateLimit-Remaining: 0, as a spent primary rate limit.
 	RateLimitReset time.Time
 	Message        string
+	// Operation, when set, keeps the fault for the next request of that
+	// operationId (e.g. "issues/create-comment"); others pass it by.
+	Operation string
+	// Applied makes the request take effect in the model before the fault
+	// answers: GitHub did the work and the answer was lost.
+	Applied bool
 }
 
 // ServerError is a plain 500.
@@ -358,9 +364,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}}
 		}
 	}
-	if ans.status == 0 && len(s.faults) > 0 {
-		f := s.faults[0]
-		s.faults = s.faults[1:]
+	if fi := s.faultFor(op); ans.status == 0 && fi >= 0 {
+		f := s.faults[fi]
+		s.faults = append(s.faults[:fi:fi], s.faults[fi+1:]...)
+		if f.Applied {
+			s.dispatch(r, op, &rec)
+		}
 		ans = errorAnswer(f.Status, f.Message)
 		ans.header = http.Header{}
 		if f.RetryAfter != "" {
@@ -385,6 +394,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	close(s.changed)
 	s.changed = make(chan struct{})
 	s.mu.Unlock()
+}
+
+// faultFor is the index of the first fault for a request of op, -1 when none.
+func (s *Server) faultFor(op *operation) int {
+	for i, f := range s.faults {
+		if f.Operation == "" || (op != nil && f.Operation == op.ID) {
+			return i
+		}
+	}
+	return -1
 }
 
 var bearer = regexp.MustCompile(`^Bearer [^\s]+$`)
