@@ -691,13 +691,20 @@ func (r *PreviewReporter) upsertComment(rep previewReport, st *prState, body str
 			st.comment, st.commentBody, st.commentLooked = made.GetID(), body, true
 			return
 		}
-		wait, retry, _ := retryDelay(resp, err, attempt, r.now(), r.base, r.maxBackoff)
-		if !retry || r.sleep(r.ctx, wait) != nil {
+		now := r.now()
+		wait, retry, _ := retryDelay(resp, err, attempt, now, r.base, r.maxBackoff)
+		if !retry {
 			return
+		}
+		if attempt == r.maxAttempts || now.Add(wait).After(rep.queued.Add(r.maxAge)) || r.sleep(r.ctx, wait) != nil {
+			break
 		}
 		// The comment may exist although no answer said so.
 		st.commentLooked = false
 	}
+	r.c.onRequest(PathIssueComments, ResultDropped)
+	r.c.log.Warn("github preview report dropped", zap.Int("pull_request", rep.p.Number),
+		zap.String("report", rep.kind.String()), zap.String("reason", "the comment could not be written"))
 }
 
 // findComment lists the pull request's comments, every page, for the

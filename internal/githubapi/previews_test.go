@@ -481,3 +481,42 @@ func TestPreviewEnvironment(t *testing.T) {
 		t.Errorf("PreviewEnvironment(42) = %q", got)
 	}
 }
+
+// TestPreviewBounds checks the reporter's bounds: a full queue drops its
+// oldest report, Close before Start drops the rest, and a comment that
+// cannot be written within MaxAttempts is given up, counted, and the
+// reports after it still go out.
+func TestPreviewBounds(t *testing.T) {
+	e := setup(t, githubtest.Options{Token: token}, "")
+	e.srv.SetPullRequest(githubtest.PullRequest{Number: 7, Head: shaA})
+	e.srv.SetPullRequest(githubtest.PullRequest{Number: 8, Head: shaB})
+	r, _ := e.previewReporter(t, PreviewConfig{QueueSize: 2})
+	for range 5 {
+		r.Building(pr7(shaA))
+	}
+	if n := e.counts.total(ResultDropped); n != 3 {
+		t.Errorf("%d dropped with a queue of 2 and 5 reports, want 3", n)
+	}
+	flushPreviews(t, r)
+	if n := e.counts.total(ResultDropped); n != 5 || len(e.srv.Requests()) != 0 {
+		t.Errorf("%d dropped and %d requests after Close before Start, want 5 and 0", n, len(e.srv.Requests()))
+	}
+
+	for range 3 {
+		e.srv.FailNext(1, githubtest.Fault{Status: 500, Message: "Server Error", Operation: "issues/create-comment"})
+	}
+	r, _ = e.previewReporter(t, PreviewConfig{MaxAttempts: 2})
+	r.Start()
+	r.Live(pr7(shaA))
+	r.Live(Preview{Number: 8, Head: shaB, URL: "https://pr-8.preview.blog.example.com"})
+	flushPreviews(t, r)
+	if c := e.srv.Comments(7); len(c) != 0 {
+		t.Errorf("comments on 7 = %+v, want none (every create failed)", c)
+	}
+	if n := e.counts.get(PathIssueComments, ResultDropped); n != 1 {
+		t.Errorf("counts = %s, want the comment of 7 dropped once", e.counts)
+	}
+	if c := ours(e.srv, 8); len(c) != 1 {
+		t.Errorf("comments on 8 = %+v, want one: the reports after a dropped one go out", c)
+	}
+}
