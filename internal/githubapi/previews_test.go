@@ -144,6 +144,11 @@ func TestPreviewSequence(t *testing.T) {
 	if w := clock.Waits(); len(w) != 0 {
 		t.Errorf("waits = %v, want none", w)
 	}
+	perOp := map[string]int{}
+	for _, req := range e.srv.Requests() {
+		perOp[req.Operation]++
+	}
+	t.Logf("requests for 3 builds and a removal: %d, by operation %v", len(e.srv.Requests()), perOp)
 }
 
 // TestPreviewCommentOnlyOnceLive checks that no comment exists while the
@@ -518,5 +523,30 @@ func TestPreviewBounds(t *testing.T) {
 	}
 	if c := ours(e.srv, 8); len(c) != 1 {
 		t.Errorf("comments on 8 = %+v, want one: the reports after a dropped one go out", c)
+	}
+}
+
+// TestPreviewTokenNeverLeaks checks the preview reporter's errors and log
+// lines when GitHub's message echoes the token.
+func TestPreviewTokenNeverLeaks(t *testing.T) {
+	e := setup(t, githubtest.Options{Token: token}, "")
+	e.srv.SetPullRequest(githubtest.PullRequest{Number: 7, Head: shaA})
+	for _, op := range []string{"repos/create-commit-status", "issues/list-comments", "pulls/list"} {
+		e.srv.FailNext(1, githubtest.Fault{Status: http.StatusUnprocessableEntity, Message: "token " + token + " is not valid here", Operation: op})
+	}
+	r, _ := e.previewReporter(t, PreviewConfig{})
+	r.Start()
+	r.Live(pr7(shaA))
+	flushPreviews(t, r)
+	_, err := e.client.OpenPullRequests(context.Background(), "main")
+	if err == nil || strings.Contains(err.Error(), token) || !strings.Contains(err.Error(), "[REDACTED]") {
+		t.Errorf("OpenPullRequests = %v, want GitHub's message with the token redacted", err)
+	}
+	logs := logText(e.logs)
+	if strings.Contains(logs, token) {
+		t.Errorf("logs show the token:\n%s", logs)
+	}
+	if !strings.Contains(logs, "[REDACTED]") {
+		t.Errorf("no log line with GitHub's message, so this test proves nothing:\n%s", logs)
 	}
 }
