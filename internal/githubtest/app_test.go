@@ -17,7 +17,7 @@ import (
 func signJWT(t *testing.T, key *rsa.PrivateKey, alg, claims string) string {
 	t.Helper()
 	enc := base64.RawURLEncoding
-	head := enc.EncodeToString([]byte(`{"alg":"` + alg + `","typ":"JWT"}`)) + "." + enc.EncodeToString([]byte(claims))
+	head := enc.EncodeToString([]byte(`{"alg":"`+alg+`","typ":"JWT"}`)) + "." + enc.EncodeToString([]byte(claims))
 	sum := sha256.Sum256([]byte(head))
 	sig, err := rsa.SignPKCS1v15(nil, key, crypto.SHA256, sum[:])
 	if err != nil {
