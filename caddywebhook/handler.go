@@ -297,8 +297,8 @@ type Handler struct {
 
 	github    *githubapi.Client    // nil without deployments and require_checks
 	appTokens *githubapi.AppTokens // nil without app
-	reporter *githubapi.Reporter // nil without deployments
-	checks   bool                // require_checks is on: check deliveries wake
+	reporter  *githubapi.Reporter  // nil without deployments
+	checks    bool                 // require_checks is on: check deliveries wake
 
 	wake   func(deployer.Reason) // the deployer's Wake; tests swap it
 	branch func() string         // the deployer's Branch; tests swap it
