@@ -295,10 +295,11 @@ type Handler struct {
 	// process's one, unless the module's constructor gave another.
 	bodies *bodyBudget
 
-	github    *githubapi.Client    // nil without deployments and require_checks
+	github   *githubapi.Client   // nil without deployments and require_checks
+	reporter *githubapi.Reporter // nil without deployments
+	checks   bool                // require_checks is on: check deliveries wake
+
 	appTokens *githubapi.AppTokens // nil without app
-	reporter  *githubapi.Reporter  // nil without deployments
-	checks    bool                 // require_checks is on: check deliveries wake
 
 	wake   func(deployer.Reason) // the deployer's Wake; tests swap it
 	branch func() string         // the deployer's Branch; tests swap it
