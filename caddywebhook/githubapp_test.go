@@ -12,6 +12,9 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	zapobserver "go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddy-webhooks/caddy-github-webhook/internal/githubtest"
 )
@@ -238,5 +241,29 @@ func TestGitHubAppProvisionErrors(t *testing.T) {
 				t.Errorf("the error quotes the file: %v", err)
 			}
 		})
+	}
+}
+
+// TestGitHubAppKeyFile: the key file is hidden from sandboxed builds, the
+// deployer asks the app's token source, and a key readable by other users
+// loads with a warning naming the file.
+func TestGitHubAppKeyFile(t *testing.T) {
+	_, file := githubtest.NewAppKey(t)
+	for _, mode := range []os.FileMode{0o600, 0o644} {
+		if err := os.Chmod(file, mode); err != nil {
+			t.Fatal(err)
+		}
+		core, logs := zapobserver.New(zapcore.WarnLevel)
+		h := Handler{Repo: "octocat/blog", App: &GitHubApp{AppID: 7, KeyFile: file}, logger: zap.New(core)}
+		if err := h.provisionApp(); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(h.cfg.Hide, file) || h.cfg.TokenSource == nil || h.appTokens == nil {
+			t.Errorf("mode %o: deployer config %+v: want the key file hidden and the token source set", mode, h.cfg)
+		}
+		warned := logs.FilterMessageSnippet("readable by other users").Len() == 1
+		if warned != (mode == 0o644) {
+			t.Errorf("mode %o: warned %v", mode, warned)
+		}
 	}
 }
