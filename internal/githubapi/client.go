@@ -1,6 +1,7 @@
 // Package githubapi is the module's client of GitHub's REST API: it reports
-// deploys as GitHub deployments (Reporter) and reads whether a commit's
-// checks passed (Client.Checks).
+// deploys as GitHub deployments (Reporter), reads whether a commit's
+// checks passed (Client.Checks), and reports previews of pull requests
+// (PreviewReporter, Client.OpenPullRequests).
 //
 // Every call goes through go-github with the token (or a GitHub App's
 // installation token: AppTokens) as a Bearer credential,

@@ -9,7 +9,8 @@
 // when it ends. Answers satisfy the response schemas; their data comes from a
 // small in-memory model: deployments and their statuses as created, and the
 // check runs, check suites, commit statuses and workflow runs a test sets
-// per commit.
+// per commit; pull requests a test sets, their comments, and the commit
+// statuses posted (pulls.go).
 // Faults can be injected for the next requests (500, 403 rate limited, 429).
 // An operation of the extract that the model does not play yet is still
 // validated, then answered 501.
@@ -73,6 +74,12 @@ type Fault struct {
 	// seconds) with X-RateLimit-Remaining: 0, as a spent primary rate limit.
 	RateLimitReset time.Time
 	Message        string
+	// Operation, when set, keeps the fault for the next request of that
+	// operationId (e.g. "issues/create-comment"); others pass it by.
+	Operation string
+	// Applied makes the request take effect in the model before the fault
+	// answers: GitHub did the work and the answer was lost.
+	Applied bool
 }
 
 // ServerError is a plain 500.
@@ -113,6 +120,10 @@ type Deployment struct {
 	CreatedAt        time.Time
 	RequiredContexts []string
 	AutoMerge        bool
+	// Transient and Production are transient_environment and
+	// production_environment as created (GitHub's defaults: false, and
+	// true for the environment "production").
+	Transient, Production bool
 }
 
 // DeploymentStatus is a status created on a deployment.
@@ -170,6 +181,10 @@ type Server struct {
 	checkSuites  map[string][]CheckSuite
 	statuses     map[string][]CommitStatus
 	workflowRuns map[string][]WorkflowRun
+	pulls        map[int]*PullRequest
+	comments     []*Comment
+	statusPosts  []StatusPost
+	deletedEnvs  []string
 	tokens       []*InstallationToken // issued, with App
 }
 
@@ -213,6 +228,7 @@ func Start(t testing.TB, opts Options) *Server {
 		checkSuites:  map[string][]CheckSuite{},
 		statuses:     map[string][]CommitStatus{},
 		workflowRuns: map[string][]WorkflowRun{},
+		pulls:        map[int]*PullRequest{},
 	}
 	s.ts = httptest.NewServer(s)
 	t.Cleanup(func() {
@@ -372,9 +388,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}}
 		}
 	}
-	if ans.status == 0 && len(s.faults) > 0 {
-		f := s.faults[0]
-		s.faults = s.faults[1:]
+	if fi := s.faultFor(op); ans.status == 0 && fi >= 0 {
+		f := s.faults[fi]
+		s.faults = append(s.faults[:fi:fi], s.faults[fi+1:]...)
+		if f.Applied {
+			s.dispatch(r, op, &rec)
+		}
 		ans = errorAnswer(f.Status, f.Message)
 		ans.header = http.Header{}
 		if f.RetryAfter != "" {
@@ -399,6 +418,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	close(s.changed)
 	s.changed = make(chan struct{})
 	s.mu.Unlock()
+}
+
+// faultFor is the index of the first fault for a request of op, -1 when none.
+func (s *Server) faultFor(op *operation) int {
+	for i, f := range s.faults {
+		if f.Operation == "" || (op != nil && f.Operation == op.ID) {
+			return i
+		}
+	}
+	return -1
 }
 
 var bearer = regexp.MustCompile(`^Bearer [^\s]+$`)
@@ -563,6 +592,26 @@ func (s *Server) dispatch(r *http.Request, op *operation, rec *Request) answer {
 		return s.combinedStatus(r, op, rec)
 	case "actions/list-workflow-runs-for-repo":
 		return s.listWorkflowRuns(r, op)
+	case "repos/get-deployment":
+		return s.getDeployment(op, rec)
+	case "repos/delete-deployment":
+		return s.deleteDeployment(rec)
+	case "repos/delete-an-environment":
+		return s.deleteEnvironment(rec)
+	case "pulls/list":
+		return s.listPulls(r, op)
+	case "pulls/get":
+		return s.getPull(op, rec)
+	case "issues/list-comments":
+		return s.listComments(r, op, rec)
+	case "issues/create-comment":
+		return s.createComment(op, rec)
+	case "issues/update-comment":
+		return s.updateComment(op, rec)
+	case "issues/delete-comment":
+		return s.deleteComment(rec)
+	case "repos/create-commit-status":
+		return s.createCommitStatus(op, rec)
 	case "apps/get-repo-installation":
 		if s.opts.App != nil {
 			return s.getRepoInstallation(op)
