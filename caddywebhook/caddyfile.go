@@ -39,6 +39,7 @@ func init() {
 //		ssh_key     <file>
 //		known_hosts <file>
 //		token       <value>
+//		app         <app id> <key file> [<installation id>]
 //		poll        <duration>
 //		max_body    <size>
 //		cache       <dir> [<dir>...]
@@ -144,6 +145,9 @@ func checkCaddyfile(h httpcaddyfile.Helper, handler *Handler) error {
 	if handler.Path == "" {
 		return h.Errf("path is required: add path <dir> to the github_webhook block, " +
 			"the folder the deployer owns, and serve <dir>/current")
+	}
+	if handler.App != nil && handler.Token != "" {
+		return h.Errf("app and token are both set: GitHub App credentials replace the token, keep one of them")
 	}
 	// The root directive leaves an unmatched root in BlockState for the
 	// directives after it.
@@ -332,6 +336,22 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&h.Token) {
 				return d.ArgErr()
 			}
+		case "app":
+			args := d.RemainingArgs()
+			if len(args) < 2 || len(args) > 3 {
+				return d.ArgErr()
+			}
+			app := &GitHubApp{KeyFile: args[1]}
+			var err error
+			if app.AppID, err = strconv.ParseInt(args[0], 10, 64); err != nil || app.AppID <= 0 {
+				return d.Errf("app: the app's ID %q is not a number (write app <app id> <key file> [<installation id>])", args[0])
+			}
+			if len(args) == 3 {
+				if app.InstallationID, err = strconv.ParseInt(args[2], 10, 64); err != nil || app.InstallationID <= 0 {
+					return d.Errf("app: the installation's ID %q is not a number", args[2])
+				}
+			}
+			h.App = app
 		case "deployments":
 			args := d.RemainingArgs()
 			if len(args) < 1 || len(args) > 2 {

@@ -60,8 +60,11 @@ type RequireChecks struct {
 // of a deploy that Caddy's stopping cut short.
 const reporterCloseTimeout = 5 * time.Second
 
-// validateGitHub checks deployments, require_checks and api_url.
+// validateGitHub checks deployments, require_checks, api_url and app.
 func (h *Handler) validateGitHub() error {
+	if err := h.validateApp(); err != nil {
+		return err
+	}
 	if d := h.Deployments; d != nil {
 		if strings.TrimSpace(d.Environment) == "" {
 			return errors.New("deployments: environment is required")
@@ -75,8 +78,8 @@ func (h *Handler) validateGitHub() error {
 				return fmt.Errorf("deployments: url %q is not an http or https URL", d.URL)
 			}
 		}
-		if h.Token == "" {
-			return errors.New("deployments needs token: GitHub takes deployments only from a token with the Deployments permission")
+		if h.Token == "" && h.App == nil {
+			return errors.New("deployments needs token (or app): GitHub takes deployments only from a token with the Deployments permission")
 		}
 	}
 	if c := h.RequireChecks; c != nil {
@@ -103,7 +106,7 @@ func (h *Handler) validateGitHub() error {
 			return fmt.Errorf("api_url %q: want https", h.APIURL)
 		case u.RawQuery != "" || u.Fragment != "":
 			return fmt.Errorf("api_url %q must not have a query or fragment", h.APIURL)
-		case u.Scheme == "http" && h.Token != "" && !isLoopback(u.Hostname()):
+		case u.Scheme == "http" && (h.Token != "" || h.App != nil) && !isLoopback(u.Hostname()):
 			// The token would cross the network in clear.
 			return fmt.Errorf("api_url %q: token needs an https api_url", h.APIURL)
 		}
@@ -135,6 +138,7 @@ func (h *Handler) provisionGitHub(token string, obs *observer) error {
 	client, err := githubapi.New(githubapi.Config{
 		APIURL:    h.APIURL,
 		Token:     token,
+		App:       h.appTokens,
 		Owner:     owner,
 		Repo:      name,
 		Logger:    h.logger.Named("github"),
@@ -194,6 +198,9 @@ func (h *Handler) closeGitHub() {
 	if h.github != nil {
 		h.github.CloseIdleConnections()
 		h.github = nil
+	}
+	if h.appTokens != nil {
+		h.appTokens.CloseIdleConnections()
 	}
 }
 

@@ -119,6 +119,15 @@ type Handler struct {
 	// it only to the remote's host.
 	Token string `json:"token,omitempty"`
 
+	// GitHub App credentials instead of token: git over https and GitHub's
+	// API then use the app's installation tokens, each limited to repo,
+	// asked for with a JWT signed by the app's key, renewed 5 minutes
+	// before they expire (GitHub's live an hour) and kept in memory only,
+	// never on disk, in logs or in errors. Needs the app installed on the
+	// repository, with the permissions of what is asked of it (see
+	// docs/github.md). Not with token.
+	App *GitHubApp `json:"app,omitempty"`
+
 	// Also check the remote on this interval, to catch deliveries that never
 	// came (GitHub does not retry a failed delivery). Default: off.
 	Poll caddy.Duration `json:"poll,omitempty"`
@@ -133,7 +142,7 @@ type Handler struct {
 	// deploy cut short by Caddy stopping reports error. Reports never
 	// delay or fail a deploy: they are queued, retried with backoff
 	// (honouring GitHub's rate limits) and given up after ten attempts or
-	// an hour. Needs token, with the Deployments permission (read and
+	// an hour. Needs token (or app), with the Deployments permission (read and
 	// write). Default: off.
 	Deployments *Deployments `json:"deployments,omitempty"`
 
@@ -290,6 +299,8 @@ type Handler struct {
 	reporter *githubapi.Reporter // nil without deployments
 	checks   bool                // require_checks is on: check deliveries wake
 
+	appTokens *githubapi.AppTokens // nil without app
+
 	wake   func(deployer.Reason) // the deployer's Wake; tests swap it
 	branch func() string         // the deployer's Branch; tests swap it
 }
@@ -361,6 +372,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.cfg = h.deployerConfig(token)
 	if err := h.provisionCluster(ctx); err != nil {
+		return err
+	}
+	if err := h.provisionApp(); err != nil {
 		return err
 	}
 	// Build commands do not get the variables the secret and token come from.

@@ -123,6 +123,12 @@ type Config struct {
 	// sees it; an http:// Remote with a token is an error.
 	Token string
 
+	// TokenSource, when set, gives the token for each command that talks
+	// to the remote, in place of Token (setting both is an error): for
+	// tokens that expire, such as a GitHub App's installation tokens. What
+	// it returns goes where Token goes, and only there.
+	TokenSource TokenSource
+
 	// Sandbox runs Commands under bubblewrap (bwrap), in a sandbox built
 	// as an allow-list, never the host's / minus a list: read-only the
 	// system's program and library folders (/usr, /bin, /lib...), /etc
@@ -220,7 +226,10 @@ func (c Config) Validate() error {
 	if RedactURL(c.Remote) != c.Remote {
 		return errors.New("remote must not carry credentials; use token")
 	}
-	if c.Token != "" {
+	if c.Token != "" && c.TokenSource != nil {
+		return errors.New("token and a token source are both set: give one")
+	}
+	if c.Token != "" || c.TokenSource != nil {
 		// git sends the token only to an https remote's host; over http it
 		// would cross the network in clear.
 		if u, err := url.Parse(c.Remote); err == nil && u.Scheme == "http" {

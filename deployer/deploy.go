@@ -188,6 +188,7 @@ func (d *Deployer) git(cfg Config) *git {
 		cacheDir:   filepath.Join(d.path, cacheName),
 		remote:     cfg.Remote,
 		token:      cfg.Token,
+		tokens:     cfg.TokenSource,
 		sshKey:     cfg.SSHKey,
 		knownHosts: cfg.KnownHosts,
 		unset:      cfg.Unset,

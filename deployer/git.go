@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // credentialHelper is a constant shell snippet, not built from any input: git
@@ -33,6 +34,7 @@ type git struct {
 	cacheDir   string // the cache repository (bare)
 	remote     string
 	token      string
+	tokens     TokenSource // when set, asked for each command instead of token
 	sshKey     string
 	knownHosts string
 	// unset names variables of the process's environment that git does
@@ -42,6 +44,9 @@ type git struct {
 	// cleanConfig is the content of the cache repository's config that
 	// cleanCache found clean last: the same bytes need no git to check.
 	cleanConfig []byte
+
+	mu     sync.Mutex
+	handed []string // what tokens handed out, scrubbed from messages
 }
 
 // keptGitEnv names the only GIT_* variables of the process's environment that
@@ -131,9 +136,10 @@ func (g *git) env(extra ...[2]string) []string {
 
 // helperKey returns the config key of the credential helper, scoped to the
 // remote's host, and whether git gets the token at all: only with a token
-// and an https remote. With any other remote, git never sees the token.
+// (or a TokenSource) and an https remote. With any other remote, git never
+// sees the token.
 func (g *git) helperKey() (string, bool) {
-	if g.token == "" {
+	if g.token == "" && g.tokens == nil {
 		return "", false
 	}
 	u, err := url.Parse(g.remote)
@@ -178,7 +184,8 @@ func (g *git) run(ctx context.Context, dir string, args ...string) (string, erro
 
 // runRemote runs git with args in dir as run does, for a command that talks
 // to the remote (fetch, ls-remote, submodule update): when git gets the
-// token at all (helperKey), it gets it here, and only here, through
+// token at all (helperKey), it gets it here, and only here (a TokenSource
+// is asked for it here, and told when the command failed), through
 // credentialHelper (see remoteConfig) and a socket on descriptor 3 that this
 // process and the children that git starts inherit (see credentialFeed).
 func (g *git) runRemote(ctx context.Context, dir string, args ...string) (string, error) {
@@ -186,12 +193,20 @@ func (g *git) runRemote(ctx context.Context, dir string, args ...string) (string
 	if config == nil {
 		return g.run(ctx, dir, args...)
 	}
-	feed, err := newCredentialFeed(g.token)
+	token, err := g.tokenForCommand(ctx)
+	if err != nil {
+		return "", fmt.Errorf("git %s: %w", args[0], err)
+	}
+	feed, err := newCredentialFeed(token)
 	if err != nil {
 		return "", fmt.Errorf("git %s: %w", args[0], err)
 	}
 	defer feed.close()
-	return g.exec(ctx, dir, g.env(config...), []*os.File{feed.theirs}, args)
+	out, err := g.exec(ctx, dir, g.env(config...), []*os.File{feed.theirs}, args)
+	if err != nil && g.tokens != nil {
+		g.tokens.Failed(token)
+	}
+	return out, err
 }
 
 // remoteConfig is the configuration that runRemote adds when git gets the
@@ -293,7 +308,7 @@ func (g *git) scrub(s string) string {
 	if g.token != "" {
 		s = strings.ReplaceAll(s, g.token, "[token]")
 	}
-	return redactURLsIn(s)
+	return redactURLsIn(g.scrubHanded(s))
 }
 
 // initCache creates the bare cache repository if it is not there, and

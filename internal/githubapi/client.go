@@ -3,7 +3,8 @@
 // checks passed (Client.Checks), and reports previews of pull requests
 // (PreviewReporter, Client.OpenPullRequests).
 //
-// Every call goes through go-github with the token as a Bearer credential,
+// Every call goes through go-github with the token (or a GitHub App's
+// installation token: AppTokens) as a Bearer credential,
 // Accept: application/vnd.github+json and X-GitHub-Api-Version: 2022-11-28.
 // Errors name the endpoint by its path template and the status, never the
 // token or a URL. The package knows nothing of Caddy or of the deployer.
@@ -69,6 +70,11 @@ type Config struct {
 	// takes as a Bearer credential). Empty: anonymous requests, enough to
 	// read a public repository's checks.
 	Token string
+	// App, when set, gives the token of each request in place of Token
+	// (setting both is an error): a GitHub App's installation tokens,
+	// renewed before they expire. A request answered 401 tells App the
+	// token failed, so that the next one gets a new token.
+	App *AppTokens
 	// Owner and Repo name the repository.
 	Owner, Repo string
 	// UserAgent is sent with every request; GitHub rejects requests
@@ -89,6 +95,7 @@ type Client struct {
 	gh          *github.Client
 	owner, repo string
 	token       string // kept only to redact it from messages
+	app         *AppTokens
 	log         *zap.Logger
 	onRequest   func(path, result string)
 	transport   *http.Transport
@@ -110,8 +117,11 @@ func New(cfg Config) (*Client, error) {
 	if strings.ContainsAny(cfg.Token, " \t\r\n") {
 		return nil, errors.New("github api: token contains white space")
 	}
+	if cfg.Token != "" && cfg.App != nil {
+		return nil, errors.New("github api: token and app are both set: give one")
+	}
 	c := &Client{
-		owner: cfg.Owner, repo: cfg.Repo, token: cfg.Token,
+		owner: cfg.Owner, repo: cfg.Repo, token: cfg.Token, app: cfg.App,
 		log: cfg.Logger, onRequest: cfg.OnRequest, perPage: 100,
 	}
 	if c.log == nil {
@@ -120,20 +130,12 @@ func New(cfg Config) (*Client, error) {
 	if c.onRequest == nil {
 		c.onRequest = func(string, string) {}
 	}
-	c.transport = &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ResponseHeaderTimeout: 30 * time.Second,
-		IdleConnTimeout:       90 * time.Second,
-		MaxIdleConnsPerHost:   4,
-		ForceAttemptHTTP2:     true,
-	}
+	c.transport = newTransport()
 	// No http.Client.Timeout: with a wrapping RoundTripper it costs a
 	// goroutine per request that go-github's error path leaves running
 	// until the timeout; call bounds each request with its context instead.
 	hc := &http.Client{
-		Transport:     &headers{next: c.transport, token: cfg.Token, origin: origin(base)},
+		Transport:     &headers{next: c.transport, token: cfg.Token, app: cfg.App, origin: origin(base)},
 		CheckRedirect: sameOrigin(base),
 	}
 	c.gh = github.NewClient(hc)
@@ -147,6 +149,19 @@ func New(cfg Config) (*Client, error) {
 		c.gh.UserAgent = defaultUserAgent
 	}
 	return c, nil
+}
+
+// newTransport returns the transport of the package's clients.
+func newTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: 30 * time.Second,
+		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost:   4,
+		ForceAttemptHTTP2:     true,
+	}
 }
 
 // parseAPIURL checks api_url and gives it the trailing slash go-github needs.
@@ -217,20 +232,44 @@ func sameOrigin(base *url.URL) func(*http.Request, []*http.Request) error {
 type headers struct {
 	next   http.RoundTripper
 	token  string
-	origin string // api_url's origin: the only one the token goes to
+	app    *AppTokens             // when set, the token of each request
+	jwt    func() (string, error) // when set, the app's own requests: a JWT each
+	origin string                 // api_url's origin: the only one the token goes to
 }
 
 // RoundTrip sets Accept, X-GitHub-Api-Version, and Authorization when the
-// request goes to api_url's scheme, host and port.
+// request goes to api_url's scheme, host and port: the token, an
+// installation token of app, or a JWT.
 func (h *headers) RoundTrip(req *http.Request) (*http.Response, error) {
 	req = req.Clone(req.Context())
 	req.Header.Set("Accept", mediaType)
 	req.Header.Set("X-GitHub-Api-Version", apiVersion)
 	req.Header.Del("Authorization")
-	if h.token != "" && origin(req.URL) == h.origin {
-		req.Header.Set("Authorization", "Bearer "+h.token)
+	if origin(req.URL) != h.origin {
+		return h.next.RoundTrip(req)
 	}
-	return h.next.RoundTrip(req)
+	token := h.token
+	var err error
+	switch {
+	case h.app != nil:
+		token, err = h.app.Token(req.Context())
+	case h.jwt != nil:
+		token, err = h.jwt()
+	}
+	if err != nil {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := h.next.RoundTrip(req)
+	if h.app != nil && err == nil && resp.StatusCode == http.StatusUnauthorized {
+		h.app.Failed(token) // revoked, or expired early: the next request gets a new one
+	}
+	return resp, err
 }
 
 // APIError is a failed call: the endpoint, the status (0 when no answer
@@ -269,6 +308,23 @@ func (e *APIError) Unwrap() error { return e.err }
 // call runs one go-github call against method and path (the template) and
 // returns the answer's http.Response (nil when none came) and an *APIError.
 func (c *Client) call(ctx context.Context, method, path string, fn func(context.Context) (*github.Response, error)) (*http.Response, error) {
+	return callAPI(ctx, method, path, c.redact, fn)
+}
+
+// redact removes the client's tokens from s.
+func (c *Client) redact(s string) string {
+	if c.token != "" {
+		s = strings.ReplaceAll(s, c.token, "[REDACTED]")
+	}
+	if c.app != nil {
+		s = c.app.redact(s)
+	}
+	return s
+}
+
+// callAPI is call, with the redaction of the tokens that may be in its
+// messages.
+func callAPI(ctx context.Context, method, path string, redact func(string) string, fn func(context.Context) (*github.Response, error)) (*http.Response, error) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	resp, err := fn(ctx)
@@ -303,9 +359,7 @@ func (c *Client) call(ctx context.Context, method, path string, fn func(context.
 	default:
 		e.Message = transportMessage(err)
 	}
-	if c.token != "" {
-		e.Message = strings.ReplaceAll(e.Message, c.token, "[REDACTED]")
-	}
+	e.Message = redact(e.Message)
 	return hr, e
 }
 

@@ -56,6 +56,13 @@ type Options struct {
 	// Prefix is where the API is served, e.g. "/api/v3" as GitHub
 	// Enterprise Server does; requests outside it are violations.
 	Prefix string
+	// App, when set, makes the server play a GitHub App installed on the
+	// repository (see App): requests take its JWT or its installation
+	// tokens, and Token does not apply.
+	App *App
+	// Now is the clock that JWTs and installation tokens are checked
+	// against. Default: the wall clock.
+	Now func() time.Time
 }
 
 // Fault is an error answer injected for the next requests, whatever they are.
@@ -178,6 +185,7 @@ type Server struct {
 	comments     []*Comment
 	statusPosts  []StatusPost
 	deletedEnvs  []string
+	tokens       []*InstallationToken // issued, with App
 }
 
 // Start starts a Server on 127.0.0.1; it stops when the test ends, and the
@@ -195,6 +203,22 @@ func Start(t testing.TB, opts Options) *Server {
 		opts.Repo = "site"
 	}
 	opts.Prefix = strings.TrimRight(opts.Prefix, "/")
+	if a := opts.App; a != nil {
+		if a.Key == nil {
+			t.Fatal("githubtest: App.Key is required")
+		}
+		app := *a
+		if app.ID == 0 {
+			app.ID = 424242
+		}
+		if app.InstallationID == 0 {
+			app.InstallationID = 7700770
+		}
+		if app.TokenLifetime == 0 {
+			app.TokenLifetime = time.Hour
+		}
+		opts.App = &app
+	}
 	s := &Server{
 		t: t, opts: opts, doc: doc,
 		changed:      make(chan struct{}),
@@ -469,13 +493,18 @@ func (s *Server) validate(r *http.Request, rec *Request) (*operation, answer, []
 	if len(errs) > 0 {
 		return op, answer{}, errs
 	}
-	if _, ok := op.params["owner"]; !ok {
+	_, ofRepo := op.params["owner"]
+	if ofRepo && (!strings.EqualFold(pathVals["owner"], s.opts.Owner) || !strings.EqualFold(pathVals["repo"], s.opts.Repo)) {
+		return op, errorAnswer(http.StatusNotFound, "Not Found"), nil
+	}
+	if s.opts.App != nil {
+		ans, errs := s.appAuth(op, auth)
+		return op, ans, errs
+	}
+	if !ofRepo {
 		// Not a repository's operation (an installation token, signed with
 		// the app's JWT): Owner, Repo and Token do not apply.
 		return op, answer{}, nil
-	}
-	if !strings.EqualFold(pathVals["owner"], s.opts.Owner) || !strings.EqualFold(pathVals["repo"], s.opts.Repo) {
-		return op, errorAnswer(http.StatusNotFound, "Not Found"), nil
 	}
 	if s.opts.Token != "" {
 		switch auth {
@@ -583,6 +612,14 @@ func (s *Server) dispatch(r *http.Request, op *operation, rec *Request) answer {
 		return s.deleteComment(rec)
 	case "repos/create-commit-status":
 		return s.createCommitStatus(op, rec)
+	case "apps/get-repo-installation":
+		if s.opts.App != nil {
+			return s.getRepoInstallation(op)
+		}
+	case "apps/create-installation-access-token":
+		if s.opts.App != nil {
+			return s.createInstallationToken(op, rec)
+		}
 	}
 	return errorAnswer(http.StatusNotImplemented, "githubtest: "+op.ID+" not modelled")
 }
