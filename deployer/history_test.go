@@ -162,32 +162,42 @@ func fileLines(t *testing.T, name string) int {
 }
 
 // BenchmarkHistoryMemory fills a history to its bound (historyLimit
-// deploys) with the worst case: every deploy failed, with an error cut to
-// historyErrorMax and an output tail of tailSize, and reports the heap it
-// holds once full (history-bytes) and per deploy kept.
+// deploys, the file's slack past it) and reports the heap it holds once
+// full (history-bytes) and per deploy kept: in the worst case, where every
+// deploy failed with an error longer than historyErrorMax and an output
+// tail of tailSize, and when every deploy succeeded.
 func BenchmarkHistoryMemory(b *testing.B) {
-	res := &Result{Result: "error", Reason: ReasonDelivery, Commit: strings.Repeat("a", 40),
+	worst := Result{Result: "error", Reason: ReasonDelivery, Commit: strings.Repeat("a", 40),
 		Release: "20261205T101500Z-aaaaaaaaaaaa", Duration: Seconds(time.Second),
 		Error: strings.Repeat("e", 4*historyErrorMax), OutputTail: strings.Repeat("o", tailSize)}
-	var held uint64
-	for b.Loop() {
-		var before, after runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&before)
-		h := &history{}
-		for i := range historyLimit + historySlack {
-			res.At = time.Unix(int64(i), 0)
-			// Every result is a new string, as a real one is.
-			r := *res
-			r.Error = strings.Clone(r.Error)
-			r.OutputTail = strings.Clone(r.OutputTail)
-			h.add(deployOf(&r))
-		}
-		runtime.GC()
-		runtime.ReadMemStats(&after)
-		held = after.HeapAlloc - before.HeapAlloc
-		runtime.KeepAlive(h)
+	ok := Result{Result: "ok", Reason: ReasonDelivery, Commit: strings.Repeat("a", 40),
+		Release: "20261205T101500Z-aaaaaaaaaaaa", Duration: Seconds(time.Second)}
+	for _, c := range []struct {
+		name string
+		res  Result
+	}{{"failed", worst}, {"ok", ok}} {
+		b.Run(c.name, func(b *testing.B) {
+			var held uint64
+			for b.Loop() {
+				var before, after runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				h := &history{}
+				for i := range historyLimit + historySlack {
+					// Every result has strings of its own, as a real one.
+					r := c.res
+					r.At = time.Unix(int64(i), 0)
+					r.Commit, r.Release = strings.Clone(r.Commit), strings.Clone(r.Release)
+					r.Error, r.OutputTail = strings.Clone(r.Error), strings.Clone(r.OutputTail)
+					h.add(deployOf(&r))
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				held = after.HeapAlloc - before.HeapAlloc
+				runtime.KeepAlive(h)
+			}
+			b.ReportMetric(float64(held), "history-bytes")
+			b.ReportMetric(float64(held)/historyLimit, "bytes/deploy")
+		})
 	}
-	b.ReportMetric(float64(held), "history-bytes")
-	b.ReportMetric(float64(held)/historyLimit, "bytes/deploy")
 }
