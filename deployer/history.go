@@ -243,7 +243,8 @@ func (h *history) compact() error {
 
 // load reads the history's file in dir, which add writes from then on. A
 // missing file is an empty history; a line that does not parse (the last
-// one, torn by a crash) is dropped, and the file compacted without it.
+// one, torn by a crash) is dropped, and the file compacted without it; a
+// temporary file of a compaction that a crash interrupted is removed.
 func (h *history) load(dir string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -251,6 +252,12 @@ func (h *history) load(dir string) error {
 		h.limit = historyLimit
 	}
 	h.file = filepath.Join(dir, historyName)
+	// What a crash during a compaction left.
+	if left, _ := filepath.Glob(filepath.Join(dir, ".history-*.tmp")); len(left) > 0 {
+		for _, name := range left {
+			os.Remove(name)
+		}
+	}
 	f, err := os.Open(h.file)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil

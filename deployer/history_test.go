@@ -133,6 +133,8 @@ func TestHistoryIsBounded(t *testing.T) {
 	}
 	f.WriteString(`{"v":1,"result":"ok","rea`) // a crash mid-write
 	f.Close()
+	leftover := filepath.Join(dir, ".history-123.tmp") // a crash mid-compaction
+	os.WriteFile(leftover, []byte("{}\n"), 0o600)
 	back := &history{limit: 50}
 	if err := back.load(dir); err != nil {
 		t.Fatal(err)
@@ -142,6 +144,9 @@ func TestHistoryIsBounded(t *testing.T) {
 	}
 	if n := fileLines(t, back.file); n != 50 {
 		t.Errorf("the file holds %d lines after a torn line was read, want 50 (compacted)", n)
+	}
+	if _, err := os.Stat(leftover); err == nil {
+		t.Errorf("a compaction's leftover %s is still there", leftover)
 	}
 }
 
