@@ -206,3 +206,39 @@ func BenchmarkHistoryMemory(b *testing.B) {
 		})
 	}
 }
+
+// TestHistoryRecordsFollowsAndPanics: what Status.Last shows after a node
+// followed its group's release without building, and after a deploy that
+// panicked, is in the history too.
+func TestHistoryRecordsFollowsAndPanics(t *testing.T) {
+	t.Run("follow", func(t *testing.T) {
+		g := newGroup(t)
+		c1 := g.remote.commit(map[string]string{"index.html": "v1"})
+		a, b := g.node("a"), g.node("b")
+		g.waitServing(c1, a, b)
+		followed := 0
+		for _, n := range []*target{a, b} {
+			waitFor(t, "the deploy in the history", func() bool { return len(n.History()) > 0 })
+			last, h := n.Status().Last, n.History()[0]
+			if h.Result != last.Result || h.Reason != last.Reason || h.Commit != c1 || h.Release != last.Release {
+				t.Errorf("node %s: history %+v, last %+v", n.path, h, last)
+			}
+			if h.Reason == ReasonGroup {
+				followed++
+			}
+		}
+		if followed != 1 {
+			t.Errorf("%d nodes have a follow of the group in their history, want 1", followed)
+		}
+	})
+	t.Run("panic", func(t *testing.T) {
+		r := newRemote(t)
+		r.commit(map[string]string{"index.html": "v1"})
+		fault, _ := panicOnce(FaultDeploy, "boom at start")
+		tg := start(t, Config{Remote: r.bare}, fault)
+		waitFor(t, "the panic in the history", func() bool {
+			h := tg.History()
+			return len(h) > 0 && h[0].Result == "error" && strings.Contains(h[0].Error, "boom at start") && h[0].Reason == ReasonStartup
+		})
+	})
+}
