@@ -111,8 +111,9 @@ type statusView struct {
 	Deploys []deployer.Deploy // the newest, newest first
 	More    int               // deploys kept but not in Deploys
 	Chart   durationChart
-	// Failed is the newest failed deploy, with its output tail when the
-	// history still holds it; nil when none failed.
+	// Failed is the newest failed build (or, when no build failed, the
+	// newest failed fetch), with its output tail when the history still
+	// holds it; nil when nothing failed.
 	Failed *deployer.Deploy
 }
 
@@ -123,8 +124,16 @@ func viewOf(st deployer.Status, history []deployer.Deploy) statusView {
 	v.Deploys = history[:min(len(history), pageDeploys)]
 	v.More = len(history) - len(v.Deploys)
 	v.Chart = chartOf(history[:min(len(history), chartBars)])
+	// The newest failed build, else the newest failed fetch: the table
+	// shows the newer failures too.
 	for i := range history {
-		if history[i].Result == "error" {
+		if history[i].Result != "error" {
+			continue
+		}
+		if v.Failed == nil {
+			v.Failed = &history[i]
+		}
+		if history[i].Release != "" {
 			v.Failed = &history[i]
 			break
 		}

@@ -16,12 +16,14 @@ import (
 	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
 )
 
+const failedCommit = "deadbeefdeadbeefdeadbeefdeadbeefdeadbeef"
+
 // pageStatus is a target as the unit tests render it: a deploy running, a
 // group of two nodes of which one lags, a build that failed before the
 // last good deploy, and markup in what a build printed.
 func pageStatus(now time.Time) (deployer.Status, []deployer.Deploy) {
 	live := strings.Repeat("1a2b3c4d", 5)
-	failed := strings.Repeat("deadbeef", 5)
+	failed := failedCommit
 	st := deployer.Status{
 		Path: "/srv/blog", Repo: "octocat/blog", Branch: "main",
 		Remote:  "https://github.com/octocat/blog.git",
@@ -36,7 +38,9 @@ func pageStatus(now time.Time) (deployer.Status, []deployer.Deploy) {
 	}
 	history := []deployer.Deploy{
 		{Result: "ok", Reason: deployer.ReasonDelivery, Commit: live, Started: now.Add(-time.Hour - 4*time.Second), Duration: deployer.Seconds(4 * time.Second)},
-		{Result: "error", Reason: deployer.ReasonDelivery, Commit: failed, Started: now.Add(-2 * time.Hour), Duration: deployer.Seconds(9 * time.Second),
+		{Result: "error", Reason: deployer.ReasonPoll, Started: now.Add(-90 * time.Minute), Duration: deployer.Seconds(time.Second),
+			Error: "fetching main: the remote hung up", Repeated: 3},
+		{Result: "error", Reason: deployer.ReasonDelivery, Commit: failed, Release: "20261205T100000Z-deadbeefdead", Started: now.Add(-2 * time.Hour), Duration: deployer.Seconds(9 * time.Second),
 			Error: "running hugo --minify: exit status 1", OutputTail: "Error: template: <script>alert(1)</script> not found"},
 		{Result: "ok", Reason: deployer.ReasonStartup, Commit: "not-a-commit", Started: now.Add(-3 * time.Hour), Duration: deployer.Seconds(2 * time.Second)},
 	}
@@ -49,6 +53,7 @@ func pageStatus(now time.Time) (deployer.Status, []deployer.Deploy) {
 func TestStatusPageTemplate(t *testing.T) {
 	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
 	st, history := pageStatus(now)
+	failed := failedCommit
 	var buf bytes.Buffer
 	if err := renderStatusPage(&buf, []statusView{viewOf(st, history)}, now); err != nil {
 		t.Fatal(err)
@@ -64,6 +69,8 @@ func TestStatusPageTemplate(t *testing.T) {
 		`running hugo --minify: exit status 1`,
 		`Error: template: &lt;script&gt;alert(1)&lt;/script&gt; not found`,
 		`<code>not-a-commit</code>`,
+		`fetching main: the remote hung up`, `error ×3`,
+		`Last failed build <span class="muted">· 2026-12-05 10:00:00 UTC · <a href="https://github.com/octocat/blog/commit/` + failed + `">`,
 	} {
 		if !strings.Contains(page, want) {
 			t.Errorf("the page lacks %s", want)
@@ -88,7 +95,7 @@ func TestStatusPageTemplate(t *testing.T) {
 			t.Fatal(err)
 		}
 		page := buf.String()
-		for _, unwanted := range []string{"http-equiv", "Group", "Last failed deploy", "deploying"} {
+		for _, unwanted := range []string{"http-equiv", "Group", "Last failed", "deploying"} {
 			if strings.Contains(page, unwanted) {
 				t.Errorf("the page holds %s", unwanted)
 			}
