@@ -273,7 +273,9 @@ func (d *Deployer) follow(ctx context.Context, cfg Config, gl *liveRecord, reaso
 		d.mu.Lock()
 		d.last = &Result{Result: "error", Error: err.Error(), Duration: Seconds(now.Sub(start)), Reason: reason,
 			Commit: gl.Commit, Release: gl.Release, At: now}
+		res := d.last
 		d.mu.Unlock()
+		d.record(res)
 		return err
 	}
 	now := d.now()
@@ -283,7 +285,9 @@ func (d *Deployer) follow(ctx context.Context, cfg Config, gl *liveRecord, reaso
 	// This node serves the release now: an earlier refusal of its
 	// archive is history, not the group's state.
 	d.group.refused, d.group.refusedErr = "", ""
+	res := d.last
 	d.mu.Unlock()
+	d.record(res)
 	d.log().Info("followed the group", zap.String("commit", gl.Commit), zap.String("release", gl.Release),
 		zap.String("built_by", gl.Node), zap.Duration("duration", took))
 	d.notify(Event{Kind: EventFollowed, Commit: gl.Commit, Release: gl.Release, Reason: reason, Duration: took, At: now})

@@ -161,6 +161,7 @@ func (d *Deployer) finish(reason Reason, start time.Time, tip, name, tail string
 	prev := d.last
 	d.last = res
 	d.mu.Unlock()
+	d.record(res)
 
 	fields := []zap.Field{
 		zap.String("commit", tip), zap.String("release", name),

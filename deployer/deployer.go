@@ -61,6 +61,8 @@ type Deployer struct {
 	started    bool
 	closed     bool
 	group      groupState // Config.Cluster's group, as last read
+
+	hist history // the last deploys, in Path/history.jsonl (history.go)
 }
 
 // New returns the worker of cfg.Path, not started: it touches neither the
@@ -237,6 +239,7 @@ func (d *Deployer) Status() Status {
 	for i := len(d.st.Releases) - 1; i >= 0; i-- {
 		s.Releases = append(s.Releases, d.st.Releases[i].Name)
 	}
+	s.History = d.hist.newest(historyInStatus, false)
 	return s
 }
 
@@ -281,6 +284,9 @@ func (d *Deployer) loop() {
 	defer close(d.done)
 	defer d.lock.Close() // drops the flock, even if Close gave up waiting
 	defer d.closeCatFile()
+	if err := d.hist.load(d.path); err != nil {
+		d.log().Warn("reading the deploy history", zap.Error(err))
+	}
 	d.guard("recovering the folder", "", func() { d.recoverFolder(true) })
 	d.Wake(ReasonStartup)
 

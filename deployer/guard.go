@@ -88,6 +88,7 @@ func (d *Deployer) recovered(work string, reason Reason, v any, stack []byte) {
 		}
 	}
 	d.diskMu.Unlock()
+	d.record(res)
 	func() {
 		// Notify is the caller's code: its own panic is logged too.
 		defer func() {

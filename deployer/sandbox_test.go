@@ -198,7 +198,7 @@ func TestSandboxContainsBuild(t *testing.T) {
 	})
 	t.Run("state, other releases and the secret out of sight", func(t *testing.T) {
 		ls := readCurrent(t, path, "ls.txt")
-		for _, name := range []string{"state.json", ".lock", "current", firstRelease} {
+		for _, name := range []string{"state.json", "history.jsonl", ".lock", "current", firstRelease} {
 			if strings.Contains(ls, name) {
 				t.Errorf("the build saw %s in the target folder:\n%s", name, ls)
 			}

@@ -64,6 +64,9 @@ type Status struct {
 	Last     *Result  `json:"last"`
 	Checked  *Checked `json:"checked"`  // nil until the first wake is handled
 	Releases []string `json:"releases"` // on disk, newest first
+	// History is the newest deploys, newest first: the last 20, without
+	// their output tails (Deployer.History has them all).
+	History []Deploy `json:"history"`
 	// Cluster is the target's group; nil when it deploys alone.
 	Cluster *ClusterStatus `json:"cluster,omitempty"`
 }

@@ -277,9 +277,10 @@ signed with the webhook secret, as GitHub would. Reload the page to see it.
   Caddy's log:   %s
   releases:      %s
   webhook:       %s
+  status page:   %s_deploys
   deploys:       curl -s http://%s/github_webhook/deploys
 `, time.Since(start).Seconds(), st.URL, rel, dir, caddy.Config, logFile,
-		filepath.Join(site, "releases"), st.WebhookURL, caddy.Admin)
+		filepath.Join(site, "releases"), st.WebhookURL, st.URL, caddy.Admin)
 	fmt.Println("\nPress Ctrl-C to stop the demo; it removes", dir)
 
 	// Show deliveries and deploys as they happen, until Ctrl-C.
@@ -318,6 +319,9 @@ func demoCaddyfile(dir, kind string, port int, admin string) string {
 http://127.0.0.1:%d {
 	root * %s
 	file_server
+
+	# The status page; on a server, put basic_auth in front of it.
+	github_webhook_status /_deploys
 
 	github_webhook /_github {
 		repo %s
