@@ -94,7 +94,7 @@ type logReader struct {
 
 	mu        sync.Mutex // guards f: Close may come from another goroutine
 	f         *os.File   // nil until the running build has created its log
-	ended     bool     // the build was seen to end: read to the end, then EOF
+	ended     bool       // the build was seen to end: read to the end, then EOF
 	closed    chan struct{}
 	closeOnce sync.Once
 }
