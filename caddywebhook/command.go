@@ -522,7 +522,15 @@ func logsCommand() *cobra.Command {
 			c.errorf("want a path and, optionally, a release; usage: caddy github-webhook logs [-f] <path> [<release>]")
 			return exitTrouble
 		}
-		q := url.Values{"path": {args[0]}}
+		list, err := c.deploys()
+		if err != nil {
+			return c.fail(err)
+		}
+		t, ok := c.find(list, args[0])
+		if !ok {
+			return exitTrouble
+		}
+		q := url.Values{"path": {t.Path}}
 		if len(args) == 2 {
 			q.Set("release", args[1])
 		}
@@ -531,6 +539,11 @@ func logsCommand() *cobra.Command {
 		}
 		resp, err := c.request(http.MethodGet, "/github_webhook/logs?"+q.Encode(), nil)
 		if err != nil {
+			var ae *adminAnswer
+			if errors.As(err, &ae) && ae.status == http.StatusNotFound {
+				c.errorf("%s; \"caddy github-webhook status --json %s\" lists its releases", ae.msg, t.Path)
+				return exitTrouble
+			}
 			return c.fail(err)
 		}
 		defer resp.Body.Close()
