@@ -37,7 +37,7 @@ func TestAdminLogs(t *testing.T) {
 		{http.MethodGet, q + "&release=20200101T000000Z-000000000000", 404, "no build log of release"},
 		{http.MethodGet, q + "&release=..%2Fstate.json", 404, "is not a release name"},
 		{http.MethodGet, "/github_webhook/logs?path=/no/such/site", 404, `no github_webhook target has path \"/no/such/site\"`},
-		{http.MethodGet, "/github_webhook/logs", 400, `"path" is required`},
+		{http.MethodGet, "/github_webhook/logs", 400, `parameter \"path\" is required`},
 		{http.MethodPost, q, 405, "use GET"},
 	} {
 		code, body := adminDo(t, tc.method, tc.uri, "", nil)
