@@ -159,9 +159,11 @@ type observer struct {
 	siteURL  string
 
 	// notifier pushes deploy results out (nil without notify); repo and
-	// branch are the configuration's, for its messages.
+	// branch are the configuration's, for its messages, and commitURL the
+	// forge's page of a commit without its SHA ("" when unknown).
 	notifier     *notify.Notifier
 	repo, branch string
+	commitURL    string
 }
 
 func (o *observer) notify(e deployer.Event) {

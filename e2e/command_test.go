@@ -169,6 +169,7 @@ func TestCommandLine(t *testing.T) {
 	if !reflect.DeepEqual(fromCLI, fromAPI) {
 		t.Errorf("status --json differs from the admin API:\n%s\n%s", res.stdout, api)
 	}
+	cli(t, cliEnv, "status", "--address", "127.0.0.1:1").expect(t, 2, "cannot reach Caddy's admin API at 127.0.0.1:1")
 	cli(t, cliEnv, "status", conf, "/no/such/site").expect(t, 2, `no github_webhook target has path "/no/such/site"`, s.path)
 
 	// A failed build: deploy --wait and status exit 1 and say what to do;
