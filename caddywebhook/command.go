@@ -79,6 +79,9 @@ func cliRun(f func(c *cli, args []string) int) func(*cobra.Command, []string) er
 	return func(cmd *cobra.Command, args []string) error {
 		cmd.SilenceErrors, cmd.SilenceUsage = true, true
 		c := &cli{cmd: cmd, out: cmd.OutOrStdout(), errOut: cmd.ErrOrStderr(), command: cmd.Name()}
+		if _, sub, ok := strings.Cut(cmd.CommandPath(), "github-webhook "); ok {
+			c.command = sub // "previews rm"
+		}
 		flags := cmd.Flags()
 		address, _ := flags.GetString("address")
 		config, _ := flags.GetString("config")
@@ -165,7 +168,7 @@ func (c *cli) fail(err error) int {
 		case ae.status == http.StatusNotFound && strings.Contains(ae.msg, "no github_webhook target"):
 			hint = `; "caddy github-webhook status" lists the targets`
 		case ae.status == http.StatusNotFound && strings.Contains(ae.msg, "page not found"):
-			hint = "; is the github_webhook module in this Caddy, and is a github_webhook handler configured?"
+			hint = "; this admin API does not have that endpoint: is the running Caddy built with this version of the github_webhook module?"
 		}
 		c.errorf("%s (HTTP %d)%s", ae.msg, ae.status, hint)
 		return exitTrouble

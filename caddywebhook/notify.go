@@ -240,9 +240,8 @@ var failing sync.Map // path -> bool
 // recovery (the first success after a failure) or a success. Other events
 // are not news. It never blocks the deployer.
 func (o *observer) pushResult(e deployer.Event) {
-	if o.notifier == nil {
-		return
-	}
+	// failing follows every configuration's deploys, with notify or not,
+	// so that one that adds notify knows whether the last deploy failed.
 	var kind notify.Kind
 	switch e.Kind {
 	case deployer.EventFailed:
@@ -254,6 +253,9 @@ func (o *observer) pushResult(e deployer.Event) {
 			kind = notify.Recovered
 		}
 	default:
+		return
+	}
+	if o.notifier == nil {
 		return
 	}
 	m := notify.Message{
