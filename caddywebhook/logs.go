@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
 )
@@ -47,12 +46,10 @@ func (AdminAPI) logs(w http.ResponseWriter, r *http.Request) error {
 	}
 	defer log.Close()
 
+	// The admin server's ReadTimeout (10 s) does not end a follow: once
+	// a request without a body is read, Go's server clears the read
+	// deadline (e2e's TestCommandLine follows a build for longer).
 	rc := http.NewResponseController(w)
-	if follow {
-		// The admin server's ReadTimeout would otherwise end the request
-		// (and its context) ten seconds after it began.
-		rc.SetReadDeadline(time.Time{})
-	}
 	h := w.Header()
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
