@@ -454,3 +454,39 @@ func waitFor(t *testing.T, ok func() bool) {
 	}
 	t.Fatal("waited 30 s")
 }
+
+// BenchmarkSend is what a deploy pays to notify: queueing a message for a
+// destination that never answers (its queue full, so each Send also drops
+// the oldest), against one that answers at once.
+func BenchmarkSend(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		hang bool
+	}{{"answering", false}, {"hanging", true}} {
+		b.Run(tc.name, func(b *testing.B) {
+			release := make(chan struct{})
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tc.hang {
+					select {
+					case <-release:
+					case <-r.Context().Done():
+					}
+				}
+			}))
+			defer srv.Close()
+			defer close(release)
+			n, err := New([]Destination{{URL: srv.URL}}, WithResult(func(Result) {}))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				n.Send(failure)
+			}
+			b.StopTimer()
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			n.Close(ctx)
+			cancel()
+		})
+	}
+}
