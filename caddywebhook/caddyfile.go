@@ -164,7 +164,7 @@ func warnCaddyfile(h httpcaddyfile.Helper, logger *zap.Logger) {
 	for h.NextBlock(0) {
 		name := h.Val()
 		args := h.RemainingArgs()
-		if (name != "secret" && name != "token") || len(args) != 1 || !literal(args[0]) {
+		if (name != "secret" && name != "token" && name != "notify") || len(args) != 1 || !literal(args[0]) {
 			continue
 		}
 		if env := environmentHolding(args[0]); env != "" {

@@ -11,6 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	zapobserver "go.uber.org/zap/zaptest/observer"
+
 	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
 	"github.com/caddy-webhooks/caddy-github-webhook/internal/testkit"
 )
@@ -80,5 +86,39 @@ func TestNotifyAcrossReload(t *testing.T) {
 	}
 	if data, _ := list[1]["data"].(map[string]any); !strings.HasPrefix(fmt.Sprint(data["error"]), "build failed: sh exited 1") {
 		t.Errorf("the failure's error is %q", data["error"])
+	}
+}
+
+// TestWarnEnvSubstitutionInNotify: a notify URL or secret written as
+// {$NAME} (a Slack or Discord URL is a credential) is warned about as the
+// handler's secret is, at its line, naming the variable, never the value.
+func TestWarnEnvSubstitutionInNotify(t *testing.T) {
+	const url, key = "https://hooks.slack.com/services/T0/B0/adapttimecredential", "whsec_YWRhcHQtdGltZS1ub3RpZnkta2V5"
+	t.Setenv("CWH_SUBST_SLACK", url)
+	t.Setenv("CWH_SUBST_NOTIFY_KEY", key)
+	input := "github_webhook {\n" +
+		"\trepo octocat/blog\n" +
+		"\tnotify " + url + "\n" +
+		"\tnotify https://example.com/hook {\n" +
+		"\t\tsecret " + key + "\n" +
+		"\t}\n" +
+		"\tnotify {env.CWH_SUBST_SLACK} {\n" +
+		"\t\tformat slack\n" +
+		"\t}\n" +
+		"}"
+	core, logs := zapobserver.New(zapcore.DebugLevel)
+	h := httpcaddyfile.Helper{Dispenser: caddyfile.NewTestDispenser(input)}
+	h.Next()
+	warnCaddyfile(h, zap.New(core))
+	var got []string
+	for _, e := range logs.All() {
+		if strings.Contains(e.Message, url) || strings.Contains(e.Message, key) {
+			t.Errorf("the warning holds the value: %s", e.Message)
+		}
+		f := e.ContextMap()
+		got = append(got, fmt.Sprintf("%s@%d", f["variable"], f["line"]))
+	}
+	if want := "CWH_SUBST_SLACK@3 CWH_SUBST_NOTIFY_KEY@5"; strings.Join(got, " ") != want {
+		t.Errorf("warnings %v, want %s", got, want)
 	}
 }
