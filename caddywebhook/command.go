@@ -272,8 +272,8 @@ func shortSHA(commit string) string {
 	return commit
 }
 
-// ago says how long ago t was, for people.
-func ago(t time.Time) string {
+// cliAgo says how long ago t was, for people.
+func cliAgo(t time.Time) string {
 	if t.IsZero() {
 		return "-"
 	}
@@ -347,10 +347,10 @@ func (c *cli) statusTable(list []cliTarget) {
 		}
 		if t.Last != nil {
 			result = t.Last.Result
-			last = ago(t.Last.At) + " (" + t.Last.Reason + ")"
+			last = cliAgo(t.Last.At) + " (" + t.Last.Reason + ")"
 		}
 		if r := t.Running; r != nil {
-			running = r.Reason + " since " + ago(r.Since)
+			running = r.Reason + " since " + cliAgo(r.Since)
 			if r.Commit != "" {
 				running = shortSHA(r.Commit) + ", " + running
 			}
