@@ -49,6 +49,7 @@ func init() {
 //		api_url     <url>
 //		cluster     <name>
 //		cluster_poll <duration>
+//		notify      <url> [{ format json|slack|discord|ntfy; secret <value>; on <kinds...> }]
 //	}
 //
 // The matcher is required in a site's block: the handler answers every
@@ -56,8 +57,8 @@ func init() {
 // every page of the site would be answered 405. Write a path, such as
 // /_github, or * for a site that receives nothing but deliveries. Inside
 // handle or route, whose own matcher chooses the requests, it may be left
-// out. repo, secret and path are required. secret, command, env and cache may
-// be repeated; every other subdirective may appear once. Write the secret and
+// out. repo, secret and path are required. secret, command, env, cache and
+// notify may be repeated; every other subdirective may appear once. Write the secret and
 // the token as placeholders ({env.NAME} or {file./path}): they are resolved
 // when the configuration loads, so their values never appear in the adapted
 // JSON. A command runs as the argv it is written as, never through a shell.
@@ -167,7 +168,7 @@ func warnCaddyfile(h httpcaddyfile.Helper, logger *zap.Logger) {
 	for h.NextBlock(0) {
 		name := h.Val()
 		args := h.RemainingArgs()
-		if (name != "secret" && name != "token") || len(args) != 1 || !literal(args[0]) {
+		if (name != "secret" && name != "token" && name != "notify") || len(args) != 1 || !literal(args[0]) {
 			continue
 		}
 		if env := environmentHolding(args[0]); env != "" {
@@ -210,7 +211,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for d.NextBlock(0) {
 		name := d.Val()
 		switch name {
-		case "secret", "command", "env", "cache":
+		case "secret", "command", "env", "cache", "notify":
 		default:
 			if seen[name] {
 				return d.Errf("%s may be given only once", name)
@@ -369,6 +370,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "cluster", "cluster_poll":
 			if err := h.unmarshalCluster(d, name); err != nil {
+				return err
+			}
+		case "notify":
+			if err := h.unmarshalNotify(d); err != nil {
 				return err
 			}
 		case "max_body":

@@ -19,6 +19,7 @@ import (
 	"github.com/caddy-webhooks/caddy-github-webhook/delivery"
 	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
 	"github.com/caddy-webhooks/caddy-github-webhook/internal/githubapi"
+	"github.com/caddy-webhooks/caddy-github-webhook/internal/notify"
 )
 
 func init() {
@@ -278,6 +279,17 @@ type Handler struct {
 	// reads. Default (unset or 0): 2s.
 	ClusterPoll caddy.Duration `json:"cluster_poll,omitempty"`
 
+	// Where deploy results are pushed: a signed JSON webhook, Slack,
+	// Discord or ntfy, each with the results it wants (default: a failure,
+	// and the deploy that recovers from it). Messages are queued (64 per
+	// destination; past that the oldest is dropped) and sent in the
+	// background, retried with backoff (1 s doubling, ten attempts) on a
+	// network error, 408, 429 or 5xx: a deploy never waits for them. They
+	// carry the path, repository, branch, commit, release, reason,
+	// duration and a one-line error, never the build's output. Counted in
+	// caddy_github_webhook_notifications_total. Default: none.
+	Notify []*Notify `json:"notify,omitempty"`
+
 	logger  *zap.Logger
 	forge   *delivery.GitHub // verifies and reads deliveries
 	cfg     deployer.Config  // what the deployer gets, placeholders resolved
@@ -294,6 +306,8 @@ type Handler struct {
 	// bodies is the budget that bodies being read count against: the
 	// process's one, unless the module's constructor gave another.
 	bodies *bodyBudget
+
+	notifier *notify.Notifier // nil without notify
 
 	github   *githubapi.Client   // nil without deployments and require_checks
 	reporter *githubapi.Reporter // nil without deployments
@@ -403,6 +417,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.provisionGitHub(token, obs); err != nil {
 		return fmt.Errorf("github api: %w", err)
 	}
+	if err := h.provisionNotify(repl, ctx.GetMetricsRegistry(), obs); err != nil {
+		return err
+	}
 	h.checks = h.RequireChecks != nil
 
 	val, loaded, err := targets.LoadOrNew(h.key, func() (caddy.Destructor, error) {
@@ -425,6 +442,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.wake = h.target.d.Wake
 	h.branch = h.target.d.Branch
 	m.restore(h.key, h.target.d.Status())
+	startFailing(h.key, loaded, h.target.d.Status())
 	if h.Cluster != "" {
 		m.cluster.add(h.key, h.target.d.Status)
 	}
@@ -533,6 +551,7 @@ func (h *Handler) Cleanup() error {
 		}
 	}
 	h.closeGitHub()
+	h.closeNotify()
 	return err
 }
 

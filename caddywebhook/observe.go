@@ -9,6 +9,7 @@ import (
 
 	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
 	"github.com/caddy-webhooks/caddy-github-webhook/internal/githubapi"
+	"github.com/caddy-webhooks/caddy-github-webhook/internal/notify"
 )
 
 // Names of the Caddy events a deploy emits, for `events { on <name> ... }`.
@@ -156,10 +157,18 @@ type observer struct {
 	// deployments), with siteURL as the environment's link.
 	reporter *githubapi.Reporter
 	siteURL  string
+
+	// notifier pushes deploy results out (nil without notify); repo and
+	// branch are the configuration's, for its messages, and commitURL the
+	// forge's page of a commit without its SHA ("" when unknown).
+	notifier     *notify.Notifier
+	repo, branch string
+	commitURL    string
 }
 
 func (o *observer) notify(e deployer.Event) {
 	o.report(e)
+	o.pushResult(e)
 	data := map[string]any{
 		"path":    e.Path,
 		"commit":  e.Commit,
