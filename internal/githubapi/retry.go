@@ -19,7 +19,9 @@ func retryDelay(resp *http.Response, err error, attempt int, now time.Time, base
 }
 
 // headerWait is apiretry.HeaderWait.
-func headerWait(h http.Header, now time.Time) (time.Duration, bool) { return apiretry.HeaderWait(h, now) }
+func headerWait(h http.Header, now time.Time) (time.Duration, bool) {
+	return apiretry.HeaderWait(h, now)
+}
 
 // sleepCtx is apiretry.Sleep.
 func sleepCtx(ctx context.Context, d time.Duration) error { return apiretry.Sleep(ctx, d) }
