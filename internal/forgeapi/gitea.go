@@ -77,11 +77,12 @@ func (c *Client) giteaChecks(ctx context.Context, commit string) ([]githubapi.Ch
 	}
 }
 
-// giteaJudge judges a Gitea commit status: success passes, pending waits;
-// failure, error and warning fail (nothing amber goes live either).
+// giteaJudge judges a Gitea commit status: success and skipped (Gitea
+// 1.27) pass, pending waits; failure, error and warning fail (nothing amber
+// goes live either).
 func giteaJudge(state string) githubapi.State {
 	switch state {
-	case "success":
+	case "success", "skipped":
 		return githubapi.Passed
 	case "pending":
 		return githubapi.Pending
