@@ -168,6 +168,29 @@ type Handler struct {
 	// Default: https://api.github.com.
 	APIURL string `json:"api_url,omitempty"`
 
+	// The forge the repository lives on, which decides how deliveries are
+	// verified and read, the default remote, and the API that deployments
+	// and require_checks talk to: "github" (github.com, or GitHub
+	// Enterprise Server with forge_url), "gitea", "forgejo", "gitlab" or
+	// "bitbucket" (Bitbucket Cloud). Each forge's deliveries are checked as
+	// it signs them: X-Hub-Signature-256 (GitHub), X-Gitea-Signature or
+	// X-Forgejo-Signature (Gitea, Forgejo), X-Gitlab-Token or GitLab's
+	// signing token (a secret starting with whsec_), X-Hub-Signature with
+	// sha256= (Bitbucket). Default: github.
+	Forge string `json:"forge,omitempty"`
+
+	// The forge's base URL, such as https://git.example.com or
+	// https://example.com/gitlab. The default remote is
+	// <forge_url>/<repo>.git, and the forge's API lives under it: /api/v1
+	// for Gitea and Forgejo, /api/v4 for GitLab, /api/v3 for GitHub
+	// Enterprise Server (api_url overrides). With token, it must be https,
+	// or http to a loopback host (a forge on the same machine as Caddy);
+	// the same holds for remote and api_url. Default: https://github.com,
+	// https://gitlab.com or https://bitbucket.org; Gitea and Forgejo have
+	// none, so it is required for them unless remote is set and neither
+	// deployments nor require_checks is.
+	ForgeURL string `json:"forge_url,omitempty"`
+
 	// Folders of the release that keep a build's work for the next build,
 	// relative to the release: Hugo's "resources/_gen", "node_modules",
 	// ".jekyll-cache". Before the commands run, each is copied from the
@@ -448,8 +471,8 @@ func (h *Handler) deployerConfig(token string) deployer.Config {
 		SandboxNetwork: strings.TrimPrefix(h.SandboxNetwork, "outbound"),
 		Hide:           sandboxHidden(append(slices.Clone(h.Secret), h.Token)...),
 	}
-	if cfg.Remote == "" && h.Repo != "" {
-		cfg.Remote = "https://github.com/" + h.Repo + ".git"
+	if cfg.Remote == "" {
+		cfg.Remote = h.defaultRemote()
 	}
 	cfg.Depth = deployer.DefaultDepth
 	if h.Depth != nil {
@@ -489,6 +512,9 @@ func (h *Handler) Validate() error {
 		if k == "" || strings.ContainsAny(k, "=\x00") {
 			return fmt.Errorf("env name %q is not valid", k)
 		}
+	}
+	if err := h.validateForge(); err != nil {
+		return err
 	}
 	if err := h.validateGitHub(); err != nil {
 		return err

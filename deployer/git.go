@@ -131,16 +131,17 @@ func (g *git) env(extra ...[2]string) []string {
 
 // helperKey returns the config key of the credential helper, scoped to the
 // remote's host, and whether git gets the token at all: only with a token
-// and an https remote. With any other remote, git never sees the token.
+// and an https remote (or http to a loopback host). With any other
+// remote, git never sees the token.
 func (g *git) helperKey() (string, bool) {
 	if g.token == "" {
 		return "", false
 	}
 	u, err := url.Parse(g.remote)
-	if err != nil || u.Scheme != "https" || u.Host == "" {
+	if err != nil || !tokenScheme(u) || u.Host == "" {
 		return "", false
 	}
-	return "credential.https://" + u.Host + ".helper", true
+	return "credential." + strings.ToLower(u.Scheme) + "://" + u.Host + ".helper", true
 }
 
 // isLocalRemote reports whether remote is a path or a file:// URL.
