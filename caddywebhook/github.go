@@ -125,6 +125,9 @@ func isLoopback(host string) bool {
 // github_webhook app) and its checks gate, when deployments or
 // require_checks ask for them. It does no I/O.
 func (h *Handler) provisionGitHub(token string, obs *observer) error {
+	if h.forgeKind() != forgeGitHub {
+		return h.provisionForge(token, obs)
+	}
 	if h.Deployments == nil && h.RequireChecks == nil {
 		if h.APIURL != "" {
 			h.logger.Warn("api_url is set but neither deployments nor require_checks is: GitHub's API is not called")
@@ -156,15 +159,16 @@ func (h *Handler) provisionGitHub(token string, obs *observer) error {
 	if c := h.RequireChecks; c != nil {
 		names := slices.Clone(c.Names)
 		h.cfg.Gate = func(ctx context.Context, commit string) (deployer.GateResult, error) {
-			return checksGate(ctx, client, commit, names)
+			return checksGate(ctx, client.Checks, commit, names)
 		}
 	}
 	return nil
 }
 
-// checksGate asks GitHub whether commit's checks passed.
-func checksGate(ctx context.Context, client *githubapi.Client, commit string, names []string) (deployer.GateResult, error) {
-	v, err := client.Checks(ctx, commit, names)
+// checksGate asks the forge, through checks (a client's Checks), whether
+// commit's checks passed.
+func checksGate(ctx context.Context, checks func(context.Context, string, []string) (githubapi.Verdict, error), commit string, names []string) (deployer.GateResult, error) {
+	v, err := checks(ctx, commit, names)
 	if err != nil {
 		return deployer.GateResult{}, err
 	}

@@ -18,7 +18,6 @@ import (
 
 	"github.com/caddy-webhooks/caddy-github-webhook/delivery"
 	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
-	"github.com/caddy-webhooks/caddy-github-webhook/internal/githubapi"
 )
 
 func init() {
@@ -309,9 +308,9 @@ type Handler struct {
 	// process's one, unless the module's constructor gave another.
 	bodies *bodyBudget
 
-	github   *githubapi.Client   // nil without deployments and require_checks
-	reporter *githubapi.Reporter // nil without deployments
-	checks   bool                // require_checks is on: check deliveries wake
+	github   apiClient      // the forge's API: nil without deployments and require_checks
+	reporter deployReporter // nil without deployments
+	checks   bool           // require_checks is on: check deliveries wake
 
 	wake   func(deployer.Reason) // the deployer's Wake; tests swap it
 	branch func() string         // the deployer's Branch; tests swap it
@@ -410,7 +409,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.cfg.Notify = obs.notify
 	if err := h.provisionGitHub(token, obs); err != nil {
-		return fmt.Errorf("github api: %w", err)
+		return fmt.Errorf("%s api: %w", h.forgeKind(), err)
 	}
 	h.checks = h.RequireChecks != nil
 

@@ -8,7 +8,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
-	"github.com/caddy-webhooks/caddy-github-webhook/internal/githubapi"
 )
 
 // Names of the Caddy events a deploy emits, for `events { on <name> ... }`.
@@ -152,9 +151,9 @@ type observer struct {
 	metrics *metrics
 	events  *caddyevents.App // nil if the events app could not load
 
-	// reporter reports deploys to GitHub as deployments (nil without
-	// deployments), with siteURL as the environment's link.
-	reporter *githubapi.Reporter
+	// reporter reports deploys to the forge, as GitHub deployments or
+	// commit statuses (nil without deployments), with siteURL as the environment's link.
+	reporter deployReporter
 	siteURL  string
 }
 

@@ -123,22 +123,23 @@ type Client struct {
 	perPage     int
 }
 
-// New returns a Client for cfg. It does no I/O.
+// New returns a Client for cfg. It does no I/O. Its errors do not name
+// the forge: callers say which API they configure.
 func New(cfg Config) (*Client, error) {
 	switch cfg.Kind {
 	case Gitea, Forgejo, GitLab, Bitbucket:
 	default:
-		return nil, fmt.Errorf("forge api: unknown forge %q", cfg.Kind)
+		return nil, fmt.Errorf("unknown forge %q", cfg.Kind)
 	}
 	i := strings.LastIndexByte(cfg.Repo, '/')
 	if i <= 0 || i == len(cfg.Repo)-1 {
-		return nil, fmt.Errorf("%s api: repository %q is not owner/name", cfg.Kind, cfg.Repo)
+		return nil, fmt.Errorf("repository %q is not owner/name", cfg.Repo)
 	}
 	if cfg.Kind != GitLab && strings.Count(cfg.Repo, "/") != 1 {
-		return nil, fmt.Errorf("%s api: repository %q is not owner/name", cfg.Kind, cfg.Repo)
+		return nil, fmt.Errorf("repository %q is not owner/name", cfg.Repo)
 	}
 	if strings.ContainsAny(cfg.Token, " \t\r\n") {
-		return nil, fmt.Errorf("%s api: token contains white space", cfg.Kind)
+		return nil, errors.New("token contains white space")
 	}
 	if cfg.APIURL == "" && cfg.Kind == Bitbucket {
 		cfg.APIURL = DefaultBitbucketAPIURL
@@ -146,16 +147,16 @@ func New(cfg Config) (*Client, error) {
 	u, err := url.Parse(cfg.APIURL)
 	switch {
 	case err != nil || u.Host == "":
-		return nil, fmt.Errorf("%s api: api url %q is not a URL", cfg.Kind, cfg.APIURL)
+		return nil, fmt.Errorf("api url %q is not a URL", cfg.APIURL)
 	case u.Scheme != "https" && u.Scheme != "http":
-		return nil, fmt.Errorf("%s api: api url scheme %q: want https or http", cfg.Kind, u.Scheme)
+		return nil, fmt.Errorf("api url scheme %q: want https or http", u.Scheme)
 	case u.User != nil:
-		return nil, fmt.Errorf("%s api: api url must not carry credentials; use token", cfg.Kind)
+		return nil, errors.New("api url must not carry credentials; use token")
 	case u.RawQuery != "" || u.Fragment != "":
-		return nil, fmt.Errorf("%s api: api url must not have a query or fragment", cfg.Kind)
+		return nil, errors.New("api url must not have a query or fragment")
 	case u.Scheme == "http" && cfg.Token != "" && !IsLoopback(u.Hostname()):
 		// The token would cross the network in clear.
-		return nil, fmt.Errorf("%s api: a token goes over http:// only to a loopback host, not %s: use https", cfg.Kind, u.Hostname())
+		return nil, fmt.Errorf("a token goes over http:// only to a loopback host, not %s: use https", u.Hostname())
 	}
 	u.Path = strings.TrimRight(u.Path, "/")
 	u.RawPath = ""
