@@ -13,9 +13,10 @@ import (
 
 // TestReporterStatuses: each forge's status API gets pending (GitLab
 // running, Bitbucket INPROGRESS) then success with the site's link, pending
-// then failure with the failure's line, and the interrupted state, under
-// the name deploy/production (Bitbucket: the key deploy-production), with
-// the token as that forge takes it on every request.
+// then failure with the failure's line, the interrupted state, and a
+// rollback as success again, under the name deploy/production (Bitbucket:
+// the key deploy-production), with the token as that forge takes it on
+// every request.
 func TestReporterStatuses(t *testing.T) {
 	interrupted := map[Kind]string{Gitea: "error", Forgejo: "error", GitLab: "canceled", Bitbucket: "STOPPED"}
 	for _, k := range kinds {
@@ -31,6 +32,7 @@ func TestReporterStatuses(t *testing.T) {
 			r.Started(sha2, "push")
 			r.Failed(sha2, "build failed: hugo\nexited 1")
 			r.Interrupted(sha3)
+			r.RolledBack(sha1, siteURL)
 			flush(t, r)
 
 			name := "deploy/production"
@@ -43,6 +45,7 @@ func TestReporterStatuses(t *testing.T) {
 				{Commit: sha2, State: k.pending},
 				{Commit: sha2, State: k.failed, Description: "build failed: hugo exited 1"},
 				{Commit: sha3, State: interrupted[k.kind], Description: "interrupted; deploys again on start"},
+				{Commit: sha1, State: k.passed, TargetURL: siteURL, Description: "rolled back"},
 			}
 			got := srv.Created()
 			if len(got) != len(want) {
