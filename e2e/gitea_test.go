@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
 	"github.com/caddy-webhooks/caddy-github-webhook/internal/testkit"
 )
 
@@ -24,7 +25,8 @@ import (
 const giteaVersion = "1.27.3"
 
 // giteaBinary returns the Gitea binary that scripts/gitea built ($GITEA_BIN
-// names another), or skips the test, saying how to build it.
+// names another, with Gitea's options and templates folders beside it), or
+// skips the test, saying how to build it.
 func giteaBinary(t *testing.T) string {
 	t.Helper()
 	if p := os.Getenv("GITEA_BIN"); p != "" {
@@ -37,6 +39,9 @@ func giteaBinary(t *testing.T) string {
 	p := filepath.Join(cache, "caddy-github-webhook", "gitea-"+giteaVersion, "gitea")
 	if fi, err := os.Stat(p); err != nil || fi.Mode()&0o111 == 0 {
 		t.Skipf("Gitea %s is not built (no %s): ./scripts/gitea builds it once (about 30 minutes cold), as .ci/run does", giteaVersion, p)
+	}
+	if _, err := os.Stat(filepath.Join(p, "..", "options", "locale", "locale_en-US.json")); err != nil {
+		t.Skipf("Gitea %s is built but its run-time files are not beside it: ./scripts/gitea puts them there", giteaVersion)
 	}
 	return p
 }
@@ -76,6 +81,7 @@ DISABLE_SSH = true
 START_SSH_SERVER = false
 OFFLINE_MODE = true
 LFS_START_SERVER = false
+STATIC_ROOT_PATH = %s
 
 [database]
 DB_TYPE = sqlite3
@@ -106,7 +112,7 @@ ENABLED = false
 MODE = console
 LEVEL = Warn
 ROOT_PATH = %s
-`, me.Username, dir, os.Getuid() == 0, port, g.base, filepath.Join(dir, "gitea.db"), filepath.Join(dir, "repos"),
+`, me.Username, dir, os.Getuid() == 0, port, g.base, filepath.Dir(bin), filepath.Join(dir, "gitea.db"), filepath.Join(dir, "repos"),
 		randomHex(t, 32), randomHex(t, 48), filepath.Join(dir, "log"))
 	if err := os.WriteFile(ini, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
@@ -208,6 +214,18 @@ func (g *giteaServer) call(t *testing.T, method, path string, body, out any, bas
 	return resp.StatusCode
 }
 
+// adminPost POSTs body to Caddy's admin endpoint of s.
+func adminPost(t *testing.T, s *site, path, body string) (int, string) {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Post("http://"+s.admin+path, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp.StatusCode, string(b)
+}
+
 func randomHex(t *testing.T, n int) string {
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
@@ -217,16 +235,18 @@ func randomHex(t *testing.T, n int) string {
 }
 
 // TestGiteaPushDeploysAndReportsStatus runs a real Gitea and the Caddy
-// binary with forge gitea and deployments: a push with real git to a
-// private repository on Gitea makes Gitea deliver its signed push webhook to
-// Caddy, Caddy fetches the commit from Gitea over http on loopback with the
-// token and deploys it, and the commit status deploy/production, success,
-// linking the site, is read back through Gitea's API.
+// binary with forge gitea, deployments and require_checks CI: a push with
+// real git to a private repository on Gitea makes Gitea deliver its signed
+// push webhook to Caddy; the tip waits while Gitea's combined status has no
+// CI; once CI succeeded on Gitea, a deploy fetches the commit from Gitea
+// over http on loopback with the token and puts it live, and the commit
+// status deploy/production, success, linking the site, is read back
+// through Gitea's API.
 func TestGiteaPushDeploysAndReportsStatus(t *testing.T) {
 	bin := giteaBinary(t)
 	const siteAddress = "https://blog.example.com"
 	g := startGitea(t, bin)
-	if code := g.call(t, "POST", "/user/repos", map[string]any{"name": "site", "private": true, "default_branch": "main"}, nil, false); code != http.StatusCreated {
+	if code := g.call(t, "POST", "/user/repos", map[string]any{"name": "site", "private": true, "default_branch": "main"}, nil, true); code != http.StatusCreated {
 		t.Fatalf("creating the repository: %d", code)
 	}
 
@@ -236,6 +256,7 @@ func TestGiteaPushDeploysAndReportsStatus(t *testing.T) {
 		"forge gitea "+g.base,
 		"token {env.GITEA_TOKEN}",
 		"deployments production "+siteAddress,
+		"require_checks CI",
 	), env)
 
 	hook := map[string]any{"type": "gitea", "active": true, "events": []string{"push"}, "branch_filter": "*",
@@ -248,6 +269,21 @@ func TestGiteaPushDeploysAndReportsStatus(t *testing.T) {
 	rem.Git("remote", "set-url", "origin", strings.Replace(g.base, "http://", "http://octocat:"+g.password+"@", 1)+"/octocat/site.git")
 	commit := rem.Commit("A page served from Gitea", map[string]string{"index.html": "<h1>from gitea</h1>\n"})
 
+	// Delivered; its CI has not reported: the tip waits.
+	waitUntil(t, time.Minute, "the delivered push to wait for CI", func() error {
+		st := s.status(t)
+		if c := st.Checked; c == nil || c.Commit != commit || c.Reason != deployer.ReasonDelivery || c.Outcome != "waiting" || !strings.Contains(c.Detail, `"CI"`) {
+			return fmt.Errorf("checked %+v", st.Checked)
+		}
+		return nil
+	})
+	// CI reports success on Gitea; a manual deploy looks again.
+	if code := g.call(t, "POST", "/repos/octocat/site/statuses/"+commit, map[string]string{"state": "success", "context": "CI"}, nil, false); code != http.StatusCreated {
+		t.Fatalf("setting the CI status: %d", code)
+	}
+	if code, body := adminPost(t, s, "/github_webhook/deploy", `{"path": "`+s.path+`"}`); code != http.StatusAccepted {
+		t.Fatalf("POST /github_webhook/deploy: %d %s", code, body)
+	}
 	s.waitLive(t, commit)
 	if err := pageShows(s.url("/index.html"), "from gitea"); err != nil {
 		t.Fatal(err)
