@@ -229,7 +229,6 @@ func newTestHandler(branch string, logger *zap.Logger) (*Handler, *atomic.Int64)
 	h := &Handler{
 		Repo:    testRepo,
 		logger:  logger,
-		forge:   delivery.NewGitHub([][]byte{[]byte(testOldSecret), []byte(testSecret)}),
 		maxBody: testMaxBody,
 		wake: func(r deployer.Reason) {
 			if r != deployer.ReasonDelivery {
@@ -239,6 +238,7 @@ func newTestHandler(branch string, logger *zap.Logger) (*Handler, *atomic.Int64)
 		},
 		branch: func() string { return branch },
 	}
+	h.setForge(delivery.NewGitHub([][]byte{[]byte(testOldSecret), []byte(testSecret)}))
 	return h, &wakes
 }
 

@@ -293,7 +293,8 @@ type Handler struct {
 	ClusterPoll caddy.Duration `json:"cluster_poll,omitempty"`
 
 	logger  *zap.Logger
-	forge   *delivery.GitHub // verifies and reads deliveries
+	forge   delivery.Forge // verifies and reads deliveries
+	idKey   string         // forge.IDHeader(), canonical
 	cfg     deployer.Config  // what the deployer gets, placeholders resolved
 	maxBody int64
 
@@ -366,7 +367,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		secrets = append(secrets, []byte(v))
 	}
-	h.forge = delivery.NewGitHub(secrets)
+	forge, err := newForge(h.forgeKind(), secrets)
+	if err != nil {
+		return err
+	}
+	h.setForge(forge)
 	token := ""
 	if h.Token != "" {
 		var err error
