@@ -18,7 +18,6 @@ import (
 	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
 )
 
-
 // Results of a delivery, in answers and logs.
 const (
 	resultPong    = "pong"

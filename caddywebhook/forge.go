@@ -3,8 +3,8 @@ package caddywebhook
 import (
 	"errors"
 	"fmt"
-	"net/url"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/caddy-webhooks/caddy-github-webhook/delivery"

@@ -293,9 +293,9 @@ type Handler struct {
 	ClusterPoll caddy.Duration `json:"cluster_poll,omitempty"`
 
 	logger  *zap.Logger
-	forge   delivery.Forge // verifies and reads deliveries
-	idKey   string         // forge.IDHeader(), canonical
-	cfg     deployer.Config  // what the deployer gets, placeholders resolved
+	forge   delivery.Forge  // verifies and reads deliveries
+	idKey   string          // forge.IDHeader(), canonical
+	cfg     deployer.Config // what the deployer gets, placeholders resolved
 	maxBody int64
 
 	key     string          // the cleaned absolute path: the key in targets
