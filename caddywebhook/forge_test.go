@@ -1,8 +1,22 @@
 package caddywebhook
 
 import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
+	"github.com/caddy-webhooks/caddy-github-webhook/internal/testkit"
 )
 
 // TestForgeDefaults: the default remote and API address of each forge,
@@ -85,5 +99,315 @@ func TestValidateForge(t *testing.T) {
 	}
 	if forgePreviewsError("bitbucket") == nil || forgePreviewsError("gitea") != nil || forgePreviewsError("gitlab") != nil {
 		t.Error("previews: an error for bitbucket alone")
+	}
+}
+
+// signingSecret is a GitLab signing token (Standard Webhooks' test key).
+const signingSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+// forgeFixture returns testdata/<forge>/<name>, as the forge sent it, with
+// edit applied to its JSON when edit is not nil.
+func forgeFixture(tb testing.TB, forge, name string, edit func(p map[string]any)) []byte {
+	tb.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "testdata", forge, name))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if edit == nil {
+		return b
+	}
+	var p map[string]any
+	if err := json.Unmarshal(b, &p); err != nil {
+		tb.Fatal(err)
+	}
+	edit(p)
+	if b, err = json.Marshal(p); err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+// obj returns the object at the path of keys in p.
+func obj(p map[string]any, keys ...string) map[string]any {
+	for _, k := range keys {
+		p = p[k].(map[string]any)
+	}
+	return p
+}
+
+// fixtureDir is the testdata folder of a forge (Forgejo's are Gitea's, and
+// so are GitLab's signed ones).
+func fixtureDir(forge string) string {
+	switch forge {
+	case forgeForgejo:
+		return forgeGitea
+	case "gitlab-signed":
+		return forgeGitLab
+	}
+	return forge
+}
+
+// forgePush returns a real push payload of forge (testdata/<forge>/) edited
+// to say that branch of repo moved from before to after.
+func forgePush(tb testing.TB, forge, repo, branch, before, after string) []byte {
+	switch fixtureDir(forge) {
+	case forgeGitea:
+		return forgeFixture(tb, forgeGitea, "captured-push.json", func(p map[string]any) {
+			p["ref"], p["before"], p["after"] = "refs/heads/"+branch, before, after
+			r := obj(p, "repository")
+			r["full_name"], r["default_branch"] = repo, branch
+		})
+	case forgeGitLab:
+		return forgeFixture(tb, forgeGitLab, "push.json", func(p map[string]any) {
+			p["ref"], p["before"], p["after"], p["checkout_sha"] = "refs/heads/"+branch, before, after, after
+			r := obj(p, "project")
+			r["path_with_namespace"], r["default_branch"] = repo, branch
+		})
+	case forgeBitbucket:
+		return forgeFixture(tb, forgeBitbucket, "push.json", func(p map[string]any) {
+			obj(p, "repository")["full_name"] = repo
+			c := obj(p, "push")["changes"].([]any)[0].(map[string]any)
+			n, o := c["new"].(map[string]any), c["old"].(map[string]any)
+			n["name"], o["name"] = branch, branch
+			obj(n, "target")["hash"], obj(o, "target")["hash"] = after, before
+		})
+	}
+	tb.Fatalf("no push of forge %s", forge)
+	return nil
+}
+
+// forgeDelivery is a delivery as forge sends it.
+type forgeDelivery struct {
+	forge string // a forge, or gitlab-signed: GitLab with its signing token
+	event string
+	body  []byte
+	sign  string // valid (default), wrong, missing or empty
+	id    string
+}
+
+// Delivery ids the tests' forges send.
+const forgeDeliveryID = "5c3e1b9a-7f2d-4e8b-9a61-2d4f0c8b7e13"
+
+// request returns the delivery of d, to be sent to target, signed with
+// testSecret (GitLab's plain token; signingSecret for gitlab-signed).
+func (d forgeDelivery) request(tb testing.TB, target string) *http.Request {
+	tb.Helper()
+	r, err := http.NewRequest(http.MethodPost, target, bytes.NewReader(d.body))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	id := d.id
+	if id == "" {
+		id = forgeDeliveryID
+	}
+	secret := testSecret
+	if d.sign == "wrong" {
+		secret = "not " + testSecret
+	}
+	h := r.Header
+	h.Set("Content-Type", "application/json")
+	var key, sig string
+	switch d.forge {
+	case forgeGitea, forgeForgejo:
+		prefix := "X-Gitea-"
+		if d.forge == forgeForgejo {
+			prefix = "X-Forgejo-" // Forgejo's own headers alone
+		}
+		h.Set(prefix+"Event", d.event)
+		h.Set(prefix+"Delivery", id)
+		key, sig = prefix+"Signature", strings.TrimPrefix(testkit.Sign(secret, d.body), "sha256=")
+	case forgeGitLab:
+		h.Set("X-Gitlab-Event", d.event)
+		h.Set("X-Gitlab-Event-UUID", id)
+		key, sig = "X-Gitlab-Token", secret
+	case "gitlab-signed":
+		h.Set("X-Gitlab-Event", d.event)
+		h.Set("X-Gitlab-Event-UUID", id)
+		ts := strconv.FormatInt(time.Now().Unix(), 10)
+		h.Set("webhook-id", id)
+		h.Set("webhook-timestamp", ts)
+		k, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(signingSecret, "whsec_"))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if d.sign == "wrong" {
+			k = []byte(secret)
+		}
+		mac := hmac.New(sha256.New, k)
+		mac.Write([]byte(id + "." + ts + "."))
+		mac.Write(d.body)
+		key, sig = "webhook-signature", "v1,"+base64.StdEncoding.EncodeToString(mac.Sum(nil))
+	case forgeBitbucket:
+		h.Set("X-Event-Key", d.event)
+		h.Set("X-Request-UUID", id)
+		key, sig = "X-Hub-Signature", testkit.Sign(secret, d.body)
+	default:
+		tb.Fatalf("no forge %s", d.forge)
+	}
+	switch d.sign {
+	case "missing":
+	case "empty":
+		h[http.CanonicalHeaderKey(key)] = []string{""}
+	default:
+		h.Set(key, sig)
+	}
+	return r
+}
+
+// idHeader is the header of forge's delivery ids.
+func idHeader(forge string) string {
+	switch forge {
+	case forgeGitea:
+		return "X-Gitea-Delivery"
+	case forgeForgejo:
+		return "X-Forgejo-Delivery"
+	case forgeBitbucket:
+		return "X-Request-UUID"
+	}
+	return "X-Gitlab-Event-UUID"
+}
+
+// forgeCase is a delivery and the answer it must get.
+type forgeCase struct {
+	name     string
+	d        forgeDelivery
+	status   int
+	result   string
+	contains string
+}
+
+// forgeCases returns, for forge, deliveries that must deploy nothing: a
+// wrong, missing or empty signature (401), and, verified, another branch,
+// another repository, a deletion, a test delivery and an event not handled
+// (2xx). live is the commit that is live.
+func forgeCases(tb testing.TB, forge, live string) []forgeCase {
+	const other = "0123456789abcdef0123456789abcdef01234567"
+	pushEvent := map[string]string{forgeGitea: "push", forgeForgejo: "push", forgeGitLab: "Push Hook",
+		"gitlab-signed": "Push Hook", forgeBitbucket: "repo:push"}[forge]
+	push := forgePush(tb, forge, testRepo, testBranch, live, other)
+	d := func(event string, body []byte) forgeDelivery { return forgeDelivery{forge: forge, event: event, body: body} }
+	signed := func(sign string) forgeDelivery { c := d(pushEvent, push); c.sign = sign; return c }
+	unsigned := "missing"
+	cases := []forgeCase{
+		{"wrong signature", signed("wrong"), 401, "error", "mismatch"},
+		{"no signature", signed("missing"), 401, "error", unsigned},
+		{"empty signature", signed("empty"), 401, "error", unsigned},
+		{"another branch", d(pushEvent, forgePush(tb, forge, testRepo, "dev", live, other)), 200, "skipped", `branch "dev"`},
+		{"another repository", d(pushEvent, forgePush(tb, forge, "someone/else", testBranch, live, other)), 200, "skipped", `"someone/else"`},
+	}
+	zeros := strings.Repeat("0", 40)
+	switch fixtureDir(forge) {
+	case forgeGitea:
+		cases = append(cases,
+			forgeCase{"deletion", d("delete", forgeFixture(tb, forgeGitea, "delete-branch.json", func(p map[string]any) {
+				p["ref"] = testBranch
+				obj(p, "repository")["full_name"] = testRepo
+			})), 200, "skipped", "was deleted"},
+			forgeCase{"test delivery", d("push", forgePush(tb, forge, testRepo, testBranch, zeros, zeros)), 200, "pong", ""},
+			forgeCase{"event not handled", d("issues", push), 200, "skipped", `event "issues" not handled`},
+		)
+	case forgeGitLab:
+		cases = append(cases,
+			forgeCase{"deletion", d("Push Hook", forgePush(tb, forge, testRepo, testBranch, live, zeros)), 200, "skipped", "was deleted"},
+			forgeCase{"tag", d("Tag Push Hook", forgeFixture(tb, forgeGitLab, "tag_push.json", func(p map[string]any) {
+				obj(p, "project")["path_with_namespace"] = testRepo
+			})), 200, "skipped", "tag"},
+			forgeCase{"event not handled", d("Note Hook", push), 200, "skipped", `event "Note Hook" not handled`},
+		)
+	case forgeBitbucket:
+		cases = append(cases,
+			forgeCase{"deletion", d("repo:push", forgeFixture(tb, forgeBitbucket, "push-branch-delete.json", func(p map[string]any) {
+				obj(p, "repository")["full_name"] = testRepo
+				obj(p["push"].(map[string]any)["changes"].([]any)[0].(map[string]any), "old")["name"] = testBranch
+			})), 200, "skipped", "was deleted"},
+			forgeCase{"test delivery", d("diagnostics:ping", []byte(`{"test":true}`)), 200, "pong", ""},
+			forgeCase{"event not handled", d("pullrequest:created", push), 200, "skipped", `event "pullrequest:created" not handled`},
+		)
+	}
+	return cases
+}
+
+// check reports how an answer differs from what c expects.
+func (c forgeCase) check(t testing.TB, status int, header http.Header, body []byte) {
+	t.Helper()
+	if status != c.status {
+		t.Errorf("status %d, want %d; body %s", status, c.status, body)
+	}
+	if got := header.Get(idHeader(c.d.forge)); got != forgeDeliveryID {
+		t.Errorf("%s %q, want %q", idHeader(c.d.forge), got, forgeDeliveryID)
+	}
+	var a map[string]string
+	if err := json.Unmarshal(body, &a); err != nil {
+		t.Fatalf("answer %q is not a JSON object of strings: %v", body, err)
+	}
+	if a["result"] != c.result || a["delivery"] != forgeDeliveryID || !strings.Contains(a["error"]+a["reason"], c.contains) {
+		t.Errorf("answer %s, want %s with %q and the delivery's id", body, c.result, c.contains)
+	}
+}
+
+// send sends the delivery of c to the tests' Caddy and checks the answer.
+func (c forgeCase) send(t *testing.T) {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(c.d.request(t, hookURL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	c.check(t, resp.StatusCode, resp.Header, body)
+}
+
+// TestForgesThroughCaddy: for each forge, a real Caddy deploying a real
+// git repository: a wrong, missing or empty signature gets 401, another
+// branch, another repository, a deletion, a test delivery and an event not
+// handled get 2xx, and none of them deploys anything; then the forge's
+// signed push of a new commit (its real payload, adjusted to the test
+// repository) is answered 202 and goes live.
+func TestForgesThroughCaddy(t *testing.T) {
+	for _, forge := range []string{forgeGitea, forgeForgejo, forgeGitLab, "gitlab-signed", forgeBitbucket} {
+		t.Run(forge, func(t *testing.T) {
+			s := newTestSite(t)
+			setting := "forge " + fixtureDir(forge) + " http://127.0.0.1:3000"
+			if forge == forgeForgejo {
+				setting = "forge forgejo"
+			}
+			if forge == "gitlab-signed" {
+				t.Setenv("CWH_TEST_OLD_SECRET", signingSecret)
+			}
+			first := s.startLive(s.caddyfile(setting))
+			startup := s.waitLook(0, deployer.ReasonStartup, deployer.OutcomeDeployed)
+
+			for _, c := range forgeCases(t, forge, first) {
+				t.Run(c.name, func(t *testing.T) {
+					c.send(t)
+				})
+			}
+			// None of those woke the deployer: the manual wake is the next
+			// look (see TestDeliveriesThroughCaddy).
+			if code, body := adminDo(t, http.MethodPost, "/github_webhook/deploy", `{"path": "`+s.path+`"}`, nil); code != http.StatusAccepted {
+				t.Fatalf("POST deploy: %d %s", code, body)
+			}
+			manual := s.waitLook(startup.Count, deployer.ReasonManual, deployer.OutcomeLive)
+
+			pushEvent := map[string]string{forgeGitea: "push", forgeForgejo: "push", forgeGitLab: "Push Hook",
+				"gitlab-signed": "Push Hook", forgeBitbucket: "repo:push"}[forge]
+			if fixtureDir(forge) == forgeGitLab {
+				// GitLab's "Test" button sends a push of the branch's tip:
+				// it is looked at, and nothing is deployed.
+				test := forgeCase{"test delivery", forgeDelivery{forge: forge, event: pushEvent,
+					body: forgePush(t, forge, testRepo, testBranch, first, first)}, 202, "queued", ""}
+				test.send(t)
+				manual = s.waitLook(manual.Count, deployer.ReasonDelivery, deployer.OutcomeLive)
+			}
+
+			second := s.repo.Commit("second version", map[string]string{"index.html": "second"})
+			push := forgeCase{"push", forgeDelivery{forge: forge, event: pushEvent,
+				body: forgePush(t, forge, testRepo, testBranch, first, second)}, 202, "queued", ""}
+			push.send(t)
+			s.waitLive(second)
+			if got := get(t, siteURL+"/index.html"); got != "second" {
+				t.Errorf("site serves %q, want second", got)
+			}
+		})
 	}
 }
