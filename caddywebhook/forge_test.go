@@ -285,7 +285,9 @@ func forgeCases(tb testing.TB, forge, live string) []forgeCase {
 	pushEvent := map[string]string{forgeGitea: "push", forgeForgejo: "push", forgeGitLab: "Push Hook",
 		"gitlab-signed": "Push Hook", forgeBitbucket: "repo:push"}[forge]
 	push := forgePush(tb, forge, testRepo, testBranch, live, other)
-	d := func(event string, body []byte) forgeDelivery { return forgeDelivery{forge: forge, event: event, body: body} }
+	d := func(event string, body []byte) forgeDelivery {
+		return forgeDelivery{forge: forge, event: event, body: body}
+	}
 	signed := func(sign string) forgeDelivery { c := d(pushEvent, push); c.sign = sign; return c }
 	unsigned := "missing"
 	cases := []forgeCase{
