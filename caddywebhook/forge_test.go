@@ -8,12 +8,18 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
+
+	"go.uber.org/zap"
 
 	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
 	"github.com/caddy-webhooks/caddy-github-webhook/internal/testkit"
@@ -412,4 +418,251 @@ func TestForgesThroughCaddy(t *testing.T) {
 			}
 		})
 	}
+}
+
+// fuzzForges are the forges FuzzServeHTTP sends as, by (mode>>3) modulo
+// their number: 0, github, is the request table's.
+var fuzzForges = []string{forgeGitHub, forgeGitea, forgeForgejo, forgeGitLab, "gitlab-signed", forgeBitbucket}
+
+// fuzzForgeID is the webhook-id of FuzzServeHTTP's signed GitLab deliveries.
+const fuzzForgeID = "fuzz-delivery"
+
+// addForgeSeeds adds to f's corpus the deliveries of forgeCases for every
+// forge but GitHub, and their pushes of the deployed branch.
+func addForgeSeeds(f *testing.F) {
+	const live = "1111111111111111111111111111111111111111"
+	for i, forge := range fuzzForges {
+		if forge == forgeGitHub {
+			continue
+		}
+		mode := uint8(i << 3)
+		push := forgeCase{d: forgeDelivery{forge: forge, body: forgePush(f, forge, testRepo, testBranch, live, strings.Repeat("2", 40))}}
+		push.d.event = map[string]string{forgeGitea: "push", forgeForgejo: "push", forgeGitLab: "Push Hook",
+			"gitlab-signed": "Push Hook", forgeBitbucket: "repo:push"}[forge]
+		for _, c := range append(forgeCases(f, forge, live), push) {
+			m := mode | fuzzSignedWithSecret
+			switch c.d.sign {
+			case "wrong":
+				m = mode | fuzzSignedWrongSecret
+			case "missing", "empty":
+				m = mode | fuzzSignatureAsIs
+			}
+			f.Add("POST", "application/json", c.d.event, "", forgeDeliveryID, m, c.d.body)
+		}
+		f.Add("POST", "application/json", push.d.event, "", forgeDeliveryID, mode|fuzzSignedWithOld|4, push.d.body)
+		if fixtureDir(forge) == forgeGitea {
+			f.Add("POST", "application/x-www-form-urlencoded", "push", "", "", mode|fuzzSignedWithSecret,
+				[]byte("payload="+url.QueryEscape(string(push.d.body))))
+		}
+	}
+}
+
+// fuzzSignature returns the signature forge puts on a delivery of body,
+// with secret: for Gitea, over a form's payload field; for GitLab's plain
+// token, the secret itself; for its signing token, the signing key's MAC
+// at ts when secret is testSecret, or else a MAC with secret as the key.
+func fuzzSignature(forge, secret, contentType string, body []byte, ts string) string {
+	switch forge {
+	case forgeGitea, forgeForgejo:
+		signed := body
+		if mt, _, _ := strings.Cut(contentType, ";"); strings.EqualFold(strings.TrimSpace(mt), "application/x-www-form-urlencoded") {
+			form, _ := url.ParseQuery(string(body))
+			if v, ok := form["payload"]; ok {
+				signed = []byte(v[0])
+			}
+		}
+		return strings.TrimPrefix(testkit.Sign(secret, signed), "sha256=")
+	case forgeGitLab:
+		return secret
+	case "gitlab-signed":
+		key := []byte(secret)
+		if secret == testSecret {
+			key, _ = base64.StdEncoding.DecodeString(strings.TrimPrefix(signingSecret, "whsec_"))
+		}
+		mac := hmac.New(sha256.New, key)
+		mac.Write([]byte(fuzzForgeID + "." + ts + "."))
+		mac.Write(body)
+		return "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
+	}
+	return testkit.Sign(secret, body) // Bitbucket
+}
+
+// fuzzForgeDelivery is FuzzServeHTTP for a forge other than GitHub: the
+// same guarantees, with the forge's headers, signatures and payloads.
+func fuzzForgeDelivery(t *testing.T, forge, method, contentType, event, signature, id string, mode uint8, body []byte) {
+	h, wakes := newTestHandler(testBranch, zap.NewNop())
+	fg, err := newForge(fixtureDir(forge), [][]byte{[]byte(testOldSecret), []byte(testSecret), []byte(signingSecret)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.setForge(fg)
+	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	switch mode % 4 {
+	case fuzzSignedWithSecret:
+		signature = fuzzSignature(forge, testSecret, contentType, body, ts)
+	case fuzzSignedWithOld:
+		signature = fuzzSignature(forge, testOldSecret, contentType, body, ts)
+	case fuzzSignedWrongSecret:
+		signature = fuzzSignature(forge, "not "+testSecret, contentType, body, ts)
+	}
+	r := httptest.NewRequest(http.MethodPost, "/_hook", bytes.NewReader(body))
+	r.Method = method
+	if mode&4 != 0 {
+		r.ContentLength = -1
+	}
+	hd := r.Header
+	hd.Set("Content-Type", contentType)
+	switch forge {
+	case forgeGitea, forgeForgejo:
+		prefix := map[string]string{forgeGitea: "X-Gitea-", forgeForgejo: "X-Forgejo-"}[forge]
+		hd.Set(prefix+"Event", event)
+		hd.Set(prefix+"Delivery", id)
+		hd.Set(prefix+"Signature", signature)
+	case forgeGitLab, "gitlab-signed":
+		hd.Set("X-Gitlab-Event", event)
+		hd.Set("X-Gitlab-Event-UUID", id)
+		if forge == forgeGitLab {
+			hd.Set("X-Gitlab-Token", signature)
+		} else {
+			hd.Set("webhook-id", fuzzForgeID)
+			hd.Set("webhook-timestamp", ts)
+			hd.Set("webhook-signature", signature)
+		}
+	case forgeBitbucket:
+		hd.Set("X-Event-Key", event)
+		hd.Set("X-Request-UUID", id)
+		hd.Set("X-Hub-Signature", signature)
+	}
+	w := httptest.NewRecorder()
+	if err := h.ServeHTTP(w, r, nil); err != nil {
+		t.Fatalf("ServeHTTP: %v", err)
+	}
+	if !slices.Contains([]int{200, 202, 400, 401, 405, 413, 415}, w.Code) {
+		t.Errorf("status %d", w.Code)
+	}
+	if !json.Valid(w.Body.Bytes()) {
+		t.Errorf("answer is not JSON: %q", w.Body)
+	}
+	if wakes.Load() > 1 {
+		t.Errorf("%d wakes for one delivery", wakes.Load())
+	}
+	valid := false
+	for _, secret := range []string{testSecret, testOldSecret} {
+		if forge == "gitlab-signed" && secret == testOldSecret {
+			continue // its one signing key is signingSecret's
+		}
+		good := fuzzSignature(forge, secret, contentType, body, ts)
+		valid = valid || signature != "" && (signature == good || fixtureDir(forge) == forgeGitea && strings.EqualFold(signature, good))
+	}
+	if !valid {
+		if wakes.Load() != 0 {
+			t.Fatalf("woken by a %s delivery without a valid signature: %q", forge, signature)
+		}
+		if w.Code < 400 {
+			t.Errorf("status %d for a %s delivery without a valid signature", w.Code, forge)
+		}
+		return
+	}
+	want, exact := shouldWakeForge(forge, method, contentType, event, body)
+	if exact && want != (wakes.Load() == 1) {
+		t.Fatalf("%s: %d wakes, want %v: %d %s", forge, wakes.Load(), want, w.Code, w.Body)
+	}
+}
+
+// shouldWakeForge reports whether a validly signed delivery of forge must
+// wake the deployer, as encoding/json reads its payload; exact is false
+// where the delivery package may read it otherwise and still be right (a
+// form that url.ParseQuery finds fault with, values at the lengths kept,
+// Bitbucket changes of irregular shape).
+func shouldWakeForge(forge, method, contentType, event string, body []byte) (wake, exact bool) {
+	if method != http.MethodPost || len(body) > testMaxBody {
+		return false, true
+	}
+	mediaType, _, _ := strings.Cut(contentType, ";")
+	mediaType = strings.TrimSpace(mediaType)
+	data := body
+	switch {
+	case strings.EqualFold(mediaType, "application/json"):
+	case strings.EqualFold(mediaType, "application/x-www-form-urlencoded") && fixtureDir(forge) == forgeGitea:
+		form, err := url.ParseQuery(string(body))
+		if err != nil {
+			return false, false
+		}
+		if !form.Has("payload") {
+			return false, true
+		}
+		data = []byte(form.Get("payload"))
+	default:
+		return false, true
+	}
+	var p map[string]any
+	if json.Unmarshal(data, &p) != nil {
+		return false, true
+	}
+	exact = true
+	str := func(m map[string]any, path ...string) string {
+		for i, k := range path {
+			if i == len(path)-1 {
+				s, _ := m[k].(string)
+				if len(s) > 64 || strings.ContainsRune(s, utf8.RuneError) {
+					exact = false // near the limits the package keeps
+				}
+				return s
+			}
+			next, ok := m[k].(map[string]any)
+			if !ok {
+				if m[k] != nil {
+					exact = false // the wrong kind: 400
+				}
+				return ""
+			}
+			m = next
+		}
+		return ""
+	}
+	isZero := func(s string) bool { return s != "" && strings.Trim(s, "0") == "" }
+	ref := "refs/heads/" + testBranch
+	switch fixtureDir(forge) {
+	case forgeGitea:
+		after, before := str(p, "after"), str(p, "before")
+		return event == "push" && strings.EqualFold(str(p, "repository", "full_name"), testRepo) &&
+			str(p, "ref") == ref && after != before && !isZero(after), exact
+	case forgeGitLab:
+		return (event == "Push Hook" || event == "Tag Push Hook") && strings.EqualFold(str(p, "project", "path_with_namespace"), testRepo) &&
+			str(p, "ref") == ref && !isZero(str(p, "after")), exact
+	case forgeBitbucket:
+		if event != "repo:push" || !strings.EqualFold(str(p, "repository", "full_name"), testRepo) {
+			return false, exact
+		}
+		push, _ := p["push"].(map[string]any)
+		changes, _ := push["changes"].([]any)
+		if len(changes) > 8 {
+			exact = false
+		}
+		for _, c := range changes {
+			c, ok := c.(map[string]any)
+			if !ok {
+				exact = false
+				continue
+			}
+			n, ok := c["new"].(map[string]any)
+			if !ok {
+				if c["new"] != nil {
+					exact = false
+				}
+				continue
+			}
+			name, ok1 := n["name"].(string)
+			typ, ok2 := n["type"].(string)
+			if !ok1 || !ok2 {
+				exact = false
+				continue
+			}
+			if name == testBranch && typ == "branch" {
+				return true, exact
+			}
+		}
+		return false, exact
+	}
+	return false, false
 }
