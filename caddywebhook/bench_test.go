@@ -48,7 +48,7 @@ func BenchmarkDelivery(b *testing.B) {
 
 	b.Run("handler", func(b *testing.B) {
 		h, wakes := newTestHandler(testBranch, zap.NewNop())
-		h.forge = delivery.NewGitHub([][]byte{[]byte(testSecret)})
+		h.setForge(delivery.NewGitHub([][]byte{[]byte(testSecret)}))
 		r, br := newRequest()
 		w := &discardWriter{header: make(http.Header)}
 		b.SetBytes(int64(len(body)))

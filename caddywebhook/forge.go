@@ -3,8 +3,11 @@ package caddywebhook
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/caddy-webhooks/caddy-github-webhook/delivery"
 )
 
 // The forges that the forge setting names.
@@ -150,4 +153,26 @@ func forgePreviewsError(kind string) error {
 		return errors.New("previews are not available with forge bitbucket: its pull request deliveries are not read")
 	}
 	return nil
+}
+
+// newForge returns the reader of deliveries of the forge kind, verifying
+// them with secrets.
+func newForge(kind string, secrets [][]byte) (delivery.Forge, error) {
+	switch kind {
+	case forgeGitea:
+		return delivery.NewGitea(secrets), nil
+	case forgeForgejo:
+		return delivery.NewForgejo(secrets), nil
+	case forgeGitLab:
+		return delivery.NewGitLab(secrets)
+	case forgeBitbucket:
+		return delivery.NewBitbucket(secrets), nil
+	}
+	return delivery.NewGitHub(secrets), nil
+}
+
+// setForge makes forge the handler's reader of deliveries.
+func (h *Handler) setForge(forge delivery.Forge) {
+	h.forge = forge
+	h.idKey = http.CanonicalHeaderKey(forge.IDHeader())
 }

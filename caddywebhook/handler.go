@@ -292,8 +292,9 @@ type Handler struct {
 	ClusterPoll caddy.Duration `json:"cluster_poll,omitempty"`
 
 	logger  *zap.Logger
-	forge   *delivery.GitHub // verifies and reads deliveries
-	cfg     deployer.Config  // what the deployer gets, placeholders resolved
+	forge   delivery.Forge  // verifies and reads deliveries
+	idKey   string          // forge.IDHeader(), canonical
+	cfg     deployer.Config // what the deployer gets, placeholders resolved
 	maxBody int64
 
 	key     string          // the cleaned absolute path: the key in targets
@@ -365,7 +366,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		secrets = append(secrets, []byte(v))
 	}
-	h.forge = delivery.NewGitHub(secrets)
+	forge, err := newForge(h.forgeKind(), secrets)
+	if err != nil {
+		return err
+	}
+	h.setForge(forge)
 	token := ""
 	if h.Token != "" {
 		var err error
