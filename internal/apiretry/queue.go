@@ -37,7 +37,7 @@ type Queue[T any] struct {
 	size int
 	send func(context.Context, T)
 	drop func(item T, why string)
-	log  func(panicked any, stack []byte)
+	log  func(item T, panicked any, stack []byte)
 
 	mu      sync.Mutex
 	items   []T
@@ -54,8 +54,8 @@ type Queue[T any] struct {
 // NewQueue returns a Queue of at most size reports (256 when size <= 0)
 // that calls send for each, with a context that Close cancels; drop is
 // called for each report given up without being sent, with why; onPanic,
-// when set, is told of a panic in send and its stack.
-func NewQueue[T any](size int, send func(context.Context, T), drop func(item T, why string), onPanic func(v any, stack []byte)) *Queue[T] {
+// when set, is told of a panic in send, with the report and the stack.
+func NewQueue[T any](size int, send func(context.Context, T), drop func(item T, why string), onPanic func(item T, v any, stack []byte)) *Queue[T] {
 	if size <= 0 {
 		size = 256
 	}
@@ -186,7 +186,7 @@ func (q *Queue[T]) sendRecovering(item T) {
 	defer func() {
 		if v := recover(); v != nil {
 			if q.log != nil {
-				q.log(v, debug.Stack())
+				q.log(item, v, debug.Stack())
 			}
 			q.drop(item, fmt.Sprintf("sending it panicked: %v", v))
 		}

@@ -103,8 +103,9 @@ func (c *Client) NewReporter(cfg ReporterConfig, opts ...Option) (*Reporter, err
 	for _, o := range opts {
 		o(r)
 	}
-	r.q = apiretry.NewQueue(cfg.QueueSize, r.send, r.drop, func(v any, stack []byte) {
-		c.log.Error("panicked", zap.Any("panic", v), zap.String("stack", string(stack)))
+	r.q = apiretry.NewQueue(cfg.QueueSize, r.send, r.drop, func(rep report, v any, stack []byte) {
+		c.log.Error("panicked", zap.String("commit", rep.commit), zap.String("report", rep.status.step.String()),
+			zap.Any("panic", v), zap.String("stack", string(stack)))
 	})
 	return r, nil
 }
