@@ -29,7 +29,9 @@ func (w *discardWriter) WriteHeader(status int)      { w.status = status }
 // BenchmarkDelivery compares, on the same signed push for another branch
 // (testdata/github/push-other-branch.json, 7.5 KiB), the handler answering
 // it (read, verify, decode, decide, answer) with go-github's
-// ValidatePayload plus ParseWebHook and the same decision.
+// ValidatePayload plus ParseWebHook and the same decision; and the handler
+// answering each other forge's real push for another branch (forge=...),
+// verified as that forge signs it.
 //
 //	go test -run '^$' -bench Delivery -benchmem ./caddywebhook/
 func BenchmarkDelivery(b *testing.B) {
@@ -65,6 +67,43 @@ func BenchmarkDelivery(b *testing.B) {
 			b.Fatal("woken")
 		}
 	})
+
+	// Each other forge's real push (testdata/<forge>/), for another branch,
+	// as that forge signs and sends it.
+	for _, forge := range fuzzForges[1:] {
+		b.Run("forge="+forge, func(b *testing.B) {
+			body := forgePush(b, forge, testRepo, "dev", strings.Repeat("1", 40), strings.Repeat("2", 40))
+			event := map[string]string{forgeGitea: "push", forgeForgejo: "push", forgeGitLab: "Push Hook",
+				"gitlab-signed": "Push Hook", forgeBitbucket: "repo:push"}[forge]
+			h, wakes := newTestHandler(testBranch, zap.NewNop())
+			secret := testSecret // one secret, as for GitHub: each is one more MAC
+			if forge == "gitlab-signed" {
+				secret = signingSecret
+			}
+			fg, err := newForge(fixtureDir(forge), [][]byte{[]byte(secret)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			h.setForge(fg)
+			br := bytes.NewReader(body)
+			r := forgeDelivery{forge: forge, event: event, body: body}.request(b, "/_github")
+			r.Body = io.NopCloser(br)
+			w := &discardWriter{header: make(http.Header)}
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				br.Reset(body)
+				clear(w.header)
+				h.ServeHTTP(w, r, nil)
+				if w.status != http.StatusOK {
+					b.Fatalf("status %d", w.status)
+				}
+			}
+			if wakes.Load() != 0 {
+				b.Fatal("woken")
+			}
+		})
+	}
 
 	b.Run("go-github", func(b *testing.B) {
 		secret := []byte(testSecret)

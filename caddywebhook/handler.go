@@ -48,7 +48,9 @@ type Handler struct {
 
 	// The webhook secrets. A delivery is accepted when its
 	// X-Hub-Signature-256 matches any one of them, which lets you rotate a
-	// secret without missing deliveries. Use a placeholder such as
+	// secret without missing deliveries; with forge, when it is signed as
+	// that forge signs (for GitLab: its secret token, or its signing token,
+	// the whsec_... value). Use a placeholder such as
 	// {env.GITHUB_WEBHOOK_SECRET} or {file./etc/caddy/webhook-secret}: it
 	// is resolved when the configuration is loaded, so the secret itself
 	// never appears in the JSON configuration, the admin API or autosave,
@@ -70,7 +72,7 @@ type Handler struct {
 
 	// Where to fetch from: an https or ssh URL, a local path or a file://
 	// URL. It must not carry credentials: use token. Default:
-	// https://github.com/<repo>.git.
+	// https://github.com/<repo>.git, or <forge_url>/<repo>.git.
 	Remote string `json:"remote,omitempty"`
 
 	// The build commands, run in order inside the new release, each as an
