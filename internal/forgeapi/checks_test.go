@@ -84,3 +84,22 @@ func TestGitLabPipelines(t *testing.T) {
 		t.Errorf("pipeline passed, external one running, allowed failure: %v (%s), want passed", v.State, v)
 	}
 }
+
+// TestGiteaShortPages: a Gitea whose MAX_RESPONSE_ITEMS is below the page
+// size asked for answers short pages; every one is still read, to the
+// count X-Total-Count gives.
+func TestGiteaShortPages(t *testing.T) {
+	srv := forgetest.Start(t, forgetest.Options{Kind: forgetest.Gitea, Token: token, MaxPage: 3})
+	c, err := New(Config{Kind: Gitea, APIURL: srv.URL(), Token: token, Repo: srv.Repo(), Environment: "production"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var statuses []forgetest.Status
+	for i := range 7 {
+		statuses = append(statuses, forgetest.Status{Name: fmt.Sprintf("job %d", i), State: "success"})
+	}
+	srv.SetStatuses(sha1, append(statuses, forgetest.Status{Name: "late", State: "failure"})...)
+	if v, err := c.Checks(context.Background(), sha1, nil); err != nil || v.State != githubapi.Failed || v.Name != "late" {
+		t.Errorf("8 statuses in pages of 3, the last failed: %v, %v; want failed on \"late\"", v, err)
+	}
+}

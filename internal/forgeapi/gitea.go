@@ -70,8 +70,15 @@ func (c *Client) giteaChecks(ctx context.Context, commit string) ([]githubapi.Ch
 			out = append(out, githubapi.Check{Kind: "status", Name: s.Context, Conclusion: s.Status, State: giteaJudge(s.Status)})
 		}
 		seen += len(res.Statuses)
+		// X-Total-Count decides: a server whose MAX_RESPONSE_ITEMS is below
+		// the limit asked for answers shorter pages that are not the last.
 		total, err := strconv.Atoi(resp.Header.Get("X-Total-Count"))
-		if len(res.Statuses) == 0 || len(res.Statuses) < c.perPage || (err == nil && seen >= total) {
+		switch {
+		case len(res.Statuses) == 0:
+			return out, nil
+		case err == nil && seen >= total:
+			return out, nil
+		case err != nil && len(res.Statuses) < c.perPage:
 			return out, nil
 		}
 	}

@@ -127,7 +127,7 @@ func page(r *http.Request, sizeParam string, def, maxSize, total int) (lo, hi, n
 // paged with page and limit, X-Total-Count and Link as Gitea sets them.
 func (s *Server) giteaCombined(r *http.Request, op *githubtest.Operation) answer {
 	all := s.latest(op.Params["ref"])
-	lo, hi, n, size := page(r, "limit", 30, maxPage[s.opts.Kind], len(all))
+	lo, hi, n, size := page(r, "limit", 30, s.opts.MaxPage, len(all))
 	statuses := []any{}
 	state := "success"
 	for i, st := range all[lo:hi] {
@@ -174,7 +174,7 @@ func gitlabHeaders(n, size, hi, total int) http.Header {
 
 func (s *Server) gitlabStatuses(r *http.Request, op *githubtest.Operation) answer {
 	all := s.latest(op.Params["sha"])
-	lo, hi, n, size := page(r, "per_page", 20, maxPage[GitLab], len(all))
+	lo, hi, n, size := page(r, "per_page", 20, s.opts.MaxPage, len(all))
 	out := []any{}
 	for i, st := range all[lo:hi] {
 		out = append(out, s.statusJSON(st, int64(lo+i+1)))
@@ -191,7 +191,7 @@ func (s *Server) gitlabPipelines(r *http.Request) answer {
 	if c := s.createdFor(sha); len(c) > 0 {
 		all = append(all, Pipeline{ID: 9000, Status: c[len(c)-1].State, Source: "external"})
 	}
-	lo, hi, n, size := page(r, "per_page", 20, maxPage[GitLab], len(all))
+	lo, hi, n, size := page(r, "per_page", 20, s.opts.MaxPage, len(all))
 	out := []any{}
 	for _, p := range all[lo:hi] {
 		src := p.Source
@@ -207,7 +207,7 @@ func (s *Server) gitlabPipelines(r *http.Request) answer {
 
 func (s *Server) bitbucketStatuses(r *http.Request, op *githubtest.Operation) answer {
 	all := s.latest(op.Params["commit"])
-	lo, hi, n, size := page(r, "pagelen", 10, maxPage[Bitbucket], len(all))
+	lo, hi, n, size := page(r, "pagelen", 10, s.opts.MaxPage, len(all))
 	values := []any{}
 	for i, st := range all[lo:hi] {
 		values = append(values, s.statusJSON(st, int64(lo+i+1)))

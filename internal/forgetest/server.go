@@ -66,6 +66,9 @@ type Options struct {
 	// Token, when set, makes the repository private: requests must carry
 	// it as the forge takes it (none: 404, another: 401).
 	Token string
+	// MaxPage is the largest page served, as Gitea's MAX_RESPONSE_ITEMS
+	// sets it. Default: the forge's (Gitea 50, GitLab and Bitbucket 100).
+	MaxPage int
 }
 
 // Fault is an error answer injected for the next requests.
@@ -147,6 +150,9 @@ func Start(t testing.TB, opts Options) *Server {
 	}
 	if opts.Repo == "" {
 		opts.Repo = "octo-org/site"
+	}
+	if opts.MaxPage <= 0 {
+		opts.MaxPage = maxPage[opts.Kind]
 	}
 	s := &Server{t: t, opts: opts, prefix: prefix, spec: spec, changed: make(chan struct{}), nextID: 100,
 		statuses: map[string][]Status{}, pipelines: map[string][]Pipeline{}}
