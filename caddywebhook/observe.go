@@ -152,7 +152,8 @@ type observer struct {
 	events  *caddyevents.App // nil if the events app could not load
 
 	// reporter reports deploys to the forge, as GitHub deployments or
-	// commit statuses (nil without deployments), with siteURL as the environment's link.
+	// commit statuses (nil without deployments), with siteURL as the
+	// environment's link.
 	reporter deployReporter
 	siteURL  string
 }
