@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -549,5 +550,62 @@ func TestBitbucket(t *testing.T) {
 	}
 	if ev, err := readWith(b, bitbucketHeaders("pullrequest:created", ping), all, ping); err != nil || ev.Kind != Other {
 		t.Errorf("pull request: %+v %v", ev, err)
+	}
+}
+
+// TestForgesReadMemoryBounded: each forge's reader holds no more of an
+// 8 MiB body than GitHub's does (TestReaderMemoryBounded): huge strings,
+// thousands of Bitbucket changes, a signed GitLab delivery.
+func TestForgesReadMemoryBounded(t *testing.T) {
+	change := `{"new":{"type":"branch","name":"topic","target":{"hash":"` + strings.Repeat("b", 40) + `"}},"old":null},`
+	bitbucket := []byte(`{"zen":"` + strings.Repeat("a", 4<<20) + `","repository":{"full_name":"o/r"},"push":{"changes":[` +
+		strings.Repeat(change, (4<<20)/len(change)) + `{"new":{"type":"branch","name":"main","target":{"hash":"` + strings.Repeat("c", 40) + `"}}}]}}`)
+	pad := []byte(`{"zen":"` + strings.Repeat("a", 4<<20) + `","x":[` + strings.Repeat(`{"ref":"no"},`, (4<<20)/13) +
+		`1],"ref":"refs/heads/main","after":"` + strings.Repeat("d", 40) + `","before":"` + strings.Repeat("e", 40) +
+		`","repository":{"full_name":"o/r"},"project":{"path_with_namespace":"o/r"}}`)
+	gitlab, err := NewGitLab([][]byte{[]byte(signingToken)}, GitLabClock(func() time.Time { return time.Unix(1614265330, 0) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		forge  Forge
+		header http.Header
+		body   []byte
+	}{
+		{"gitea", NewGitea([][]byte{[]byte(forgeSecret)}), giteaHeaders("push", pad), pad},
+		{"gitlab signed", gitlab, signed(t, "6b7ea4a4", 1614265330, pad), pad},
+		{"bitbucket", NewBitbucket([][]byte{[]byte(forgeSecret)}), bitbucketHeaders("repo:push", bitbucket), bitbucket},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			buf := make([]byte, 8<<10)
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			head, err := tc.forge.Head(tc.header, Push)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rd := head.Body()
+			for b := tc.body; len(b) > 0; {
+				n := copy(buf, b)
+				rd.Scan(buf[:n])
+				b = b[n:]
+			}
+			ev, err := rd.Finish()
+			rd.Close()
+			runtime.ReadMemStats(&after)
+			if err != nil || ev.Kind != Push || ev.Repository != "o/r" {
+				t.Fatalf("event %+v, error %v", ev, err)
+			}
+			if tc.name == "bitbucket" && (!ev.MoreChanges || ev.ForBranch("main").Ref != "refs/heads/main") {
+				t.Errorf("a push of thousands of refs: more %v, for main %+v", ev.MoreChanges, ev.ForBranch("main"))
+			}
+			allocated := after.TotalAlloc - before.TotalAlloc
+			t.Logf("reading %d MiB allocated %d KiB", len(tc.body)>>20, allocated>>10)
+			if limit := uint64(64 << 10); allocated > limit {
+				t.Errorf("reading %d MiB allocated %d KiB, want under %d KiB", len(tc.body)>>20, allocated>>10, limit>>10)
+			}
+		})
 	}
 }

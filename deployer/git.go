@@ -131,8 +131,7 @@ func (g *git) env(extra ...[2]string) []string {
 
 // helperKey returns the config key of the credential helper, scoped to the
 // remote's host, and whether git gets the token at all: only with a token
-// and an https remote (or http to a loopback host). With any other
-// remote, git never sees the token.
+// and an https remote. With any other remote, git never sees the token.
 func (g *git) helperKey() (string, bool) {
 	if g.token == "" {
 		return "", false

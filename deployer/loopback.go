@@ -18,7 +18,8 @@ func isLoopback(host string) bool {
 
 // tokenScheme reports whether git may send the token to u: over https, or
 // over http to a loopback host (a forge on the same machine), where it
-// never crosses a network in clear.
+// never crosses a network in clear. helperKey registers the credential
+// helper only for such a remote.
 func tokenScheme(u *url.URL) bool {
 	switch strings.ToLower(u.Scheme) {
 	case "https":
