@@ -119,9 +119,6 @@ func (h *Handler) validateForge() error {
 		(h.Remote == "" || h.Deployments != nil || h.RequireChecks != nil) {
 		return fmt.Errorf("forge %s needs its base URL, for the default remote and its API: write forge %s https://git.example.com", kind, kind)
 	}
-	if err := forgeAPIError(kind, h.Deployments != nil, h.RequireChecks != nil); err != nil {
-		return err
-	}
 	if h.Token == "" {
 		return nil
 	}
@@ -178,14 +175,4 @@ func newForge(kind string, secrets [][]byte) (delivery.Forge, error) {
 func (h *Handler) setForge(forge delivery.Forge) {
 	h.forge = forge
 	h.idKey = http.CanonicalHeaderKey(forge.IDHeader())
-}
-
-// forgeAPIError refuses deployments and require_checks on a forge whose
-// API client is not wired to them: the GitHub client would send the token
-// to GitHub's API. The forges' status clients replace this check.
-func forgeAPIError(kind string, deployments, requireChecks bool) error {
-	if kind == forgeGitHub || !deployments && !requireChecks {
-		return nil
-	}
-	return fmt.Errorf("deployments and require_checks are not available with forge %s yet", kind)
 }
