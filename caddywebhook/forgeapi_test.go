@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
@@ -114,5 +115,14 @@ func TestForgeStatusesThroughCaddy(t *testing.T) {
 			}
 			s.checkNoToken()
 		})
+	}
+}
+
+// TestForgeDeploymentsNeedToken: deployments on another forge without a
+// token is refused when the configuration loads, naming the forge.
+func TestForgeDeploymentsNeedToken(t *testing.T) {
+	h := Handler{Forge: "gitea", ForgeURL: "https://git.example.com", Deployments: &Deployments{Environment: "production"}}
+	if err := h.validateGitHub(); err == nil || !strings.Contains(err.Error(), "gitea takes commit statuses only from a token") {
+		t.Errorf("deployments on gitea without a token: %v", err)
 	}
 }

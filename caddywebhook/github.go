@@ -75,6 +75,9 @@ func (h *Handler) validateGitHub() error {
 				return fmt.Errorf("deployments: url %q is not an http or https URL", d.URL)
 			}
 		}
+		if h.Token == "" && h.forgeKind() != forgeGitHub {
+			return fmt.Errorf("deployments needs token: %s takes commit statuses only from a token that may write them", h.forgeKind())
+		}
 		if h.Token == "" {
 			return errors.New("deployments needs token: GitHub takes deployments only from a token with the Deployments permission")
 		}
