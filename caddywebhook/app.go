@@ -6,8 +6,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-
-	"github.com/caddy-webhooks/caddy-github-webhook/internal/githubapi"
 )
 
 func init() {
@@ -26,7 +24,7 @@ type App struct {
 	ctx       caddy.Context
 	mu        sync.Mutex
 	targets   []*target
-	reporters []*githubapi.Reporter
+	reporters []deployReporter
 }
 
 // CaddyModule returns the Caddy module information.
@@ -46,7 +44,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 
 // add registers a target, and the reporter of its handler's deployments
 // (nil if none), to start with the configuration.
-func (a *App) add(t *target, r *githubapi.Reporter) {
+func (a *App) add(t *target, r deployReporter) {
 	a.mu.Lock()
 	a.targets = append(a.targets, t)
 	if r != nil {

@@ -29,7 +29,9 @@ func (w *discardWriter) WriteHeader(status int)      { w.status = status }
 // BenchmarkDelivery compares, on the same signed push for another branch
 // (testdata/github/push-other-branch.json, 7.5 KiB), the handler answering
 // it (read, verify, decode, decide, answer) with go-github's
-// ValidatePayload plus ParseWebHook and the same decision.
+// ValidatePayload plus ParseWebHook and the same decision; and the handler
+// answering each other forge's real push for another branch (forge=...),
+// verified as that forge signs it.
 //
 //	go test -run '^$' -bench Delivery -benchmem ./caddywebhook/
 func BenchmarkDelivery(b *testing.B) {
@@ -48,7 +50,7 @@ func BenchmarkDelivery(b *testing.B) {
 
 	b.Run("handler", func(b *testing.B) {
 		h, wakes := newTestHandler(testBranch, zap.NewNop())
-		h.forge = delivery.NewGitHub([][]byte{[]byte(testSecret)})
+		h.setForge(delivery.NewGitHub([][]byte{[]byte(testSecret)}))
 		r, br := newRequest()
 		w := &discardWriter{header: make(http.Header)}
 		b.SetBytes(int64(len(body)))
@@ -65,6 +67,35 @@ func BenchmarkDelivery(b *testing.B) {
 			b.Fatal("woken")
 		}
 	})
+
+	// Each other forge's real push (testdata/<forge>/), for another branch,
+	// as that forge signs and sends it (forge=...); and the same bytes sent
+	// as GitHub sends a push, to GitHub's reader (github-reads=...): the two
+	// differ only in the forge's code, not in the payload's shape.
+	for _, forge := range fuzzForges[1:] {
+		body := forgePush(b, forge, testRepo, "dev", strings.Repeat("1", 40), strings.Repeat("2", 40))
+		event := map[string]string{forgeGitea: "push", forgeForgejo: "push", forgeGitLab: "Push Hook",
+			"gitlab-signed": "Push Hook", forgeBitbucket: "repo:push"}[forge]
+		secret := testSecret // one secret, as for GitHub: each is one more MAC
+		if forge == "gitlab-signed" {
+			secret = signingSecret
+		}
+		fg, err := newForge(fixtureDir(forge), [][]byte{[]byte(secret)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run("forge="+forge, func(b *testing.B) {
+			benchHandler(b, fg, forgeDelivery{forge: forge, event: event, body: body}.request(b, "/_github"), body)
+		})
+		b.Run("github-reads="+forge, func(b *testing.B) {
+			r := httptest.NewRequest(http.MethodPost, "/_github", nil)
+			r.Header.Set("Content-Type", "application/json")
+			r.Header.Set("X-GitHub-Event", "push")
+			r.Header.Set("X-GitHub-Delivery", testDeliveryID)
+			r.Header.Set("X-Hub-Signature-256", testkit.Sign(testSecret, body))
+			benchHandler(b, delivery.NewGitHub([][]byte{[]byte(testSecret)}), r, body)
+		})
+	}
 
 	b.Run("go-github", func(b *testing.B) {
 		secret := []byte(testSecret)
@@ -87,4 +118,28 @@ func BenchmarkDelivery(b *testing.B) {
 			}
 		}
 	})
+}
+
+// benchHandler times the handler reading forge's delivery r of body, for
+// another branch: answered 200, waking nothing.
+func benchHandler(b *testing.B, forge delivery.Forge, r *http.Request, body []byte) {
+	h, wakes := newTestHandler(testBranch, zap.NewNop())
+	h.setForge(forge)
+	br := bytes.NewReader(body)
+	r.Body = io.NopCloser(br)
+	r.ContentLength = int64(len(body))
+	w := &discardWriter{header: make(http.Header)}
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		br.Reset(body)
+		clear(w.header)
+		h.ServeHTTP(w, r, nil)
+		if w.status != http.StatusOK {
+			b.Fatalf("status %d", w.status)
+		}
+	}
+	if wakes.Load() != 0 {
+		b.Fatal("woken")
+	}
 }

@@ -50,6 +50,7 @@ func init() {
 //		cluster     <name>
 //		cluster_poll <duration>
 //		notify      <url> [{ format json|slack|discord|ntfy; secret <value>; on <kinds...> }]
+//		forge       github|gitea|forgejo|gitlab|bitbucket [<base url>]
 //	}
 //
 // The matcher is required in a site's block: the handler answers every
@@ -77,6 +78,8 @@ func init() {
 // Server. cluster shares deploys with every node whose Caddy uses the same
 // storage and names the same group; cluster_poll sets how often the group's
 // live record is read (2s: a follower goes live within it of the builder).
+// forge names the forge the repository lives on (default github) and its
+// base URL, from which remote and the API's address default.
 //
 // Mistakes that a Caddyfile can show are refused here, where the error
 // names the file and the line: no matcher, a missing repo, secret or path,
@@ -364,6 +367,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "require_checks":
 			h.RequireChecks = &RequireChecks{Names: d.RemainingArgs()}
+		case "forge":
+			args := d.RemainingArgs()
+			if len(args) < 1 || len(args) > 2 {
+				return d.ArgErr()
+			}
+			h.Forge = args[0]
+			if len(args) == 2 {
+				h.ForgeURL = args[1]
+			}
 		case "api_url":
 			if !d.AllArgs(&h.APIURL) {
 				return d.ArgErr()

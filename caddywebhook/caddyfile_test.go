@@ -153,6 +153,12 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "cluster_poll not a duration", input: "github_webhook {\n cluster_poll often\n}", err: "parsing cluster_poll"},
 		{name: "cluster_poll without value", input: "github_webhook {\n cluster_poll\n}", err: "wrong argument count"},
 		{name: "api_url without value", input: "github_webhook {\n api_url\n}", err: "wrong argument count"},
+		{name: "forge", input: "github_webhook {\n forge gitlab\n}", want: Handler{Forge: "gitlab"}},
+		{name: "forge with a base URL", input: "github_webhook {\n forge gitea http://127.0.0.1:3000\n}",
+			want: Handler{Forge: "gitea", ForgeURL: "http://127.0.0.1:3000"}},
+		{name: "forge without kind", input: "github_webhook {\n forge\n}", err: "wrong argument count"},
+		{name: "forge with three arguments", input: "github_webhook {\n forge gitea https://a https://b\n}", err: "wrong argument count"},
+		{name: "forge twice", input: "github_webhook {\n forge gitea\n forge gitlab\n}", err: "forge may be given only once"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got Handler

@@ -18,10 +18,6 @@ import (
 	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
 )
 
-// keyDelivery is X-GitHub-Delivery as a key of an http.Header: the answer
-// echoes it.
-var keyDelivery = http.CanonicalHeaderKey(delivery.GitHubDeliveryHeader)
-
 // Results of a delivery, in answers and logs.
 const (
 	resultPong    = "pong"
@@ -46,6 +42,7 @@ type answer struct {
 	Branch string `json:"branch,omitempty"`
 
 	status   int
+	idKey    string // the forge's header of the delivery's id, canonical
 	event    string
 	verified bool // the signature matched
 	unread   bool // the body was not read to its end: close the connection
@@ -76,8 +73,8 @@ func (a *answer) write(w http.ResponseWriter) {
 	hdr := w.Header()
 	hdr["Content-Type"] = []string{"application/json"}
 	hdr["X-Content-Type-Options"] = []string{"nosniff"}
-	if a.Delivery != "" {
-		hdr[keyDelivery] = []string{a.Delivery}
+	if a.Delivery != "" && a.idKey != "" {
+		hdr[a.idKey] = []string{a.Delivery}
 	}
 	if a.status == http.StatusMethodNotAllowed {
 		hdr["Allow"] = []string{http.MethodPost}
@@ -102,6 +99,7 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request) answer {
 	// (HTTP/2 resets the stream), and there Connection: close stops it.
 	a.unread = !done && r.ContentLength != 0 && r.ProtoMajor == 1
 	a.Delivery = h.forge.ID(r.Header)
+	a.idKey = h.idKey
 	// The log line names the event even when the delivery failed a check
 	// before it: the header is not trusted, only shown (and cut short).
 	a.event = h.forge.EventName(r.Header)
@@ -261,6 +259,7 @@ func (h *Handler) decide(ev delivery.Event) answer {
 	if branch == "" && sameRepo {
 		branch = ev.DefaultBranch
 	}
+	ev = ev.ForBranch(branch) // a push of several refs (Bitbucket)
 
 	if ev.Kind == delivery.Ping {
 		a := answer{Result: resultPong, Repo: h.Repo, Branch: branch, status: http.StatusOK}

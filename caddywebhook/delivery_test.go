@@ -229,7 +229,6 @@ func newTestHandler(branch string, logger *zap.Logger) (*Handler, *atomic.Int64)
 	h := &Handler{
 		Repo:    testRepo,
 		logger:  logger,
-		forge:   delivery.NewGitHub([][]byte{[]byte(testOldSecret), []byte(testSecret)}),
 		maxBody: testMaxBody,
 		wake: func(r deployer.Reason) {
 			if r != deployer.ReasonDelivery {
@@ -239,6 +238,7 @@ func newTestHandler(branch string, logger *zap.Logger) (*Handler, *atomic.Int64)
 		},
 		branch: func() string { return branch },
 	}
+	h.setForge(delivery.NewGitHub([][]byte{[]byte(testOldSecret), []byte(testSecret)}))
 	return h, &wakes
 }
 
@@ -330,7 +330,8 @@ const (
 )
 
 // FuzzServeHTTP sends arbitrary deliveries, most of them signed, so that
-// what lies past the signature check is fuzzed too. The handler must never
+// what lies past the signature check is fuzzed too, as each forge sends
+// them (GitHub's, and fuzzForgeDelivery for the others). The handler must never
 // panic, must always answer JSON with a status of the table, must never
 // wake the deployer for a delivery without a valid signature, and must wake
 // it exactly for a verified push of the deployed branch of the right
@@ -367,8 +368,14 @@ func FuzzServeHTTP(f *testing.F) {
 	}
 	f.Add("POST", "application/json", "push", "", "", uint8(fuzzSignedWithSecret),
 		[]byte(`{"ref":"refs/heads/master","repository":{"full_name":"CODERTOCAT/Hello-World"}}`))
+	addForgeSeeds(f)
 	allowed := []int{200, 202, 400, 401, 405, 413, 415}
 	f.Fuzz(func(t *testing.T, method, contentType, event, signature, delivery string, mode uint8, body []byte) {
+		// Bits 3 and up of mode pick the forge (fuzzForges).
+		if forge := fuzzForges[int(mode>>3)%len(fuzzForges)]; forge != forgeGitHub {
+			fuzzForgeDelivery(t, forge, method, contentType, event, signature, delivery, mode, body)
+			return
+		}
 		switch mode % 4 {
 		case fuzzSignedWithSecret:
 			signature = testkit.Sign(testSecret, body)

@@ -78,6 +78,9 @@ func (h *Handler) validateGitHub() error {
 				return fmt.Errorf("deployments: url %q is not an http or https URL", d.URL)
 			}
 		}
+		if h.Token == "" && h.forgeKind() != forgeGitHub {
+			return fmt.Errorf("deployments needs token: %s takes commit statuses only from a token that may write them", h.forgeKind())
+		}
 		if h.Token == "" && h.App == nil {
 			return errors.New("deployments needs token (or app): GitHub takes deployments only from a token with the Deployments permission")
 		}
@@ -128,6 +131,9 @@ func isLoopback(host string) bool {
 // github_webhook app) and its checks gate, when deployments or
 // require_checks ask for them. It does no I/O.
 func (h *Handler) provisionGitHub(token string, obs *observer) error {
+	if h.forgeKind() != forgeGitHub {
+		return h.provisionForge(token, obs)
+	}
 	if h.Deployments == nil && h.RequireChecks == nil {
 		if h.APIURL != "" {
 			h.logger.Warn("api_url is set but neither deployments nor require_checks is: GitHub's API is not called")
@@ -160,15 +166,16 @@ func (h *Handler) provisionGitHub(token string, obs *observer) error {
 	if c := h.RequireChecks; c != nil {
 		names := slices.Clone(c.Names)
 		h.cfg.Gate = func(ctx context.Context, commit string) (deployer.GateResult, error) {
-			return checksGate(ctx, client, commit, names)
+			return checksGate(ctx, client.Checks, commit, names)
 		}
 	}
 	return nil
 }
 
-// checksGate asks GitHub whether commit's checks passed.
-func checksGate(ctx context.Context, client *githubapi.Client, commit string, names []string) (deployer.GateResult, error) {
-	v, err := client.Checks(ctx, commit, names)
+// checksGate asks the forge, through checks (a client's Checks), whether
+// commit's checks passed.
+func checksGate(ctx context.Context, checks func(context.Context, string, []string) (githubapi.Verdict, error), commit string, names []string) (deployer.GateResult, error) {
+	v, err := checks(ctx, commit, names)
 	if err != nil {
 		return deployer.GateResult{}, err
 	}

@@ -50,7 +50,9 @@ type Handler struct {
 
 	// The webhook secrets. A delivery is accepted when its
 	// X-Hub-Signature-256 matches any one of them, which lets you rotate a
-	// secret without missing deliveries. Use a placeholder such as
+	// secret without missing deliveries; with forge, when it is signed as
+	// that forge signs (for GitLab: its secret token, or its signing token,
+	// the whsec_... value). Use a placeholder such as
 	// {env.GITHUB_WEBHOOK_SECRET} or {file./etc/caddy/webhook-secret}: it
 	// is resolved when the configuration is loaded, so the secret itself
 	// never appears in the JSON configuration, the admin API or autosave,
@@ -72,7 +74,7 @@ type Handler struct {
 
 	// Where to fetch from: an https or ssh URL, a local path or a file://
 	// URL. It must not carry credentials: use token. Default:
-	// https://github.com/<repo>.git.
+	// https://github.com/<repo>.git, or <forge_url>/<repo>.git.
 	Remote string `json:"remote,omitempty"`
 
 	// The build commands, run in order inside the new release, each as an
@@ -177,6 +179,29 @@ type Handler struct {
 	// https when token is set (http only to a loopback address).
 	// Default: https://api.github.com.
 	APIURL string `json:"api_url,omitempty"`
+
+	// The forge the repository lives on, which decides how deliveries are
+	// verified and read, the default remote, and the API that deployments
+	// and require_checks talk to: "github" (github.com, or GitHub
+	// Enterprise Server with forge_url), "gitea", "forgejo", "gitlab" or
+	// "bitbucket" (Bitbucket Cloud). Each forge's deliveries are checked as
+	// it signs them: X-Hub-Signature-256 (GitHub), X-Gitea-Signature or
+	// X-Forgejo-Signature (Gitea, Forgejo), X-Gitlab-Token or GitLab's
+	// signing token (a secret starting with whsec_), X-Hub-Signature with
+	// sha256= (Bitbucket). Default: github.
+	Forge string `json:"forge,omitempty"`
+
+	// The forge's base URL, such as https://git.example.com or
+	// https://example.com/gitlab. The default remote is
+	// <forge_url>/<repo>.git, and the forge's API lives under it: /api/v1
+	// for Gitea and Forgejo, /api/v4 for GitLab, /api/v3 for GitHub
+	// Enterprise Server (api_url overrides). With token, it must be https,
+	// or http to a loopback host (a forge on the same machine as Caddy);
+	// the same holds for remote and api_url. Default: https://github.com,
+	// https://gitlab.com or https://bitbucket.org; Gitea and Forgejo have
+	// none, so it is required for them unless remote is set and neither
+	// deployments nor require_checks is.
+	ForgeURL string `json:"forge_url,omitempty"`
 
 	// Folders of the release that keep a build's work for the next build,
 	// relative to the release: Hugo's "resources/_gen", "node_modules",
@@ -291,8 +316,9 @@ type Handler struct {
 	Notify []*Notify `json:"notify,omitempty"`
 
 	logger  *zap.Logger
-	forge   *delivery.GitHub // verifies and reads deliveries
-	cfg     deployer.Config  // what the deployer gets, placeholders resolved
+	forge   delivery.Forge  // verifies and reads deliveries
+	idKey   string          // forge.IDHeader(), canonical
+	cfg     deployer.Config // what the deployer gets, placeholders resolved
 	maxBody int64
 
 	key     string          // the cleaned absolute path: the key in targets
@@ -309,9 +335,9 @@ type Handler struct {
 
 	notifier *notify.Notifier // nil without notify
 
-	github   *githubapi.Client   // nil without deployments and require_checks
-	reporter *githubapi.Reporter // nil without deployments
-	checks   bool                // require_checks is on: check deliveries wake
+	github   apiClient      // the forge's API: nil without deployments and require_checks
+	reporter deployReporter // nil without deployments
+	checks   bool           // require_checks is on: check deliveries wake
 
 	appTokens *githubapi.AppTokens // nil without app
 
@@ -368,7 +394,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		secrets = append(secrets, []byte(v))
 	}
-	h.forge = delivery.NewGitHub(secrets)
+	forge, err := newForge(h.forgeKind(), secrets)
+	if err != nil {
+		return err
+	}
+	h.setForge(forge)
 	token := ""
 	if h.Token != "" {
 		var err error
@@ -415,7 +445,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.cfg.Notify = obs.notify
 	if err := h.provisionGitHub(token, obs); err != nil {
-		return fmt.Errorf("github api: %w", err)
+		return fmt.Errorf("%s api: %w", h.forgeKind(), err)
 	}
 	if err := h.provisionNotify(repl, ctx.GetMetricsRegistry(), obs); err != nil {
 		return err
@@ -480,8 +510,8 @@ func (h *Handler) deployerConfig(token string) deployer.Config {
 		SandboxNetwork: strings.TrimPrefix(h.SandboxNetwork, "outbound"),
 		Hide:           sandboxHidden(append(slices.Clone(h.Secret), h.Token)...),
 	}
-	if cfg.Remote == "" && h.Repo != "" {
-		cfg.Remote = "https://github.com/" + h.Repo + ".git"
+	if cfg.Remote == "" {
+		cfg.Remote = h.defaultRemote()
 	}
 	cfg.Depth = deployer.DefaultDepth
 	if h.Depth != nil {
@@ -521,6 +551,9 @@ func (h *Handler) Validate() error {
 		if k == "" || strings.ContainsAny(k, "=\x00") {
 			return fmt.Errorf("env name %q is not valid", k)
 		}
+	}
+	if err := h.validateForge(); err != nil {
+		return err
 	}
 	if err := h.validateGitHub(); err != nil {
 		return err

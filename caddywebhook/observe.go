@@ -8,7 +8,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
-	"github.com/caddy-webhooks/caddy-github-webhook/internal/githubapi"
 	"github.com/caddy-webhooks/caddy-github-webhook/internal/notify"
 )
 
@@ -153,9 +152,10 @@ type observer struct {
 	metrics *metrics
 	events  *caddyevents.App // nil if the events app could not load
 
-	// reporter reports deploys to GitHub as deployments (nil without
-	// deployments), with siteURL as the environment's link.
-	reporter *githubapi.Reporter
+	// reporter reports deploys to the forge, as GitHub deployments or
+	// commit statuses (nil without deployments), with siteURL as the
+	// environment's link.
+	reporter deployReporter
 	siteURL  string
 
 	// notifier pushes deploy results out (nil without notify); repo and

@@ -82,6 +82,13 @@ type Event struct {
 	After   string
 	Deleted bool
 
+	// Changes are the refs that one push changed, for a forge whose push
+	// may change several (Bitbucket): Ref, After and Deleted are the first
+	// one's; ForBranch picks the one that matters. MoreChanges reports
+	// that the push changed more refs than Changes holds.
+	Changes     []Change
+	MoreChanges bool
+
 	// Check is set for Kind Check.
 	Check *CheckEvent
 

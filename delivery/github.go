@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"crypto/sha256"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -25,13 +26,13 @@ var (
 // X-Hub-Signature-256 (HMAC-SHA256 of the body; the SHA-1 X-Hub-Signature
 // is never accepted), JSON or form-encoded (the JSON in a payload field).
 type GitHub struct {
-	verifier *verifier
+	macs *verifier
 }
 
 // NewGitHub returns a GitHub that accepts a delivery signed with any one of
 // secrets, which lets a secret be rotated without missing deliveries.
 func NewGitHub(secrets [][]byte) *GitHub {
-	return &GitHub{verifier: newVerifier(secrets)}
+	return &GitHub{macs: newVerifier(secrets)}
 }
 
 // Head checks what the headers of a delivery say before its body is read:
@@ -44,8 +45,8 @@ func (g *GitHub) Head(h http.Header, want Kind) (Head, error) {
 	if !ok || len(sig) == 0 {
 		return Head{}, refuse(ErrUnsigned, "missing "+GitHubSignatureHeader+" header")
 	}
-	hd := Head{forge: g, want: want}
-	if hd.signature, ok = parseSignature(sig[0]); !ok {
+	hd := Head{forge: g, want: want, nsigs: 1}
+	if hd.sigs[0], ok = parseSignature(sig[0]); !ok {
 		return Head{}, refuse(ErrSignature, "signature mismatch")
 	}
 	hd.event = first(h, keyEvent)
@@ -100,13 +101,24 @@ func first(h http.Header, key string) string {
 // Head is what the headers of a delivery say, from Head. It holds no
 // memory of its own; Body takes what reading the body needs.
 type Head struct {
-	forge     *GitHub
+	forge     reading
 	want      Kind
-	signature [sha256.Size]byte
+	sigs      [maxSignatures][sha256.Size]byte // the MACs the body may have
+	nsigs     int
 	event     string
 	id        string
 	mediaType string
 	format    int
+
+	// prefix is what the MACs read before the body (GitLab's signing
+	// token signs "id.timestamp.body").
+	prefix string
+	// verified: the headers alone verified the delivery (GitLab's plain
+	// token); the body goes through no MAC.
+	verified bool
+	// macPayload: the MACs read a form's payload field, decoded, rather
+	// than the body (Gitea signs the JSON it puts in the form).
+	macPayload bool
 }
 
 // Body formats, by Content-Type.
@@ -123,9 +135,18 @@ func (hd *Head) Body() *Reader {
 	rd.head = *hd
 	// The event header picks the fields kept; it is trusted only once the
 	// signature verified, and decides then with the same header.
-	rd.json.resetFor(schemaFor(hd.event))
+	rd.json.resetFor(hd.forge.schemaFor(hd.event))
 	rd.form.reset(rd.json)
-	rd.macs = hd.forge.verifier.begin(rd.macs)
+	if hd.macPayload {
+		rd.form.reset(payloadTee{rd})
+	}
+	rd.macs = rd.macs[:0]
+	if !hd.verified {
+		rd.macs = hd.forge.verifier().begin(rd.macs)
+		for _, mac := range rd.macs {
+			io.WriteString(mac, hd.prefix)
+		}
+	}
 	rd.open = true
 	return rd
 }

@@ -16,6 +16,8 @@ const (
 	kindString
 	kindBool
 	kindArray // an array of objects, whose fields the schema may name
+	// kindNumber is a number, kept as written (see Int).
+	kindNumber
 )
 
 func (k jsonKind) String() string {
@@ -26,6 +28,8 @@ func (k jsonKind) String() string {
 		return "a boolean"
 	case kindArray:
 		return "an array"
+	case kindNumber:
+		return "a number"
 	}
 	return "an object"
 }
@@ -74,7 +78,7 @@ func newJSONSchema(fields ...jsonField) *jsonSchema {
 			path += name
 			last := i == len(names)-1
 			if last && isArray || f.Kind == kindObject || f.Kind == kindArray {
-				panic("jsonschema: field " + f.Path + " must be a string or a boolean")
+				panic("jsonschema: field " + f.Path + " must be a string, a boolean or a number")
 			}
 			child := -1
 			for _, c := range s.nodes[parent].children {
@@ -398,6 +402,7 @@ func (s *jsonScanner) Write(p []byte) (int, error) {
 				s.fail(c, "after top-level value")
 			}
 		case stNumMinus:
+			s.emit(c)
 			switch {
 			case c == '0':
 				s.state = stNumZero
@@ -409,16 +414,19 @@ func (s *jsonScanner) Write(p []byte) (int, error) {
 		case stNumZero, stNumInt:
 			switch {
 			case '0' <= c && c <= '9' && s.state == stNumInt:
+				s.emit(c)
 			case c == '.':
+				s.emit(c)
 				s.state = stNumDot
 			case c == 'e' || c == 'E':
+				s.emit(c)
 				s.state = stNumE
 			default:
-				s.endValue()
-				s.afterValue(c)
+				s.endNumber(c)
 			}
 		case stNumDot:
 			if '0' <= c && c <= '9' {
+				s.emit(c)
 				s.state = stNumFrac
 			} else {
 				s.fail(c, "after decimal point in numeric literal")
@@ -426,13 +434,15 @@ func (s *jsonScanner) Write(p []byte) (int, error) {
 		case stNumFrac:
 			switch {
 			case '0' <= c && c <= '9':
+				s.emit(c)
 			case c == 'e' || c == 'E':
+				s.emit(c)
 				s.state = stNumE
 			default:
-				s.endValue()
-				s.afterValue(c)
+				s.endNumber(c)
 			}
 		case stNumE:
+			s.emit(c)
 			switch {
 			case c == '+' || c == '-':
 				s.state = stNumESign
@@ -442,6 +452,7 @@ func (s *jsonScanner) Write(p []byte) (int, error) {
 				s.fail(c, "in exponent of numeric literal")
 			}
 		case stNumESign:
+			s.emit(c)
 			if '0' <= c && c <= '9' {
 				s.state = stNumExp
 			} else {
@@ -449,10 +460,10 @@ func (s *jsonScanner) Write(p []byte) (int, error) {
 			}
 		case stNumExp:
 			if '0' <= c && c <= '9' {
+				s.emit(c)
 				break
 			}
-			s.endValue()
-			s.afterValue(c)
+			s.endNumber(c)
 		case stLiteral:
 			if c != s.literal[s.litPos] {
 				s.fail(c, "in literal "+s.literal+" (expecting "+quoteChar(s.literal[s.litPos])+")")
@@ -540,6 +551,23 @@ func (s *jsonScanner) Strings(leaf int) (values []string, complete bool) {
 // branch name.
 const repeatSep = "\x00"
 
+// Int returns the number field leaf, and whether it was present and is
+// an integer that fits in an int64 (not 1.0, not 1e3).
+func (s *jsonScanner) Int(leaf int) (int64, bool) {
+	if !s.present[leaf] || s.tooLong[leaf] {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(string(s.values[leaf]), 10, 64)
+	return n, err == nil
+}
+
+// endNumber ends the number being read at c, the byte after it.
+func (s *jsonScanner) endNumber(c byte) {
+	s.dst = dstNone
+	s.endValue()
+	s.afterValue(c)
+}
+
 // Bool returns the boolean field leaf, false when it was absent or null.
 func (s *jsonScanner) Bool(leaf int) bool { return s.present[leaf] && s.bools[leaf] }
 
@@ -571,12 +599,12 @@ func (s *jsonScanner) beginValue(c byte) {
 	case c == 'n':
 		s.state, s.literal, s.litPos = stLiteral, "null", 1
 		return // null leaves a field as it was
+	case c == '-' || '0' <= c && c <= '9':
+		kind = kindNumber
 	}
 	if node >= 0 {
 		n := &s.schema.nodes[node]
 		switch {
-		case c == '-' || '0' <= c && c <= '9':
-			s.wrongKind(n, c)
 		case kind != n.kind:
 			s.wrongKind(n, c)
 			node = -1
@@ -589,7 +617,7 @@ func (s *jsonScanner) beginValue(c byte) {
 				s.emit(repeatSep[0])
 			}
 			s.present[n.leaf] = true
-		case kind == kindString:
+		case kind == kindString, kind == kindNumber:
 			s.values[n.leaf] = s.values[n.leaf][:0]
 			s.present[n.leaf], s.tooLong[n.leaf] = true, false
 		case kind == kindBool:
@@ -608,12 +636,20 @@ func (s *jsonScanner) beginValue(c byte) {
 		if node >= 0 {
 			s.dst = s.schema.nodes[node].leaf
 		}
-	case c == '-':
-		s.state = stNumMinus
-	case c == '0':
-		s.state = stNumZero
-	case '1' <= c && c <= '9':
-		s.state = stNumInt
+	case c == '-', '0' <= c && c <= '9':
+		// A number of the schema is kept as written, as a string is.
+		if node >= 0 {
+			s.dst = s.schema.nodes[node].leaf
+			s.emit(c)
+		}
+		switch {
+		case c == '-':
+			s.state = stNumMinus
+		case c == '0':
+			s.state = stNumZero
+		default:
+			s.state = stNumInt
+		}
 	case c == 't':
 		s.state, s.literal, s.litPos = stLiteral, "true", 1
 	case c == 'f':

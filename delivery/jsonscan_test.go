@@ -249,3 +249,61 @@ func TestJSONScannerArrays(t *testing.T) {
 		})
 	}
 }
+
+// TestJSONScannerNumbers: a number of the schema is kept as written and
+// read by Int; a number elsewhere is only checked; a number where a string
+// is expected, or a string where a number is, is a type error.
+func TestJSONScannerNumbers(t *testing.T) {
+	schema := newJSONSchema(
+		jsonField{Path: "number", Kind: kindNumber, Max: 20},
+		jsonField{Path: "pr.iid", Kind: kindNumber, Max: 20},
+		jsonField{Path: "name", Kind: kindString},
+	)
+	for _, tc := range []struct {
+		doc     string
+		number  int64
+		ok      bool
+		typeErr string
+	}{
+		{`{"number":42,"x":[1,2.5e3],"name":"a"}`, 42, true, ""},
+		{`{"number": -7 , "pr":{"iid":3}}`, -7, true, ""},
+		{`{"number":1.5}`, 0, false, ""},
+		{`{"number":1e3}`, 0, false, ""},
+		{`{"number":0}`, 0, true, ""},
+		{`{"number":null}`, 0, false, ""},
+		{`{}`, 0, false, ""},
+		{`{"number":123456789012345678901234}`, 0, false, "number is longer than 20 bytes"},
+		{`{"number":"42"}`, 0, false, "number is a string, not a number"},
+		{`{"name":42}`, 0, false, "name is a number, not a string"},
+	} {
+		s := newJSONScanner(schema)
+		for i := range len(tc.doc) { // a byte at a time: numbers cut anywhere
+			s.Write([]byte{tc.doc[i]})
+		}
+		if err := s.Finish(); err != nil {
+			t.Errorf("%s: %v", tc.doc, err)
+			continue
+		}
+		err := s.TypeErr()
+		if tc.typeErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.typeErr) {
+				t.Errorf("%s: type error %v, want %q", tc.doc, err, tc.typeErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: type error %v", tc.doc, err)
+		}
+		if n, ok := s.Int(0); n != tc.number || ok != tc.ok {
+			t.Errorf("%s: Int = %d, %v; want %d, %v", tc.doc, n, ok, tc.number, tc.ok)
+		}
+		if strings.Contains(tc.doc, "iid") {
+			if n, ok := s.Int(1); n != 3 || !ok {
+				t.Errorf("%s: pr.iid = %d, %v", tc.doc, n, ok)
+			}
+		}
+		if s.String(2) != "" && s.String(2) != "a" {
+			t.Errorf("%s: name %q", tc.doc, s.String(2))
+		}
+	}
+}

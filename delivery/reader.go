@@ -7,9 +7,10 @@ import (
 
 // ReaderSize is about the most a Reader holds, in bytes, whatever the body,
 // besides one keyed hash per secret (about 0.5 KiB each): the kept fields
-// (four of at most 1 KiB, one of 64 bytes) and about 2 KiB for the rest of
-// the scanners' state (the JSON nesting stack, keys).
-const ReaderSize = 4<<10 + 64 + 2<<10
+// of the largest schema of any forge (four of at most 1 KiB, two of 256
+// bytes, the rest 64 bytes together) and about 2 KiB for the rest of the
+// scanners' state (the JSON nesting stack, keys).
+const ReaderSize = 4<<10 + 2*256 + 64 + 2<<10
 
 // Reader reads the body of one delivery as it streams: through the keyed
 // hashes of every secret, and a decoder that keeps only the fields an
@@ -26,15 +27,29 @@ type Reader struct {
 }
 
 var readers = sync.Pool{New: func() any {
-	return &Reader{json: newJSONScanner(payloadSchema, allSchemas()...)}
+	return &Reader{json: newJSONScanner(payloadSchema, everySchema()...)}
 }}
+
+// payloadTee takes what a form's payload field decodes to, for a forge
+// that signs the payload rather than the body: the MACs read it, then the
+// JSON scanner.
+type payloadTee struct{ rd *Reader }
+
+func (t payloadTee) Write(p []byte) (int, error) {
+	for _, mac := range t.rd.macs {
+		mac.Write(p)
+	}
+	return t.rd.json.Write(p)
+}
 
 // Scan reads the next piece of the body. It may overwrite chunk (a form is
 // decoded in place, after the hashes have read it): pass a buffer of your
 // own, and do not use its bytes afterwards.
 func (rd *Reader) Scan(chunk []byte) {
-	for _, mac := range rd.macs {
-		mac.Write(chunk)
+	if !rd.head.macPayload {
+		for _, mac := range rd.macs {
+			mac.Write(chunk)
+		}
 	}
 	switch rd.head.format {
 	case formatJSON:
@@ -56,17 +71,18 @@ func (rd *Reader) Finish() (Event, error) {
 		return Event{}, refuse(ErrSignature, "signature mismatch")
 	}
 	rd.open = false
-	if !rd.head.forge.verifier.end(rd.macs, &rd.head.signature) {
+	hd := &rd.head
+	if !hd.forge.verifier().end(rd.macs, hd.sigs[:hd.nsigs]) && !hd.verified {
 		return Event{}, refuse(ErrSignature, "signature mismatch")
 	}
-	return rd.finish()
+	return hd.forge.finish(rd)
 }
 
 // Close gives rd back to the pool, with its hashes if Finish has not.
 func (rd *Reader) Close() {
 	if rd.open {
 		rd.open = false
-		rd.head.forge.verifier.end(rd.macs, &rd.head.signature)
+		rd.head.forge.verifier().end(rd.macs, nil)
 	}
 	rd.head = Head{}
 	readers.Put(rd)

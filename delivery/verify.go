@@ -43,7 +43,7 @@ func (v *verifier) verify(header string, body []byte) bool {
 	for _, mac := range macs {
 		mac.Write(body)
 	}
-	return v.end(macs, &want)
+	return v.end(macs, [][sha256.Size]byte{want})
 }
 
 // parseSignature returns the MAC that header, a value of
@@ -69,15 +69,18 @@ func (v *verifier) begin(macs []hash.Hash) []hash.Hash {
 	return macs
 }
 
-// end reports whether one of macs, from begin, is want, and gives them
-// back. Every secret is tried, so the time taken does not tell which one
-// matched.
-func (v *verifier) end(macs []hash.Hash, want *[sha256.Size]byte) bool {
+// end reports whether one of macs, from begin, is one of wants, and gives
+// them back. Every secret and every wanted MAC is tried, so the time taken
+// does not tell which one matched.
+func (v *verifier) end(macs []hash.Hash, wants [][sha256.Size]byte) bool {
 	var got [sha256.Size]byte
 	valid := false
 	for i, mac := range macs {
-		if hmac.Equal(mac.Sum(got[:0]), want[:]) {
-			valid = true
+		sum := mac.Sum(got[:0])
+		for j := range wants {
+			if hmac.Equal(sum, wants[j][:]) {
+				valid = true
+			}
 		}
 		v.macs[i].Put(mac)
 		macs[i] = nil

@@ -120,7 +120,8 @@ type Config struct {
 	// when Remote is an https URL, then only for Remote's host, and only
 	// through a credential helper's environment: never argv, never a file,
 	// never a log line or an error. With an ssh or local Remote git never
-	// sees it; an http:// Remote with a token is an error.
+	// sees it; an http:// Remote with a token is an error unless its host
+	// is a loopback one (a forge on the same machine).
 	Token string
 
 	// TokenSource, when set, gives the token for each command that talks
@@ -231,9 +232,9 @@ func (c Config) Validate() error {
 	}
 	if c.Token != "" || c.TokenSource != nil {
 		// git sends the token only to an https remote's host; over http it
-		// would cross the network in clear.
-		if u, err := url.Parse(c.Remote); err == nil && u.Scheme == "http" {
-			return fmt.Errorf("remote %q: token needs an https remote", c.Remote)
+		// would cross the network in clear, but to a loopback host.
+		if u, err := url.Parse(c.Remote); err == nil && strings.EqualFold(u.Scheme, "http") && !tokenScheme(u) {
+			return fmt.Errorf("remote %q: token needs an https remote (or http to a loopback host)", c.Remote)
 		}
 	}
 	if c.Branch != "" && (strings.HasPrefix(c.Branch, "-") || strings.ContainsAny(c.Branch, " ~^:?*[\\\x00") || strings.Contains(c.Branch, "..")) {

@@ -143,10 +143,10 @@ func (g *git) helperKey() (string, bool) {
 		return "", false
 	}
 	u, err := url.Parse(g.remote)
-	if err != nil || u.Scheme != "https" || u.Host == "" {
+	if err != nil || !tokenScheme(u) || u.Host == "" {
 		return "", false
 	}
-	return "credential.https://" + u.Host + ".helper", true
+	return "credential." + strings.ToLower(u.Scheme) + "://" + u.Host + ".helper", true
 }
 
 // isLocalRemote reports whether remote is a path or a file:// URL.

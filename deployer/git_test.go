@@ -121,15 +121,20 @@ func TestTokenNotForNonHTTPSRemotes(t *testing.T) {
 	}
 }
 
-// 4. git gets the token only for an https remote, and only through a helper
-// scoped to its host; an http:// remote with a token is a configuration
-// error that does not show the token.
+// 4. git gets the token only for an https remote (or http to a loopback
+// host), and only through a helper scoped to its host; an http:// remote
+// of another host with a token is a configuration error that does not show
+// the token.
 func TestTokenOnlyForHTTPSHost(t *testing.T) {
 	for _, tc := range []struct {
 		remote, key string // key: the helper's config key, "" for none
 	}{
 		{"https://github.com/o/r.git", "credential.https://github.com.helper"},
 		{"https://git.example.com:8443/o/r.git", "credential.https://git.example.com:8443.helper"},
+		{"http://127.0.0.1:3000/o/r.git", "credential.http://127.0.0.1:3000.helper"},
+		{"http://localhost/o/r.git", "credential.http://localhost.helper"},
+		{"http://[::1]:3000/o/r.git", "credential.http://[::1]:3000.helper"},
+		{"http://git.example.com/o/r.git", ""},
 		{"ssh://git@github.com/o/r.git", ""},
 		{"git@github.com:o/r.git", ""},
 		{"/srv/mirror/site.git", ""},
@@ -148,7 +153,7 @@ func TestTokenOnlyForHTTPSHost(t *testing.T) {
 		}
 	}
 
-	for _, remote := range []string{"http://github.com/o/r.git", "HTTP://github.com/o/r.git"} {
+	for _, remote := range []string{"http://github.com/o/r.git", "HTTP://github.com/o/r.git", "http://127.0.0.2.example/o/r.git"} {
 		_, err := New(Config{Path: t.TempDir(), Remote: remote, Token: testToken}, nil)
 		if err == nil || !strings.Contains(err.Error(), "token needs an https remote") || strings.Contains(err.Error(), testToken) {
 			t.Errorf("New with %s and a token: %v", remote, err)
@@ -156,6 +161,12 @@ func TestTokenOnlyForHTTPSHost(t *testing.T) {
 	}
 	if err := (Config{Path: "/srv/site", Remote: "http://mirror.example/site.git"}).Validate(); err != nil {
 		t.Errorf("http:// without a token: %v", err)
+	}
+	// A forge on the same machine: the token never leaves it.
+	for _, remote := range []string{"http://127.0.0.1:3000/o/r.git", "http://localhost/o/r.git", "http://[::1]/o/r.git"} {
+		if err := (Config{Path: "/srv/site", Remote: remote, Token: testToken}).Validate(); err != nil {
+			t.Errorf("%s with a token: %v", remote, err)
+		}
 	}
 }
 

@@ -2,16 +2,13 @@ package githubapi
 
 import (
 	"context"
-	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/google/go-github/v74/github"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -141,50 +138,6 @@ func TestParseAPIURL(t *testing.T) {
 		case u.String() != tt.want:
 			t.Errorf("parseAPIURL(%q) = %s, want %s", tt.in, u, tt.want)
 		}
-	}
-}
-
-func TestRetryDelay(t *testing.T) {
-	now := time.Unix(1_800_000_000, 0)
-	resp := func(code int, kv ...string) *http.Response {
-		h := http.Header{}
-		for i := 0; i < len(kv); i += 2 {
-			h.Set(kv[i], kv[i+1])
-		}
-		return &http.Response{StatusCode: code, Header: h}
-	}
-	abuse := &github.AbuseRateLimitError{Message: "You have exceeded a secondary rate limit"}
-	tests := []struct {
-		name    string
-		resp    *http.Response
-		err     error
-		attempt int
-		wait    time.Duration
-		retry   bool
-	}{
-		{"network error", nil, errors.New("connection refused"), 1, time.Second, true},
-		{"network error, third attempt", nil, errors.New("connection refused"), 3, 4 * time.Second, true},
-		{"backoff capped", nil, errors.New("x"), 40, time.Minute, true},
-		{"500", resp(500), nil, 2, 2 * time.Second, true},
-		{"503 Retry-After", resp(503, "Retry-After", "12"), nil, 1, 12 * time.Second, true},
-		{"429 Retry-After", resp(429, "Retry-After", "3"), nil, 1, 3 * time.Second, true},
-		{"429 Retry-After date", resp(429, "Retry-After", now.Add(20*time.Second).UTC().Format(http.TimeFormat)), nil, 1, 20 * time.Second, true},
-		{"429 bare", resp(429), nil, 1, time.Minute, true},
-		{"403 rate limit reset", resp(403, "X-RateLimit-Remaining", "0", "X-RateLimit-Reset", "1800000300"), nil, 1, 301 * time.Second, true},
-		{"403 reset already past", resp(403, "X-RateLimit-Remaining", "0", "X-RateLimit-Reset", "1799999000"), nil, 1, time.Second, true},
-		{"403 remaining not 0 is no rate limit", resp(403, "X-RateLimit-Remaining", "10", "X-RateLimit-Reset", "1800000300"), nil, 1, 0, false},
-		{"403 secondary limit without headers", resp(403), abuse, 1, time.Minute, true},
-		{"403 permission", resp(403), errors.New("Resource not accessible"), 1, 0, false},
-		{"404", resp(404), nil, 1, 0, false},
-		{"422", resp(422), nil, 1, 0, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			wait, retry, _ := retryDelay(tt.resp, tt.err, tt.attempt, now, time.Second, time.Minute)
-			if wait != tt.wait || retry != tt.retry {
-				t.Errorf("retryDelay = %v, %v; want %v, %v", wait, retry, tt.wait, tt.retry)
-			}
-		})
 	}
 }
 

@@ -5,15 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"runtime/debug"
 	"strings"
-	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/go-github/v74/github"
 	"go.uber.org/zap"
+
+	"github.com/caddy-webhooks/caddy-github-webhook/internal/apiretry"
 )
 
 // maxDescription is the longest description GitHub takes on a deployment status.
@@ -65,40 +65,28 @@ func (r report) path() string {
 // maxIDs bounds the commits whose deployment ID the reporter remembers.
 const maxIDs = 64
 
-// errDropped ends a report that was given up.
-var errDropped = errors.New("report dropped")
-
 // Reporter reports deploys to GitHub as deployments and deployment statuses.
 // Its methods never block and never fail: reports go into a bounded queue
-// that one goroutine (Start) sends in order, retrying with backoff; the
-// oldest report is dropped when the queue is full. Close stops it.
+// (apiretry.Queue) that one goroutine (Start) sends in order, retrying with
+// backoff (apiretry.Retrier); the oldest report is dropped when the queue
+// is full. Close stops it.
 type Reporter struct {
 	c           *Client
 	env         string
-	queueSize   int
 	maxAttempts int
 	maxAge      time.Duration
 	// base and maxBackoff shape the exponential backoff; now and sleep are
-	// the clock. Tests replace them.
+	// the clock. Tests replace them before Start.
 	base, maxBackoff time.Duration
 	now              func() time.Time
 	sleep            func(context.Context, time.Duration) error
 
-	mu      sync.Mutex
-	queue   []report
-	started bool
-	closed  bool
+	q *apiretry.Queue[report]
 
-	wake    chan struct{} // one slot: a report is queued
-	closing chan struct{} // closed by Close
-	done    chan struct{} // closed when the goroutine ended
-	ctx     context.Context
-	cancel  context.CancelFunc
-
-	// Owned by the goroutine.
-	ids       map[string]int64 // commit -> its latest deployment ID
-	idOrder   []string
-	notBefore time.Time // no request before this (a rate limit)
+	// Owned by the queue's goroutine.
+	retry   apiretry.Retrier
+	ids     map[string]int64 // commit -> its latest deployment ID
+	idOrder []string
 }
 
 // NewReporter returns a Reporter that reports through c.
@@ -107,68 +95,34 @@ func (c *Client) NewReporter(cfg ReporterConfig) (*Reporter, error) {
 		return nil, errors.New("github deployments: environment is required")
 	}
 	r := &Reporter{
-		c: c, env: cfg.Environment,
-		queueSize: cfg.QueueSize, maxAttempts: cfg.MaxAttempts, maxAge: cfg.MaxAge,
+		c: c, env: cfg.Environment, maxAttempts: cfg.MaxAttempts, maxAge: cfg.MaxAge,
 		base: 2 * time.Second, maxBackoff: 5 * time.Minute,
 		now: time.Now, sleep: sleepCtx,
-		wake: make(chan struct{}, 1), closing: make(chan struct{}), done: make(chan struct{}),
 		ids: map[string]int64{},
 	}
-	if r.queueSize <= 0 {
-		r.queueSize = 256
-	}
-	if r.maxAttempts <= 0 {
-		r.maxAttempts = 10
-	}
-	if r.maxAge <= 0 {
-		r.maxAge = time.Hour
-	}
-	r.ctx, r.cancel = context.WithCancel(context.Background())
+	r.q = apiretry.NewQueue(cfg.QueueSize, r.send, r.drop, func(rep report, v any, stack []byte) {
+		c.log.Error("panicked", zap.String("commit", rep.commit), zap.String("report", rep.kind.String()),
+			zap.Any("panic", v), zap.String("stack", string(stack)))
+	})
 	return r, nil
 }
 
 // Start starts the goroutine that sends the reports. Calls after the first,
 // or after Close, do nothing.
 func (r *Reporter) Start() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.started || r.closed {
-		return
-	}
-	r.started = true
-	go r.run()
+	r.retry = apiretry.Retrier{MaxAttempts: r.maxAttempts, MaxAge: r.maxAge,
+		Base: r.base, MaxBackoff: r.maxBackoff, Now: r.now, Sleep: r.sleep}
+	r.q.Start()
 }
 
 // Close stops taking reports, sends those queued until ctx ends, then stops
 // the goroutine and returns; what was not sent by then is dropped, and
 // Close returns ctx's error.
 func (r *Reporter) Close(ctx context.Context) error {
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		<-r.done
-		return nil
+	if err := r.q.Close(ctx); err != nil {
+		return fmt.Errorf("github deployments: %w", err)
 	}
-	r.closed = true
-	started := r.started
-	r.mu.Unlock()
-	close(r.closing)
-	if !started {
-		r.cancel()
-		r.dropRest("reporter closed before it started")
-		close(r.done)
-		return nil
-	}
-	var err error
-	select {
-	case <-r.done:
-	case <-ctx.Done():
-		r.cancel()
-		<-r.done
-		err = fmt.Errorf("flushing github deployment reports: %w", ctx.Err())
-	}
-	r.cancel()
-	return err
+	return nil
 }
 
 // Started reports that a deploy of commit began: a new deployment for it
@@ -204,26 +158,7 @@ func (r *Reporter) RolledBack(commit, environmentURL string) {
 
 func (r *Reporter) enqueue(rep report) {
 	rep.queued = r.now()
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		r.drop(rep, "reporter closed")
-		return
-	}
-	var evicted []report
-	if len(r.queue) >= r.queueSize {
-		evicted = append(evicted, r.queue[0])
-		r.queue = r.queue[1:]
-	}
-	r.queue = append(r.queue, rep)
-	r.mu.Unlock()
-	for _, e := range evicted {
-		r.drop(e, "queue full")
-	}
-	select {
-	case r.wake <- struct{}{}:
-	default:
-	}
+	r.q.Push(rep)
 }
 
 // drop counts and logs a report given up without a request.
@@ -233,112 +168,51 @@ func (r *Reporter) drop(rep report, why string) {
 		zap.String("commit", rep.commit), zap.String("report", rep.kind.String()), zap.String("reason", why))
 }
 
-func (r *Reporter) dropRest(why string) {
-	r.mu.Lock()
-	rest := r.queue
-	r.queue = nil
-	r.mu.Unlock()
-	for _, rep := range rest {
-		r.drop(rep, why)
-	}
-}
-
-// next takes the oldest queued report.
-func (r *Reporter) next() (report, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.queue) == 0 {
-		return report{}, false
-	}
-	rep := r.queue[0]
-	r.queue = r.queue[1:]
-	return rep, true
-}
-
-func (r *Reporter) run() {
-	defer close(r.done)
-	for {
-		if r.ctx.Err() != nil {
-			r.dropRest("reporter closed")
-			return
-		}
-		if rep, ok := r.next(); ok {
-			r.sendRecovering(rep)
-			continue
-		}
-		select {
-		case <-r.wake:
-		case <-r.ctx.Done():
-		case <-r.closing:
-			r.mu.Lock()
-			empty := len(r.queue) == 0
-			r.mu.Unlock()
-			if empty {
-				return
-			}
-		}
-	}
-}
-
-// sendRecovering sends rep; a panic in it is logged with its stack and the
-// report dropped: the goroutine goes on with the next report, and Caddy
-// with every site it serves.
-func (r *Reporter) sendRecovering(rep report) {
-	defer func() {
-		if v := recover(); v != nil {
-			r.c.log.Error("panicked", zap.String("commit", rep.commit), zap.String("report", rep.kind.String()),
-				zap.Any("panic", v), zap.String("stack", string(debug.Stack())))
-			r.drop(rep, fmt.Sprintf("sending it panicked: %v", v))
-		}
-	}()
-	r.send(rep)
-}
-
 // send makes the requests of one report.
-func (r *Reporter) send(rep report) {
+func (r *Reporter) send(ctx context.Context, rep report) {
 	switch rep.kind {
 	case kindStarted:
 		desc := "deploy"
 		if reason := strings.TrimSpace(rep.text); reason != "" {
 			desc += ": " + reason
 		}
-		if id, err := r.create(rep, desc); err == nil {
-			_ = r.status(rep, id, "in_progress", "deploying", "")
+		if id, err := r.create(ctx, rep, desc); err == nil {
+			_ = r.status(ctx, rep, id, "in_progress", "deploying", "")
 		}
 	case kindSucceeded:
-		if id, err := r.ensure(rep); err == nil {
-			_ = r.status(rep, id, "success", "deployed", rep.text)
+		if id, err := r.ensure(ctx, rep); err == nil {
+			_ = r.status(ctx, rep, id, "success", "deployed", rep.text)
 		}
 	case kindFailed:
 		msg := rep.text
 		if strings.TrimSpace(msg) == "" {
 			msg = "deploy failed"
 		}
-		if id, err := r.ensure(rep); err == nil {
-			_ = r.status(rep, id, "failure", msg, "")
+		if id, err := r.ensure(ctx, rep); err == nil {
+			_ = r.status(ctx, rep, id, "failure", msg, "")
 		}
 	case kindInterrupted:
-		if id, err := r.ensure(rep); err == nil {
-			_ = r.status(rep, id, "error", interruptedDescription, "")
+		if id, err := r.ensure(ctx, rep); err == nil {
+			_ = r.status(ctx, rep, id, "error", interruptedDescription, "")
 		}
 	case kindRolledBack:
-		if id, err := r.create(rep, "rollback"); err == nil {
-			_ = r.status(rep, id, "success", "rolled back", rep.text)
+		if id, err := r.create(ctx, rep, "rollback"); err == nil {
+			_ = r.status(ctx, rep, id, "success", "rolled back", rep.text)
 		}
 	}
 }
 
 // ensure returns the deployment of rep's commit, creating one when none is
 // known (its Started report was dropped, or came before a restart).
-func (r *Reporter) ensure(rep report) (int64, error) {
+func (r *Reporter) ensure(ctx context.Context, rep report) (int64, error) {
 	if id, ok := r.ids[rep.commit]; ok {
 		return id, nil
 	}
-	return r.create(rep, "deploy")
+	return r.create(ctx, rep, "deploy")
 }
 
 // create makes a deployment of rep's commit and remembers its ID.
-func (r *Reporter) create(rep report, description string) (int64, error) {
+func (r *Reporter) create(ctx context.Context, rep report, description string) (int64, error) {
 	req := &github.DeploymentRequest{
 		Ref:              github.Ptr(rep.commit),
 		Environment:      github.Ptr(r.env),
@@ -347,7 +221,7 @@ func (r *Reporter) create(rep report, description string) (int64, error) {
 		Description:      github.Ptr(OneLine(description, maxDescription)),
 	}
 	var id int64
-	err := r.do(rep, http.MethodPost, PathDeployments, func(ctx context.Context) (*github.Response, error) {
+	err := r.do(ctx, rep, http.MethodPost, PathDeployments, func(ctx context.Context) (*github.Response, error) {
 		d, resp, err := r.c.gh.Repositories.CreateDeployment(ctx, r.c.owner, r.c.repo, req)
 		if err == nil {
 			id = d.GetID()
@@ -369,7 +243,7 @@ func (r *Reporter) create(rep report, description string) (int64, error) {
 }
 
 // status adds a status to deployment id.
-func (r *Reporter) status(rep report, id int64, state, description, environmentURL string) error {
+func (r *Reporter) status(ctx context.Context, rep report, id int64, state, description, environmentURL string) error {
 	req := &github.DeploymentStatusRequest{
 		State:       github.Ptr(state),
 		Description: github.Ptr(OneLine(description, maxDescription)),
@@ -377,66 +251,31 @@ func (r *Reporter) status(rep report, id int64, state, description, environmentU
 	if environmentURL != "" {
 		req.EnvironmentURL = github.Ptr(environmentURL)
 	}
-	return r.do(rep, http.MethodPost, PathDeploymentStatuses, func(ctx context.Context) (*github.Response, error) {
+	return r.do(ctx, rep, http.MethodPost, PathDeploymentStatuses, func(ctx context.Context) (*github.Response, error) {
 		_, resp, err := r.c.gh.Repositories.CreateDeploymentStatus(ctx, r.c.owner, r.c.repo, id, req)
 		return resp, err
 	})
 }
 
 // do runs one call, retrying it within the report's bounds.
-func (r *Reporter) do(rep report, method, path string, fn func(context.Context) (*github.Response, error)) error {
-	deadline := rep.queued.Add(r.maxAge)
+func (r *Reporter) do(ctx context.Context, rep report, method, path string, fn func(context.Context) (*github.Response, error)) error {
 	log := r.c.log.With(zap.String("commit", rep.commit), zap.String("report", rep.kind.String()),
 		zap.String("endpoint", method+" "+path))
-	for attempt := 1; ; attempt++ {
-		if wait := r.notBefore.Sub(r.now()); wait > 0 {
-			if r.notBefore.After(deadline) {
-				r.c.onRequest(path, ResultDropped)
-				log.Warn("github deployment report dropped", zap.String("reason", "rate limited past the report's age bound"),
-					zap.Time("rate_limited_until", r.notBefore))
-				return errDropped
-			}
-			if err := r.sleep(r.ctx, wait); err != nil {
-				r.c.onRequest(path, ResultDropped)
-				log.Warn("github deployment report dropped", zap.String("reason", "reporter closed"))
-				return err
-			}
-		}
-		resp, err := r.c.call(r.ctx, method, path, fn)
-		if err == nil {
-			r.c.onRequest(path, ResultOK)
-			return nil
-		}
-		if r.ctx.Err() != nil {
-			r.c.onRequest(path, ResultDropped)
-			log.Warn("github deployment report dropped", zap.String("reason", "reporter closed"), zap.Error(err))
-			return err
-		}
-		now := r.now()
-		wait, retry, fromHeaders := retryDelay(resp, err, attempt, now, r.base, r.maxBackoff)
-		if !retry {
-			r.c.onRequest(path, ResultError)
+	return r.retry.Do(ctx, rep.queued, func(ctx context.Context) apiretry.Attempt {
+		resp, err := r.c.call(ctx, method, path, fn)
+		var ae *APIError
+		return apiretry.Attempt{Resp: resp, Err: err, Limited: errors.As(err, &ae) && ae.limited}
+	}, func(result string, attempt int, wait time.Duration, why string, err error) {
+		r.c.onRequest(path, result)
+		switch result {
+		case ResultRetry:
+			log.Info("github api request failed; retrying", zap.Int("attempt", attempt), zap.Duration("wait", wait), zap.Error(err))
+		case ResultError:
 			log.Error("github deployment report failed", zap.Error(err))
-			return err
+		case ResultDropped:
+			log.Warn("github deployment report dropped", zap.String("reason", why), zap.Int("attempts", attempt), zap.Error(err))
 		}
-		next := now.Add(wait)
-		if fromHeaders {
-			r.notBefore = next
-		}
-		if attempt >= r.maxAttempts || next.After(deadline) {
-			r.c.onRequest(path, ResultDropped)
-			log.Warn("github deployment report dropped", zap.Int("attempts", attempt), zap.Error(err))
-			return errDropped
-		}
-		r.c.onRequest(path, ResultRetry)
-		log.Info("github api request failed; retrying", zap.Int("attempt", attempt),
-			zap.Duration("wait", wait), zap.Error(err))
-		if err := r.sleep(r.ctx, wait); err != nil {
-			r.c.onRequest(path, ResultDropped)
-			log.Warn("github deployment report dropped", zap.String("reason", "reporter closed"))
-			return err
-		}
-	}
+	})
 }
 
 func (k reportKind) String() string {

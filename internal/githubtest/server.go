@@ -21,8 +21,6 @@ package githubtest
 import (
 	"encoding/json"
 	"fmt"
-	"io"
-	"mime"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -464,32 +462,9 @@ func (s *Server) validate(r *http.Request, rec *Request) (*operation, answer, []
 		errs = append(errs, "header Authorization is not a Bearer token")
 	}
 	errs = append(errs, op.checkParams(pathVals, r.URL.Query())...)
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
-	switch {
-	case err != nil:
-		errs = append(errs, fmt.Sprintf("reading body: %v", err))
-	case len(body) > maxBody:
-		errs = append(errs, "body larger than 1 MiB")
-	case op.body == nil && len(body) > 0:
-		errs = append(errs, "a body where the operation takes none")
-	case op.body != nil && len(body) == 0 && op.bodyReq:
-		errs = append(errs, "request body missing")
-	case op.body != nil && len(body) > 0:
-		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
-			errs = append(errs, fmt.Sprintf("header Content-Type is %q, want application/json", r.Header.Get("Content-Type")))
-		}
-		v, err := decodeJSON(body)
-		if err != nil {
-			errs = append(errs, fmt.Sprintf("body is not JSON: %v", err))
-			break
-		}
-		rec.Body, _ = v.(map[string]any)
-		var bodyErrs []string
-		op.body.validate(v, "", true, &bodyErrs)
-		for _, e := range bodyErrs {
-			errs = append(errs, "body "+e)
-		}
-	}
+	var bodyErrs []string
+	rec.Body, bodyErrs = op.checkBody(r)
+	errs = append(errs, bodyErrs...)
 	if len(errs) > 0 {
 		return op, answer{}, errs
 	}
