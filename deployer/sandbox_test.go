@@ -558,7 +558,7 @@ func TestSandboxNoHostLoopback(t *testing.T) {
 				// A PATH with slirp4netns and without pasta. The build's
 				// own commands name their folders.
 				bin := t.TempDir()
-				for _, name := range []string{"git", "bwrap", "setpriv"} {
+				for _, name := range []string{"git", "bwrap", "setpriv", "nsenter"} {
 					p, err := exec.LookPath(name)
 					if err != nil {
 						t.Skip(err)
