@@ -180,17 +180,23 @@ func newSandbox(ctx context.Context, cfg Config, path, release string, writable 
 // checkUnprivileged checks, when Caddy does not run as root, what the
 // sandbox then needs of the host, so that a deploy fails at once with what
 // is missing and what to do: user namespaces that an ordinary user may
-// make (unless bwrap is setuid), and, with a network, /dev/net/tun open to
-// Caddy's user and nsenter (util-linux) to run slirp4netns in the builds'
-// user namespace.
+// make (unless bwrap is setuid), and, with a network, a bwrap that is not
+// setuid, /dev/net/tun open to Caddy's user, and nsenter (util-linux) to
+// run slirp4netns in the builds' user namespace.
 func (s *sandbox) checkUnprivileged(bwrap string) error {
-	if !bwrapSetuid(bwrap) {
+	setuid := bwrapSetuid(bwrap)
+	if !setuid {
 		if err := userNamespacesError(); err != nil {
 			return err
 		}
 	}
 	if s.net == "" {
 		return nil
+	}
+	if setuid {
+		// It makes the network namespace in the host's user namespace,
+		// where Caddy's user has no capability.
+		return fmt.Errorf("sandbox: %s is setuid root, and makes the builds' network namespace where the network helper cannot enter it when Caddy does not run as root: use a bwrap that is not setuid (as Debian's), on a host that allows unprivileged user namespaces, or give builds no network (sandbox { network none })", bwrap)
 	}
 	if err := tunError(); err != nil {
 		return err

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Caddy's own Debian package runs Caddy as the user caddy, not root. The
@@ -177,6 +179,8 @@ func TestSandboxOrdinaryUserHostLacks(t *testing.T) {
 		ns   bool   // in a user namespace of its own
 		want string // the error with a network
 		none string // the error with network none, "" when it goes live
+		// setuid puts a setuid-root copy of bwrap first on the child's PATH.
+		setuid bool
 	}{
 		{name: "tun root's alone", wrap: []string{"unshare", "--mount", "--", "sh", "-c", tunScript, "0600"},
 			want: "sandbox: Caddy's user cannot open /dev/net/tun (mode 0600, owner 0), and the builds' network helper (slirp4netns or pasta) needs it when Caddy does not run as root: give it mode 0666 as Debian's udev rule does"},
@@ -185,14 +189,21 @@ func TestSandboxOrdinaryUserHostLacks(t *testing.T) {
 		{name: "no user namespaces", ns: true, wrap: []string{"sh", "-c", `echo 0 > /proc/sys/user/max_user_namespaces && exec "$@"`, "sh"},
 			want: "sandbox: this host allows no user namespaces (sysctl user.max_user_namespaces = 0), which bwrap needs when Caddy does not run as root: allow them",
 			none: "sandbox: this host allows no user namespaces"},
+		{name: "setuid bwrap", setuid: true,
+			want: "is setuid root, and makes the builds' network namespace where the network helper cannot enter it when Caddy does not run as root: use a bwrap that is not setuid"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := exec.LookPath(tc.wrap[0]); err != nil {
-				t.Skip(err)
+			if len(tc.wrap) > 0 {
+				if _, err := exec.LookPath(tc.wrap[0]); err != nil {
+					t.Skip(err)
+				}
 			}
-			child := asOrdinaryUser(t, tc.wrap, "-test.run=^TestSandboxOrdinaryUserHostLacks$", "-test.count=1", "-test.timeout=4m")
+			child := asOrdinaryUser(t, tc.wrap, "-test.run=^TestSandboxOrdinaryUserHostLacks$", "-test.v", "-test.count=1", "-test.timeout=4m")
 			child.Env = append(child.Env, hostLacksEnv+"=1")
+			if tc.setuid {
+				child.Env[0] = "PATH=" + setuidBwrap(t) + string(os.PathListSeparator) + os.Getenv("PATH")
+			}
 			if tc.ns {
 				// Root of a user namespace of its own, with the host's users
 				// (nobody among them), where it may set that namespace's
@@ -207,6 +218,7 @@ func TestSandboxOrdinaryUserHostLacks(t *testing.T) {
 			if err := child.Run(); err != nil {
 				t.Fatalf("the child: %v\n%s", err, out.String())
 			}
+			full := out.String()
 			results := map[string]hostLacksResult{}
 			sc := bufio.NewScanner(&out)
 			for sc.Scan() {
@@ -227,11 +239,34 @@ func TestSandboxOrdinaryUserHostLacks(t *testing.T) {
 				case want == "" && (r.Result != "ok" || !r.Live):
 					t.Errorf("network %q: %s, %q; want it live: nothing it needs is missing", network, r.Result, r.Error)
 				case want != "" && (r.Result != "error" || !strings.Contains(r.Error, want)):
-					t.Errorf("network %q: %s, error %q; want an error with %q", network, r.Result, r.Error, want)
+					t.Errorf("network %q: %s, error %q; want an error with %q\n%s", network, r.Result, r.Error, want, full)
 				case want != "" && r.Live:
 					t.Errorf("network %q: went live without its sandbox", network)
 				}
 			}
 		})
 	}
+}
+
+// setuidBwrap returns a folder that holds a setuid-root copy of bwrap, as
+// some hosts install it, and skips t where the bit would do nothing.
+func setuidBwrap(t *testing.T) string {
+	t.Helper()
+	dir := outsideTmp(t)
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil || st.Flags&unix.ST_NOSUID != 0 {
+		t.Skipf("%s is mounted nosuid (%v): a setuid bwrap there would not be one", dir, err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bwrap, err := exec.LookPath("bwrap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, bwrap, filepath.Join(dir, "bwrap"))
+	if err := os.Chmod(filepath.Join(dir, "bwrap"), 0o755|os.ModeSetuid); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
