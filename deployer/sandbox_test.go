@@ -669,6 +669,9 @@ func BenchmarkSandboxStart(b *testing.B) {
 				if s.net, err = exec.LookPath(helper); err != nil {
 					b.Skip(err)
 				}
+				if helper == "slirp4netns" && os.Geteuid() != 0 {
+					s.nsenter, _ = exec.LookPath("nsenter")
+				}
 			}
 			env := s.env(cfg, nil)
 			for b.Loop() {
