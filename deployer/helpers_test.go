@@ -197,11 +197,22 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 func (tg *target) waitLive(commit string) Status {
 	tg.t.Helper()
 	var s Status
-	waitFor(tg.t, "commit "+short(commit)+" live", func() bool {
+	testkit.WaitFor(tg.t, 60*time.Second, "commit "+short(commit)+" live", func() error {
 		s = tg.Status()
-		return s.Live != nil && s.Live.Commit == commit && s.Running == nil
+		if s.Live != nil && s.Live.Commit == commit && s.Running == nil {
+			return nil
+		}
+		return lastOf(s)
 	})
 	return s
+}
+
+// lastOf says what the last deploy of s came to, for a wait that failed.
+func lastOf(s Status) error {
+	if s.Last == nil {
+		return errors.New("not yet: no deploy ended")
+	}
+	return fmt.Errorf("not yet: the last deploy (of %s) ended %s: %s", short(s.Last.Commit), s.Last.Result, s.Last.Error)
 }
 
 // waitDeployed waits until the last deploy is of commit, whatever came of
@@ -222,9 +233,12 @@ func (tg *target) waitDeployed(commit string) *Result {
 func (tg *target) waitResult(result, commit string) Status {
 	tg.t.Helper()
 	var s Status
-	waitFor(tg.t, "a deploy result "+result, func() bool {
+	testkit.WaitFor(tg.t, 60*time.Second, "a deploy result "+result, func() error {
 		s = tg.Status()
-		return s.Running == nil && s.Last != nil && s.Last.Result == result && (commit == "" || s.Last.Commit == commit)
+		if s.Running == nil && s.Last != nil && s.Last.Result == result && (commit == "" || s.Last.Commit == commit) {
+			return nil
+		}
+		return lastOf(s)
 	})
 	return s
 }

@@ -83,6 +83,9 @@ type sandbox struct {
 	// net is the program that gives the command's network namespace its
 	// outbound network (pasta or slirp4netns); empty: no network.
 	net string
+	// nsenter runs slirp4netns in the user namespace of the sandbox when
+	// Caddy does not run as root; empty as root and for pasta.
+	nsenter string
 	// owned are the folders chowned to sandboxUID for the build; release is
 	// given back to Caddy's user once the commands ended.
 	release string
@@ -119,6 +122,11 @@ func newSandbox(ctx context.Context, cfg Config, path, release string, writable 
 		}
 	}
 	root := os.Geteuid() == 0
+	if !root {
+		if err := s.checkUnprivileged(bwrap); err != nil {
+			return nil, err
+		}
+	}
 	var extra []string // files bound read-only beside the allow-list
 	if root {
 		setpriv, err := exec.LookPath("setpriv")
@@ -161,9 +169,46 @@ func newSandbox(ctx context.Context, cfg Config, path, release string, writable 
 		if len(msg) > 500 {
 			msg = msg[:500] + "…"
 		}
+		if hint := userNamespacesHint(msg); !root && hint != "" {
+			return nil, fmt.Errorf("sandbox: bwrap cannot start: %w: %s: %s", err, msg, hint)
+		}
 		return nil, fmt.Errorf("sandbox: bwrap cannot start: %w: %s", err, msg)
 	}
 	return s, nil
+}
+
+// checkUnprivileged checks, when Caddy does not run as root, what the
+// sandbox then needs of the host, so that a deploy fails at once with what
+// is missing and what to do: user namespaces that an ordinary user may
+// make (unless bwrap is setuid), and, with a network, a bwrap that is not
+// setuid, /dev/net/tun open to Caddy's user, and nsenter (util-linux) to
+// run slirp4netns in the builds' user namespace.
+func (s *sandbox) checkUnprivileged(bwrap string) error {
+	setuid := bwrapSetuid(bwrap)
+	if !setuid {
+		if err := userNamespacesError(); err != nil {
+			return err
+		}
+	}
+	if s.net == "" {
+		return nil
+	}
+	if setuid {
+		// It makes the network namespace in the host's user namespace,
+		// where Caddy's user has no capability.
+		return fmt.Errorf("sandbox: %s is setuid root, and makes the builds' network namespace where the network helper cannot enter it when Caddy does not run as root: use a bwrap that is not setuid (as Debian's), on a host that allows unprivileged user namespaces, or give builds no network (sandbox { network none })", bwrap)
+	}
+	if err := tunError(); err != nil {
+		return err
+	}
+	if filepath.Base(s.net) == "slirp4netns" {
+		nsenter, err := exec.LookPath("nsenter")
+		if err != nil {
+			return errors.New("sandbox: nsenter not found, which runs slirp4netns in the builds' user namespace when Caddy does not run as root: install util-linux")
+		}
+		s.nsenter = nsenter
+	}
+	return nil
 }
 
 // restore gives the release back to Caddy's user once the build ended (a
@@ -516,41 +561,51 @@ func (s *sandbox) attachNetwork(ctx context.Context, info io.Reader) (*netHelper
 	}
 	// bwrap's child brings its loopback up after it wrote the PID: a
 	// helper that did so too at the same time would make one of them fail.
-	if err := waitLoopback(ctx, st.ChildPID); err != nil {
+	// As an ordinary user, bwrap's child then writes the user and group
+	// maps of its user namespace: a helper that entered it before would
+	// be nobody there, without capabilities.
+	root := os.Geteuid() == 0
+	if err := waitNamespaces(ctx, st.ChildPID, !root); err != nil {
 		return nil, err
 	}
-	root := os.Geteuid() == 0
-	var nsFile *os.File
-	if root {
-		// Root's helper joins the namespace by a file that Caddy opened:
-		// pasta drops the capability to open another process's namespace.
-		f, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", st.ChildPID))
+	// The helper joins the namespace by a file that Caddy opened: pasta,
+	// as root, drops the capability to open another process's namespace.
+	nsFile, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", st.ChildPID))
+	if err != nil {
+		return nil, fmt.Errorf("opening the sandbox's network namespace: %w", err)
+	}
+	defer nsFile.Close()
+	files := []*os.File{nil, nsFile} // 3 (below), 4
+	if !root {
+		// As an ordinary user, the helper needs the capabilities of the
+		// user namespace that owns the network namespace: bwrap's outer
+		// one, where Caddy's user is root. The sandbox's process is in
+		// another, nested in it (bwrap maps the build's user back), where
+		// the helper could not enter the network namespace.
+		owner, err := namespaceOwner(nsFile)
 		if err != nil {
-			return nil, fmt.Errorf("opening the sandbox's network namespace: %w", err)
+			return nil, err
 		}
-		defer f.Close()
-		nsFile = f
+		defer owner.Close()
+		files = append(files, owner) // 5
 	}
 	readyR, readyW, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
 	defer readyR.Close()
+	files[0] = readyW
 	var exitR, exitW *os.File
-	files := []*os.File{readyW} // 3
-	if nsFile != nil {
-		files = append(files, nsFile) // 4
-	}
-	var args []string
-	pid := strconv.Itoa(st.ChildPID)
+	program, args := s.net, []string(nil)
 	if filepath.Base(s.net) == "pasta" {
 		args = []string{"-f", "-q", "--config-net", "--no-map-gw",
 			"-t", "none", "-u", "none", "-T", "none", "-U", "none",
-			"-P", "/proc/self/fd/3"} // written once pasta is set up
+			"-P", fdPath(3), // written once pasta is set up
+			"--netns", fdPath(4)}
 		if root {
-			args = append(args, "--runas", "0:0", "--netns", "/proc/self/fd/4", "--netns-only")
+			args = append(args, "--runas", "0:0", "--netns-only")
 		} else {
-			args = append(args, pid) // its user and network namespaces
+			args = append(args, "--userns", fdPath(5))
 		}
 	} else {
 		// slirp4netns ends when exit-fd closes: when the command ended, or
@@ -559,19 +614,23 @@ func (s *sandbox) attachNetwork(ctx context.Context, info io.Reader) (*netHelper
 			return nil, err
 		}
 		defer exitR.Close()
-		files = append(files, exitR) // 4 or 5
+		files = append(files, exitR) // 5 or 6
 		exitFD := strconv.Itoa(2 + len(files))
-		// --enable-sandbox: its own mount namespace and, as root, no
-		// capability but binding low ports; --enable-seccomp: few syscalls.
+		// --enable-sandbox: its own mount namespace and no capability but
+		// binding low ports; --enable-seccomp: few syscalls.
 		args = []string{"--configure", "--mtu=65520", "--disable-host-loopback", "--enable-sandbox", "--enable-seccomp",
-			"--ready-fd=3", "--exit-fd=" + exitFD}
-		if root {
-			args = append(args, "--netns-type=path", "/proc/self/fd/4", "tap0")
-		} else {
-			args = append(args, "--userns-path=/proc/"+pid+"/ns/user", pid, "tap0")
+			"--ready-fd=3", "--exit-fd=" + exitFD, "--netns-type=path", fdPath(4), "tap0"}
+		if !root {
+			// As an ordinary user, slirp4netns's own sandbox would enter the
+			// user namespace of the sandbox's process and become its root,
+			// which that namespace does not map: it runs instead as root of
+			// the owning user namespace, where Caddy's user is root, and
+			// sets its sandbox up as it does when Caddy is root.
+			args = append([]string{"--user=" + fdPath(5), "--preserve-credentials", "--", s.net}, args...)
+			program = s.nsenter
 		}
 	}
-	h := &netHelper{cmd: exec.Command(s.net, args...), exit: exitW}
+	h := &netHelper{cmd: exec.Command(program, args...), exit: exitW}
 	h.cmd.Env = []string{"PATH=" + defaultPath}
 	h.cmd.Stderr = &h.stderr
 	h.cmd.ExtraFiles = files
@@ -611,23 +670,45 @@ func (s *sandbox) attachNetwork(ctx context.Context, info io.Reader) (*netHelper
 	return h, nil
 }
 
-// waitLoopback waits until the loopback of pid's network namespace is up
-// with its address: its local routes list 127.0.0.1.
-func waitLoopback(ctx context.Context, pid int) error {
+// waitNamespaces waits until the loopback of pid's network namespace is
+// up with its address (its local routes list 127.0.0.1) and, with mapped,
+// until pid's user namespace maps a user and a group. bwrap's child writes
+// the maps of its user namespace before it makes the nested one that
+// the command runs in (to map the build's user back): once pid's maps are
+// written, those of the namespace that owns the network are too.
+func waitNamespaces(ctx context.Context, pid int, mapped bool) error {
 	deadline := time.Now().Add(netStartTimeout)
 	for {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/fib_trie", pid))
+		ready, err := namespacesReady(pid, mapped)
 		if err != nil {
-			return fmt.Errorf("waiting for the sandbox's loopback: %w", err)
+			return fmt.Errorf("waiting for the sandbox's namespaces: %w", err)
 		}
-		if bytes.Contains(b, []byte("127.0.0.1")) {
+		if ready {
 			return nil
 		}
 		if ctx.Err() != nil || time.Now().After(deadline) {
-			return errors.New("waiting for the sandbox's loopback: timed out")
+			return errors.New("waiting for the sandbox's namespaces: timed out")
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// namespacesReady is one look of waitNamespaces.
+func namespacesReady(pid int, mapped bool) (bool, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/fib_trie", pid))
+	if err != nil || !bytes.Contains(b, []byte("127.0.0.1")) {
+		return false, err
+	}
+	if !mapped {
+		return true, nil
+	}
+	for _, name := range []string{"uid_map", "gid_map"} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, name))
+		if err != nil || len(bytes.TrimSpace(b)) == 0 {
+			return false, err
+		}
+	}
+	return true, nil
 }
 
 // env returns the environment of a sandboxed command, from commandEnv,

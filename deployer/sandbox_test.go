@@ -558,7 +558,7 @@ func TestSandboxNoHostLoopback(t *testing.T) {
 				// A PATH with slirp4netns and without pasta. The build's
 				// own commands name their folders.
 				bin := t.TempDir()
-				for _, name := range []string{"git", "bwrap", "setpriv"} {
+				for _, name := range []string{"git", "bwrap", "setpriv", "nsenter"} {
 					p, err := exec.LookPath(name)
 					if err != nil {
 						t.Skip(err)
@@ -668,6 +668,9 @@ func BenchmarkSandboxStart(b *testing.B) {
 			if helper != "none" {
 				if s.net, err = exec.LookPath(helper); err != nil {
 					b.Skip(err)
+				}
+				if helper == "slirp4netns" && os.Geteuid() != 0 {
+					s.nsenter, _ = exec.LookPath("nsenter")
 				}
 			}
 			env := s.env(cfg, nil)
