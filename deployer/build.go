@@ -81,7 +81,7 @@ func (d *Deployer) build(ctx context.Context, g *git, cfg Config, branch, commit
 	var box *sandbox
 	if cfg.Sandbox && len(cfg.Commands) > 0 {
 		var err error
-		if box, err = newSandbox(ctx, cfg, d.path, dir, filepath.Join(d.path, buildCacheName)); err != nil {
+		if box, err = newSandbox(ctx, cfg, d.path, d.repo, dir, filepath.Join(d.path, buildCacheName)); err != nil {
 			return sink.tail.String(), err
 		}
 		env = box.env(cfg, env)
@@ -139,6 +139,9 @@ func commandEnv(cfg Config, branch, commit, dir string) []string {
 		env = append(env, kv)
 	}
 	env = append(env, cfg.Env...)
+	if cfg.URL != "" {
+		env = append(env, "DEPLOY_URL="+cfg.URL)
+	}
 	return append(env,
 		"DEPLOY_COMMIT="+commit,
 		"DEPLOY_BRANCH="+branch,
