@@ -16,6 +16,8 @@ const (
 	kindString
 	kindBool
 	kindArray // an array of objects, whose fields the schema may name
+	// kindNumber is a number, kept as written (Int reads an integer).
+	kindNumber
 )
 
 func (k jsonKind) String() string {
@@ -26,6 +28,8 @@ func (k jsonKind) String() string {
 		return "a boolean"
 	case kindArray:
 		return "an array"
+	case kindNumber:
+		return "a number"
 	}
 	return "an object"
 }
@@ -74,7 +78,7 @@ func newJSONSchema(fields ...jsonField) *jsonSchema {
 			path += name
 			last := i == len(names)-1
 			if last && isArray || f.Kind == kindObject || f.Kind == kindArray {
-				panic("jsonschema: field " + f.Path + " must be a string or a boolean")
+				panic("jsonschema: field " + f.Path + " must be a string, a boolean or a number")
 			}
 			child := -1
 			for _, c := range s.nodes[parent].children {
@@ -398,6 +402,7 @@ func (s *jsonScanner) Write(p []byte) (int, error) {
 				s.fail(c, "after top-level value")
 			}
 		case stNumMinus:
+			s.emitNumber(c)
 			switch {
 			case c == '0':
 				s.state = stNumZero
@@ -407,6 +412,7 @@ func (s *jsonScanner) Write(p []byte) (int, error) {
 				s.fail(c, "in numeric literal")
 			}
 		case stNumZero, stNumInt:
+			s.emitNumber(c)
 			switch {
 			case '0' <= c && c <= '9' && s.state == stNumInt:
 			case c == '.':
@@ -418,12 +424,14 @@ func (s *jsonScanner) Write(p []byte) (int, error) {
 				s.afterValue(c)
 			}
 		case stNumDot:
+			s.emitNumber(c)
 			if '0' <= c && c <= '9' {
 				s.state = stNumFrac
 			} else {
 				s.fail(c, "after decimal point in numeric literal")
 			}
 		case stNumFrac:
+			s.emitNumber(c)
 			switch {
 			case '0' <= c && c <= '9':
 			case c == 'e' || c == 'E':
@@ -433,6 +441,7 @@ func (s *jsonScanner) Write(p []byte) (int, error) {
 				s.afterValue(c)
 			}
 		case stNumE:
+			s.emitNumber(c)
 			switch {
 			case c == '+' || c == '-':
 				s.state = stNumESign
@@ -442,12 +451,14 @@ func (s *jsonScanner) Write(p []byte) (int, error) {
 				s.fail(c, "in exponent of numeric literal")
 			}
 		case stNumESign:
+			s.emitNumber(c)
 			if '0' <= c && c <= '9' {
 				s.state = stNumExp
 			} else {
 				s.fail(c, "in exponent of numeric literal")
 			}
 		case stNumExp:
+			s.emitNumber(c)
 			if '0' <= c && c <= '9' {
 				break
 			}
@@ -540,6 +551,16 @@ func (s *jsonScanner) Strings(leaf int) (values []string, complete bool) {
 // branch name.
 const repeatSep = "\x00"
 
+// Int returns the number field leaf as an integer, and whether it was
+// present and one.
+func (s *jsonScanner) Int(leaf int) (int, bool) {
+	if !s.present[leaf] {
+		return 0, false
+	}
+	n, err := strconv.Atoi(string(s.values[leaf]))
+	return n, err == nil
+}
+
 // Bool returns the boolean field leaf, false when it was absent or null.
 func (s *jsonScanner) Bool(leaf int) bool { return s.present[leaf] && s.bools[leaf] }
 
@@ -568,6 +589,8 @@ func (s *jsonScanner) beginValue(c byte) {
 		kind = kindString
 	case c == 't' || c == 'f':
 		kind = kindBool
+	case c == '-' || '0' <= c && c <= '9':
+		kind = kindNumber
 	case c == 'n':
 		s.state, s.literal, s.litPos = stLiteral, "null", 1
 		return // null leaves a field as it was
@@ -575,8 +598,6 @@ func (s *jsonScanner) beginValue(c byte) {
 	if node >= 0 {
 		n := &s.schema.nodes[node]
 		switch {
-		case c == '-' || '0' <= c && c <= '9':
-			s.wrongKind(n, c)
 		case kind != n.kind:
 			s.wrongKind(n, c)
 			node = -1
@@ -594,6 +615,11 @@ func (s *jsonScanner) beginValue(c byte) {
 			s.present[n.leaf], s.tooLong[n.leaf] = true, false
 		case kind == kindBool:
 			s.present[n.leaf], s.bools[n.leaf] = true, c == 't'
+		case kind == kindNumber:
+			s.values[n.leaf] = s.values[n.leaf][:0]
+			s.present[n.leaf], s.tooLong[n.leaf] = true, false
+			s.dst = n.leaf
+			s.emit(c)
 		}
 	}
 	switch {
@@ -683,8 +709,17 @@ func (s *jsonScanner) pop(c byte) {
 	s.endValue()
 }
 
+// emitNumber keeps c, a byte of a number of the schema, if it is part of
+// the number: the byte that ends a number belongs to what follows.
+func (s *jsonScanner) emitNumber(c byte) {
+	if s.dst >= 0 && ('0' <= c && c <= '9' || c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-') {
+		s.emit(c)
+	}
+}
+
 // endValue moves past a complete value.
 func (s *jsonScanner) endValue() {
+	s.dst = dstNone
 	if s.depth == 0 {
 		s.state = stEnd
 	} else {
