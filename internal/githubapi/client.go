@@ -1,6 +1,7 @@
 // Package githubapi is the module's client of GitHub's REST API: it reports
-// deploys as GitHub deployments (Reporter) and reads whether a commit's
-// checks passed (Client.Checks).
+// deploys as GitHub deployments (Reporter), reads whether a commit's
+// checks passed (Client.Checks), and reports previews of pull requests
+// (PreviewReporter, Client.OpenPullRequests).
 //
 // Every call goes through go-github with the token as a Bearer credential,
 // Accept: application/vnd.github+json and X-GitHub-Api-Version: 2022-11-28.

@@ -111,6 +111,11 @@ func (s *Server) createDeployment(op *operation, rec *Request) answer {
 	if v, ok := b["auto_merge"].(bool); ok {
 		d.AutoMerge = v
 	}
+	d.Transient, _ = b["transient_environment"].(bool)
+	d.Production = d.Environment == "production"
+	if v, ok := b["production_environment"].(bool); ok {
+		d.Production = v
+	}
 	if rc, ok := b["required_contexts"].([]any); ok {
 		d.RequiredContexts = []string{}
 		for _, c := range rc {
@@ -141,7 +146,7 @@ func (s *Server) deploymentJSON(op *operation, status int, prop string, d *Deplo
 		"original_environment": d.Environment, "environment": d.Environment,
 		"description": d.Description, "created_at": stamp(d.CreatedAt), "updated_at": stamp(d.CreatedAt),
 		"statuses_url": u + "/statuses", "repository_url": s.repoURL(),
-		"transient_environment": false, "production_environment": d.Environment == "production",
+		"transient_environment": d.Transient, "production_environment": d.Production,
 	})
 }
 

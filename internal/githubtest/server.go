@@ -9,8 +9,11 @@
 // when it ends. Answers satisfy the response schemas; their data comes from a
 // small in-memory model: deployments and their statuses as created, and the
 // check runs, check suites, commit statuses and workflow runs a test sets
-// per commit.
+// per commit; pull requests a test sets, their comments, and the commit
+// statuses posted (pulls.go).
 // Faults can be injected for the next requests (500, 403 rate limited, 429).
+// An operation of the extract that the model does not play yet is still
+// validated, then answered 501.
 //
 // Nothing but tests may import this package.
 package githubtest
@@ -64,6 +67,12 @@ type Fault struct {
 	// seconds) with X-RateLimit-Remaining: 0, as a spent primary rate limit.
 	RateLimitReset time.Time
 	Message        string
+	// Operation, when set, keeps the fault for the next request of that
+	// operationId (e.g. "issues/create-comment"); others pass it by.
+	Operation string
+	// Applied makes the request take effect in the model before the fault
+	// answers: GitHub did the work and the answer was lost.
+	Applied bool
 }
 
 // ServerError is a plain 500.
@@ -104,6 +113,10 @@ type Deployment struct {
 	CreatedAt        time.Time
 	RequiredContexts []string
 	AutoMerge        bool
+	// Transient and Production are transient_environment and
+	// production_environment as created (GitHub's defaults: false, and
+	// true for the environment "production").
+	Transient, Production bool
 }
 
 // DeploymentStatus is a status created on a deployment.
@@ -161,6 +174,10 @@ type Server struct {
 	checkSuites  map[string][]CheckSuite
 	statuses     map[string][]CommitStatus
 	workflowRuns map[string][]WorkflowRun
+	pulls        map[int]*PullRequest
+	comments     []*Comment
+	statusPosts  []StatusPost
+	deletedEnvs  []string
 }
 
 // Start starts a Server on 127.0.0.1; it stops when the test ends, and the
@@ -187,6 +204,7 @@ func Start(t testing.TB, opts Options) *Server {
 		checkSuites:  map[string][]CheckSuite{},
 		statuses:     map[string][]CommitStatus{},
 		workflowRuns: map[string][]WorkflowRun{},
+		pulls:        map[int]*PullRequest{},
 	}
 	s.ts = httptest.NewServer(s)
 	t.Cleanup(func() {
@@ -346,9 +364,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}}
 		}
 	}
-	if ans.status == 0 && len(s.faults) > 0 {
-		f := s.faults[0]
-		s.faults = s.faults[1:]
+	if fi := s.faultFor(op); ans.status == 0 && fi >= 0 {
+		f := s.faults[fi]
+		s.faults = append(s.faults[:fi:fi], s.faults[fi+1:]...)
+		if f.Applied {
+			s.dispatch(r, op, &rec)
+		}
 		ans = errorAnswer(f.Status, f.Message)
 		ans.header = http.Header{}
 		if f.RetryAfter != "" {
@@ -373,6 +394,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	close(s.changed)
 	s.changed = make(chan struct{})
 	s.mu.Unlock()
+}
+
+// faultFor is the index of the first fault for a request of op, -1 when none.
+func (s *Server) faultFor(op *operation) int {
+	for i, f := range s.faults {
+		if f.Operation == "" || (op != nil && f.Operation == op.ID) {
+			return i
+		}
+	}
+	return -1
 }
 
 var bearer = regexp.MustCompile(`^Bearer [^\s]+$`)
@@ -437,6 +468,11 @@ func (s *Server) validate(r *http.Request, rec *Request) (*operation, answer, []
 	}
 	if len(errs) > 0 {
 		return op, answer{}, errs
+	}
+	if _, ok := op.params["owner"]; !ok {
+		// Not a repository's operation (an installation token, signed with
+		// the app's JWT): Owner, Repo and Token do not apply.
+		return op, answer{}, nil
 	}
 	if !strings.EqualFold(pathVals["owner"], s.opts.Owner) || !strings.EqualFold(pathVals["repo"], s.opts.Repo) {
 		return op, errorAnswer(http.StatusNotFound, "Not Found"), nil
@@ -527,6 +563,26 @@ func (s *Server) dispatch(r *http.Request, op *operation, rec *Request) answer {
 		return s.combinedStatus(r, op, rec)
 	case "actions/list-workflow-runs-for-repo":
 		return s.listWorkflowRuns(r, op)
+	case "repos/get-deployment":
+		return s.getDeployment(op, rec)
+	case "repos/delete-deployment":
+		return s.deleteDeployment(rec)
+	case "repos/delete-an-environment":
+		return s.deleteEnvironment(rec)
+	case "pulls/list":
+		return s.listPulls(r, op)
+	case "pulls/get":
+		return s.getPull(op, rec)
+	case "issues/list-comments":
+		return s.listComments(r, op, rec)
+	case "issues/create-comment":
+		return s.createComment(op, rec)
+	case "issues/update-comment":
+		return s.updateComment(op, rec)
+	case "issues/delete-comment":
+		return s.deleteComment(rec)
+	case "repos/create-commit-status":
+		return s.createCommitStatus(op, rec)
 	}
 	return errorAnswer(http.StatusNotImplemented, "githubtest: "+op.ID+" not modelled")
 }

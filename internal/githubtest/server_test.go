@@ -30,6 +30,11 @@ func TestSpecLoads(t *testing.T) {
 		"repos/create-deployment-status": false, "repos/list-deployment-statuses": false,
 		"checks/list-for-ref": false, "checks/list-suites-for-ref": false,
 		"repos/get-combined-status-for-ref": false, "actions/list-workflow-runs-for-repo": false,
+		"repos/get-deployment": false, "repos/delete-deployment": false, "repos/delete-an-environment": false,
+		"pulls/list": false, "pulls/get": false, "repos/create-commit-status": false,
+		"issues/list-comments": false, "issues/create-comment": false,
+		"issues/update-comment": false, "issues/delete-comment": false,
+		"apps/get-repo-installation": false, "apps/create-installation-access-token": false,
 	}
 	for _, op := range doc.ops {
 		want[op.ID] = true
@@ -70,7 +75,15 @@ func TestRoute(t *testing.T) {
 		{"GET", "/repos/o/r/commits/heads/main/check-runs", "checks/list-for-ref", "heads/main"},
 		{"GET", "/repos/o/r/commits/heads%2Fmain/status", "repos/get-combined-status-for-ref", "heads/main"},
 		{"GET", "/repos/o/r/actions/runs", "actions/list-workflow-runs-for-repo", ""},
-		{"DELETE", "/repos/o/r/deployments/42", "", ""},
+		{"DELETE", "/repos/o/r/deployments/42", "repos/delete-deployment", ""},
+		{"PUT", "/repos/o/r/deployments/42", "", ""},
+		{"GET", "/repos/o/r/pulls", "pulls/list", ""},
+		{"GET", "/repos/o/r/pulls/7", "pulls/get", ""},
+		{"POST", "/repos/o/r/issues/7/comments", "issues/create-comment", ""},
+		{"PATCH", "/repos/o/r/issues/comments/9", "issues/update-comment", ""},
+		{"POST", "/repos/o/r/statuses/" + sha, "repos/create-commit-status", ""},
+		{"DELETE", "/repos/o/r/environments/pr-7", "repos/delete-an-environment", ""},
+		{"POST", "/app/installations/5/access_tokens", "apps/create-installation-access-token", ""},
 		{"GET", "/repos/o/r/commits/" + sha, "", ""},
 	}
 	for _, tt := range tests {
@@ -156,6 +169,12 @@ func TestRejects(t *testing.T) {
 		{"preview accept", "GET", "/repos/octo-org/site/actions/runs", "", with("Accept", "application/vnd.github.antiope-preview+json"), 422, "header Accept"},
 		{"basic auth", "GET", "/repos/octo-org/site/actions/runs", "", with("Authorization", "token tok"), 422, "not a Bearer token"},
 		{"not json", "POST", "/repos/octo-org/site/deployments", `ref=x`, auth, 422, "not JSON"},
+		{"comment without body", "POST", "/repos/octo-org/site/issues/7/comments", `{"text":"hi"}`, auth, 422, `required property "body" missing`},
+		{"comment id not an integer", "PATCH", "/repos/octo-org/site/issues/comments/x", `{"body":"hi"}`, auth, 422, `path parameter "comment_id"`},
+		{"commit status outside enum", "POST", "/repos/octo-org/site/statuses/" + sha, `{"state":"in_progress","context":"preview"}`, auth, 422, "is not one of"},
+		{"pulls state outside enum", "GET", "/repos/octo-org/site/pulls?state=merged", "", auth, 422, `query parameter "state"`},
+		{"delete deployment with a body", "DELETE", "/repos/octo-org/site/deployments/1", `{"force":true}`, auth, 422, "a body where the operation takes none"},
+		{"token for no repository", "POST", "/app/installations/5/access_tokens", `{"repository":"site"}`, auth, 422, `property "repository" is not in the schema`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
