@@ -48,6 +48,11 @@ func init() {
 //		api_url     <url>
 //		cluster     <name>
 //		cluster_poll <duration>
+//		previews    <host template> {
+//			max   <n>
+//			ttl   <duration>
+//			forks off|label <name>
+//		}
 //	}
 //
 // The matcher is required in a site's block: the handler answers every
@@ -349,6 +354,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "cluster", "cluster_poll":
 			if err := h.unmarshalCluster(d, name); err != nil {
+				return err
+			}
+		case "previews":
+			if err := h.unmarshalPreviews(d); err != nil {
 				return err
 			}
 		case "max_body":

@@ -269,6 +269,16 @@ type Handler struct {
 	// reads. Default (unset or 0): 2s.
 	ClusterPoll caddy.Duration `json:"cluster_poll,omitempty"`
 
+	// Build a preview of every open pull request against the deployed
+	// branch, at its own host, with the site's commands; removed when
+	// the pull request closes (see docs/previews.md). The handler then
+	// also takes pull_request deliveries (the webhook's "Pull requests"
+	// event). With token, previews are reported on GitHub (a transient
+	// environment pr-<number> with deployments, a commit status, one
+	// comment per pull request), and previews of pull requests that are
+	// no longer open are removed at start and every hour. Default: off.
+	Previews *Previews `json:"previews,omitempty"`
+
 	logger  *zap.Logger
 	forge   *delivery.GitHub // verifies and reads deliveries
 	cfg     deployer.Config  // what the deployer gets, placeholders resolved
@@ -289,6 +299,11 @@ type Handler struct {
 	github   *githubapi.Client   // nil without deployments and require_checks
 	reporter *githubapi.Reporter // nil without deployments
 	checks   bool                // require_checks is on: check deliveries wake
+
+	previewReporter *githubapi.PreviewReporter // nil without previews and token
+	previewClient   *githubapi.Client          // previews' own client, when h.github is nil
+	// pullRequest is the deployer's PullRequest; nil without previews.
+	pullRequest func(deployer.PullRequest) deployer.PreviewAnswer
 
 	wake   func(deployer.Reason) // the deployer's Wake; tests swap it
 	branch func() string         // the deployer's Branch; tests swap it
@@ -390,6 +405,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("github api: %w", err)
 	}
 	h.checks = h.RequireChecks != nil
+	if err := h.provisionPreviews(ctx, token); err != nil {
+		return err
+	}
 
 	val, loaded, err := targets.LoadOrNew(h.key, func() (caddy.Destructor, error) {
 		d, err := deployer.New(h.cfg, h.logger)
@@ -410,6 +428,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.holding = true
 	h.wake = h.target.d.Wake
 	h.branch = h.target.d.Branch
+	if h.Previews != nil {
+		h.pullRequest = h.target.d.PullRequest
+	}
 	m.restore(h.key, h.target.d.Status())
 	if h.Cluster != "" {
 		m.cluster.add(h.key, h.target.d.Status)
@@ -447,6 +468,8 @@ func (h *Handler) deployerConfig(token string) deployer.Config {
 		// value but "none".
 		SandboxNetwork: strings.TrimPrefix(h.SandboxNetwork, "outbound"),
 		Hide:           sandboxHidden(append(slices.Clone(h.Secret), h.Token)...),
+		URL:            h.siteURL(),
+		Previews:       h.previewsConfig(),
 	}
 	if cfg.Remote == "" && h.Repo != "" {
 		cfg.Remote = "https://github.com/" + h.Repo + ".git"
@@ -519,6 +542,7 @@ func (h *Handler) Cleanup() error {
 		}
 	}
 	h.closeGitHub()
+	h.closePreviews()
 	return err
 }
 

@@ -75,6 +75,9 @@ const (
 	PreviewSucceeded = "preview_succeeded" // Commit is live at URL
 	PreviewFailed    = "preview_failed"
 	PreviewRemoved   = "preview_removed"
+	// PreviewWaitingLabel: a fork's head is not built: it is not the
+	// commit that was labelled.
+	PreviewWaitingLabel = "preview_waiting_label"
 )
 
 // PullRequest is what a pull request delivery says, as far as previews go.
@@ -173,6 +176,7 @@ type previewSet struct {
 	yielded bool
 	removes sync.WaitGroup
 	done    chan struct{}
+	loaded  chan struct{} // closed once the previews on disk are known
 }
 
 // previewsDir is Path/previews.
@@ -343,8 +347,20 @@ func (d *Deployer) RemovePreview(number int) error {
 
 // ReconcilePreviews removes every preview whose pull request is not in
 // open (the numbers of the pull requests still open), for a closed
-// delivery that never came. It returns the numbers removed.
+// delivery that never came. On a started Deployer, it waits until the
+// previews on disk are known. It returns the numbers removed.
 func (d *Deployer) ReconcilePreviews(open []int) []int {
+	d.mu.Lock()
+	loaded := d.previews.loaded
+	d.mu.Unlock()
+	if loaded != nil {
+		// Those the last process left are known first.
+		select {
+		case <-loaded:
+		case <-d.ctx.Done():
+			return nil
+		}
+	}
 	d.mu.Lock()
 	var gone []int
 	for n := range d.previews.byNumber {
@@ -466,6 +482,7 @@ func (d *Deployer) liveCacheSource() string {
 func (d *Deployer) startPreviews(recovered <-chan struct{}) {
 	d.previews.wake = make(chan struct{}, 1)
 	d.previews.done = make(chan struct{})
+	d.previews.loaded = make(chan struct{})
 	go d.previewLoop(recovered)
 }
 
@@ -479,6 +496,7 @@ func (d *Deployer) previewLoop(recovered <-chan struct{}) {
 		return
 	}
 	d.guardPreview("loading previews", 0, d.loadPreviews)
+	close(d.previews.loaded)
 	sweep := time.NewTicker(time.Second)
 	defer sweep.Stop()
 	d.wakePreviews()
@@ -672,6 +690,7 @@ func (d *Deployer) buildPreview(p *preview) {
 		// approves a newer head.
 		d.log().Info("not building a fork's head that was not labelled", zap.Int("number", n), zap.String("commit", head))
 		d.setPreview(p, func(r *previewRecord) { r.Head, r.State, r.Error = head, PreviewWaiting, "" })
+		d.notifyPreview(cfg, PreviewEvent{Kind: PreviewWaitingLabel, Number: n, Host: rec.Host, URL: url, Commit: head})
 		return
 	}
 	if head == rec.Live && liveRelease(p.child.path) != "" {
