@@ -1,6 +1,8 @@
 package testkit
 
 import (
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -45,4 +47,58 @@ func (r *Remote) PullRequest(number int, msg string, files map[string]string) st
 		r.tb.Fatalf("%v", err)
 	}
 	return head
+}
+
+// PullRequestEvent describes a pull_request delivery.
+type PullRequestEvent struct {
+	Repo     string // the base repository, owner/name
+	Base     string // the branch it would merge into
+	Number   int
+	Action   string // opened, synchronize, closed, labeled...
+	Head     string // the head commit
+	HeadRepo string // where the head lives; Repo when empty (not a fork)
+	Label    string // for labeled
+}
+
+// PullRequestPayload returns GitHub's pull_request payload for e's action
+// (testdata/github/pull_request-<action>.json, or the opened one with its
+// action changed), edited to describe e.
+func PullRequestPayload(e PullRequestEvent) ([]byte, error) {
+	name := "pull_request-" + e.Action + ".json"
+	root, err := Root()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(filepath.Join(root, "testdata", "github", name)); err != nil {
+		name = "pull_request-opened.json"
+	}
+	headRepo := e.HeadRepo
+	if headRepo == "" {
+		headRepo = e.Repo
+	}
+	return Fixture(name, func(p map[string]any) {
+		p["action"] = e.Action
+		p["number"] = e.Number
+		if r, ok := p["repository"].(map[string]any); ok {
+			r["full_name"] = e.Repo
+			r["default_branch"] = e.Base
+		}
+		pr, _ := p["pull_request"].(map[string]any)
+		if pr == nil {
+			return
+		}
+		pr["number"] = e.Number
+		if b, ok := pr["base"].(map[string]any); ok {
+			b["ref"] = e.Base
+		}
+		if h, ok := pr["head"].(map[string]any); ok {
+			h["sha"] = e.Head
+			if hr, ok := h["repo"].(map[string]any); ok {
+				hr["full_name"] = headRepo
+			}
+		}
+		if e.Label != "" {
+			p["label"] = map[string]any{"name": e.Label}
+		}
+	})
 }
