@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -263,5 +264,68 @@ func TestPreviewsRestartAndReconcile(t *testing.T) {
 	s.waitPreview(3, heads[3])
 	if v := srv.Violations(); len(v) > 0 {
 		t.Errorf("requests that GitHub's OpenAPI description refuses: %v", v)
+	}
+}
+
+// TestPreviewsForkThroughCaddy: with sandbox and forks label, a fork's pull
+// request gets nothing until labelled; then exactly the labelled commit is
+// served; a later push is not built until labelled again. Its build reads
+// neither env values nor the token (nor any of Caddy's variables).
+func TestPreviewsForkThroughCaddy(t *testing.T) {
+	if _, err := exec.LookPath("bwrap"); err != nil {
+		t.Skip("bwrap is not installed; CI installs it: apt-get install bubblewrap")
+	}
+	s := newTestSite(t)
+	srv := startGitHub(t)
+	s.startLive(s.previewsCaddyfile("forks label preview", "api_url "+srv.URL()+"\nsandbox\nenv SITE_VALUE value-only-the-site-sees\n"+
+		"command sh -c `env > env.txt`"))
+	const fork = "someone/hello-world"
+	head := s.repo.PullRequest(5, "fork", map[string]string{"index.html": "fork 1"})
+	srv.SetPullRequest(githubtest.PullRequest{Number: 5, Head: head, Base: testBranch, HeadRepo: fork})
+	if status, answer := sendPullRequest(t, testkit.PullRequestEvent{Number: 5, Action: "opened", Head: head, HeadRepo: fork}); status != http.StatusOK || !strings.Contains(answer, "label") {
+		t.Fatalf("an unlabelled fork: %d %s", status, answer)
+	}
+	if _, err := os.Stat(filepath.Join(s.path, "previews", "pr-5.preview.test")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("an unlabelled fork has a folder: %v", err)
+	}
+	if status, answer := sendPullRequest(t, testkit.PullRequestEvent{Number: 5, Action: "labeled", Label: "preview", Head: head, HeadRepo: fork}); status != http.StatusAccepted {
+		t.Fatalf("labelled: %d %s", status, answer)
+	}
+	s.waitPreview(5, head)
+	if _, body := previewGet(t, "pr-5.preview.test", "/index.html"); body != "fork 1" {
+		t.Fatalf("the fork's preview serves %q", body)
+	}
+	_, env := previewGet(t, "pr-5.preview.test", "/env.txt")
+	for _, v := range []string{"value-only-the-site-sees", testToken, testSecret, "CWH_TEST_"} {
+		if strings.Contains(env, v) {
+			t.Errorf("the fork's build environment holds %q:\n%s", v, env)
+		}
+	}
+	if !strings.Contains(env, "DEPLOY_URL=https://pr-5.preview.test/\n") || !strings.Contains(env, "DEPLOY_PR=5\n") {
+		t.Errorf("the fork's build lacks DEPLOY_URL or DEPLOY_PR:\n%s", env)
+	}
+	if site := get(t, siteURL+"/env.txt"); !strings.Contains(site, "SITE_VALUE=value-only-the-site-sees") {
+		t.Errorf("the site's own build lacks its env:\n%s", site)
+	}
+
+	head2 := s.repo.PullRequest(5, "fork again", map[string]string{"index.html": "fork 2"})
+	if status, answer := sendPullRequest(t, testkit.PullRequestEvent{Number: 5, Action: "synchronize", Head: head2, HeadRepo: fork}); status != http.StatusAccepted {
+		t.Fatalf("synchronize: %d %s", status, answer)
+	}
+	testkit.WaitFor(t, time.Minute, "the push seen and left alone", func() error {
+		for _, p := range s.status().Previews {
+			if p.Number == 5 && p.State == deployer.PreviewWaiting && p.Head == head2 && p.Live == head {
+				return nil
+			}
+		}
+		return fmt.Errorf("previews %+v", s.status().Previews)
+	})
+	if _, body := previewGet(t, "pr-5.preview.test", "/index.html"); body != "fork 1" {
+		t.Fatalf("an unlabelled push went live: %q", body)
+	}
+	sendPullRequest(t, testkit.PullRequestEvent{Number: 5, Action: "labeled", Label: "preview", Head: head2, HeadRepo: fork})
+	s.waitPreview(5, head2)
+	if _, body := previewGet(t, "pr-5.preview.test", "/index.html"); body != "fork 2" {
+		t.Fatalf("the labelled push serves %q", body)
 	}
 }
