@@ -34,8 +34,8 @@ func (d *Deployer) build(ctx context.Context, g *git, cfg Config, branch, commit
 	if ok, err := d.reuseSpare(ctx, g, cfg, name, commit, sink); ok || err != nil {
 		return sink.tail.String(), err
 	}
-	if prev, ok := d.linkable(cfg); ok {
-		err := d.linkRelease(ctx, g, filepath.Join(d.path, releasesName, prev.Name), prev.Commit, dir, commit)
+	if prev, prevDir, ok := d.linkSource(cfg); ok {
+		err := d.linkRelease(ctx, g, prevDir, prev.Commit, dir, commit)
 		if err == nil {
 			fmt.Fprintf(sink, "linked unchanged files from %s, wrote the changed ones\n", prev.Name)
 			return sink.tail.String(), nil

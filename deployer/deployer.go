@@ -43,8 +43,9 @@ type Deployer struct {
 	// preview's target (previews.go); cacheSrc, when set, returns the
 	// release folder that cache folders are copied from (a preview's:
 	// the site's live release).
-	repo     string
-	cacheSrc func() string
+	repo       string
+	cacheSrc   func() string
+	linkParent *Deployer // a preview's site, whose live release it may link from
 	// fetchMu: one fetch into the cache repository at a time (the site's,
 	// a preview's, housekeeping).
 	fetchMu    sync.Mutex

@@ -462,9 +462,27 @@ func (d *Deployer) previewTarget(host string) *Deployer {
 		now:      d.now,
 		opts:     d.opts,
 		cacheSrc: d.liveCacheSource,
+		// Without commands, a preview's first release hard-links what
+		// it shares with the site's live one: nothing writes into either.
+		linkParent: d,
 	}
 	c.logp.Store(d.log().With(zap.String("preview", host)))
 	return c
+}
+
+// linkSource returns the release the next one may be linked from (see
+// linkable) and its folder: d's live release, or for a preview's first
+// build (linkParent), the site's.
+func (d *Deployer) linkSource(cfg Config) (releaseRecord, string, bool) {
+	if prev, ok := d.linkable(cfg); ok {
+		return prev, filepath.Join(d.path, releasesName, prev.Name), true
+	}
+	if d.linkParent != nil {
+		if prev, ok := d.linkParent.linkable(cfg); ok {
+			return prev, filepath.Join(d.linkParent.path, releasesName, prev.Name), true
+		}
+	}
+	return releaseRecord{}, "", false
 }
 
 // liveCacheSource is the release of the site that a preview's cache

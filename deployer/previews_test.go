@@ -283,3 +283,34 @@ func TestPreviewForksNeedSandbox(t *testing.T) {
 		t.Error("a host template without {number} was accepted")
 	}
 }
+
+// TestPreviewLinksSiteRelease: without commands, a preview's first release
+// shares the files it has in common with the site's live release (hard
+// links), and writes only what the pull request changed.
+func TestPreviewLinksSiteRelease(t *testing.T) {
+	r := newRemote(t)
+	main := r.commit(map[string]string{"index.html": "main", "same.txt": "unchanged"})
+	cfg := previewConfigFor(r, filepath.Join(t.TempDir(), "site"))
+	tg := start(t, cfg)
+	tg.waitLive(main)
+	head := r.PullRequest(2, "pr", map[string]string{"index.html": "pr 2"})
+	tg.PullRequest(PullRequest{Number: 2, Action: "opened", Head: head})
+	p := tg.waitPreview(2, PreviewLive, head)
+	stat := func(dir, name string) os.FileInfo {
+		fi, err := os.Stat(filepath.Join(dir, currentName, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi
+	}
+	pdir := filepath.Join(cfg.Path, previewsName, p.Host)
+	if !os.SameFile(stat(cfg.Path, "same.txt"), stat(pdir, "same.txt")) {
+		t.Error("an unchanged file was written again, not linked from the site's release")
+	}
+	if os.SameFile(stat(cfg.Path, "index.html"), stat(pdir, "index.html")) {
+		t.Error("a changed file is shared with the site's release")
+	}
+	if got := readCurrent(t, cfg.Path, "index.html"); got != "main" {
+		t.Errorf("the site serves %q", got)
+	}
+}
