@@ -331,6 +331,9 @@ func (d *Deployer) RemovePreview(number int) error {
 		}()
 		p.busy.Lock() // a build of it has ended
 		defer p.busy.Unlock()
+		if p.child != nil {
+			p.child.closeCatFile()
+		}
 		if err := os.RemoveAll(dir); err != nil {
 			d.log().Error("removing a preview", zap.Int("number", number), zap.Error(err))
 		}
@@ -507,6 +510,7 @@ func (d *Deployer) startPreviews(recovered <-chan struct{}) {
 // previewLoop is the previews' worker goroutine.
 func (d *Deployer) previewLoop(recovered <-chan struct{}) {
 	defer close(d.previews.done)
+	defer d.closePreviewCatFiles()
 	defer d.previews.removes.Wait()
 	select {
 	case <-recovered:
@@ -543,6 +547,24 @@ func (d *Deployer) previewLoop(recovered <-chan struct{}) {
 			}
 			d.guardPreview("building a preview", n, func() { d.buildPreview(p) })
 		}
+	}
+}
+
+// closePreviewCatFiles ends the cat-file of every preview, as the
+// Deployer stops.
+func (d *Deployer) closePreviewCatFiles() {
+	d.mu.Lock()
+	var list []*preview
+	for _, p := range d.previews.byNumber {
+		list = append(list, p)
+	}
+	d.mu.Unlock()
+	for _, p := range list {
+		p.busy.Lock()
+		if p.child != nil {
+			p.child.closeCatFile()
+		}
+		p.busy.Unlock()
 	}
 }
 
@@ -689,8 +711,12 @@ func (d *Deployer) buildPreview(p *preview) {
 	}
 	var head string
 	if err == nil {
-		head, err = g.run(ctx, g.cacheDir, "rev-parse", "--verify", "--end-of-options", previewRef(n)+"^{commit}")
-		head = strings.TrimSpace(head)
+		// The preview's own cat-file, kept while the preview exists: no
+		// process to start for this, nor for the diff of the build.
+		err = p.child.withCatFile(ctx, g, func(c *catFile) (err error) {
+			head, err = c.resolve(previewRef(n))
+			return err
+		})
 	}
 	d.fetchMu.Unlock()
 	if err != nil {
@@ -732,7 +758,6 @@ func (d *Deployer) buildPreview(p *preview) {
 	if err == nil {
 		err = child.publish(pcfg, head, name, nil)
 	}
-	child.closeCatFile()
 	if err != nil {
 		os.RemoveAll(filepath.Join(child.path, releasesName, name))
 		child.diskMu.Lock()
@@ -787,6 +812,12 @@ func previewConfig(cfg Config, rec previewRecord, number int) Config {
 	c := cfg
 	c.Path = filepath.Join(cfg.Path, previewsName, rec.Host)
 	c.Keep = 1
+	if len(c.Commands) == 0 && !c.Submodules {
+		// As the site: the release before the live one stays as the
+		// spare, which the next build updates in place (only what
+		// changed is written and synced). Its files are hard links.
+		c.Keep = 2
+	}
 	c.Poll = 0
 	c.Gate = nil
 	c.Cluster = nil
