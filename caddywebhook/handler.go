@@ -78,7 +78,9 @@ type Handler struct {
 	// argv list: never through a shell (make the first element "sh" and
 	// write the script after "-c" if you want one). Their environment is
 	// Caddy's (without the variables secret and token read), plus env, plus
-	// DEPLOY_COMMIT, DEPLOY_BRANCH, DEPLOY_REPO and DEPLOY_RELEASE. They run
+	// DEPLOY_COMMIT, DEPLOY_BRANCH, DEPLOY_REPO and DEPLOY_RELEASE, and
+	// DEPLOY_URL: the URL of deployments when it names one (a preview's
+	// builds: the preview's, and DEPLOY_PR its number). They run
 	// at nice 10. Default: none, the checkout itself is the site.
 	Command [][]string `json:"command,omitempty"`
 
