@@ -183,6 +183,8 @@ func (r *run) previewLatency(what string, files map[string]string, extra []strin
 		}
 		toPreview = append(toPreview, time.Since(start))
 	}
+	r.rep.check(what+": pushes served, the site's and the preview's", fmt.Sprintf("%d and %d of %d", len(toMain), len(toPreview), rounds),
+		fmt.Sprintf("%d and %d", rounds, rounds), len(toMain) == rounds && len(toPreview) == rounds)
 	slices.Sort(toMain)
 	slices.Sort(toPreview)
 	ratio := float64(pct(toPreview, 50)) / float64(pct(toMain, 50))
