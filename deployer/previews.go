@@ -175,6 +175,7 @@ type previewSet struct {
 	// yielded: the build in progress was cancelled for the site's own.
 	yielded bool
 	removes sync.WaitGroup
+	stopped bool // the worker no longer waits for removals: RemovePreview removes inline
 	done    chan struct{}
 	loaded  chan struct{} // closed once the previews on disk are known
 }
@@ -317,13 +318,15 @@ func (d *Deployer) RemovePreview(number int) error {
 	if d.previews.running == number && d.previews.cancel != nil {
 		d.previews.cancel()
 	}
-	d.previews.removes.Add(1)
+	inline := d.previews.stopped || d.previews.done == nil
+	if !inline {
+		d.previews.removes.Add(1)
+	}
 	d.mu.Unlock()
 	dir := filepath.Join(d.previewsDir(), p.rec.Host)
 	// Not served from here on: Caddy finds no current.
 	os.Remove(filepath.Join(dir, currentName))
-	go func() {
-		defer d.previews.removes.Done()
+	remove := func() {
 		defer func() {
 			if v := recover(); v != nil {
 				d.log().Error("panicked", zap.String("work", "removing a preview"), zap.Any("panic", v))
@@ -344,6 +347,14 @@ func (d *Deployer) RemovePreview(number int) error {
 		d.fetchMu.Unlock()
 		d.log().Info("removed a preview", zap.Int("number", number), zap.String("host", p.rec.Host))
 		d.notifyPreview(cfg, PreviewEvent{Kind: PreviewRemoved, Number: number, Host: p.rec.Host, URL: previewURL(p.rec.Host)})
+	}
+	if inline {
+		remove()
+		return nil
+	}
+	go func() {
+		defer d.previews.removes.Done()
+		remove()
 	}()
 	return nil
 }
@@ -511,7 +522,12 @@ func (d *Deployer) startPreviews(recovered <-chan struct{}) {
 func (d *Deployer) previewLoop(recovered <-chan struct{}) {
 	defer close(d.previews.done)
 	defer d.closePreviewCatFiles()
-	defer d.previews.removes.Wait()
+	defer func() {
+		d.mu.Lock()
+		d.previews.stopped = true
+		d.mu.Unlock()
+		d.previews.removes.Wait()
+	}()
 	select {
 	case <-recovered:
 	case <-d.ctx.Done():
