@@ -158,6 +158,7 @@ type site struct {
 	remote string   // the repository's URL
 	extra  []string // more github_webhook subdirectives
 	env    []string // more environment for Caddy
+	more   string   // more site blocks, after the site's
 }
 
 func (s *site) url(p string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", s.port, p) }
@@ -175,6 +176,7 @@ func (s *site) caddyfile(admin, logFile string) string {
 		fmt.Fprintf(&b, "\t\t%s\n", line)
 	}
 	b.WriteString("\t}\n}\n")
+	b.WriteString(s.more)
 	return b.String()
 }
 

@@ -37,6 +37,7 @@ var scenarios = []scenario{
 	{"handler", "6. handler vs go-github", (*run).handlerBench},
 	{"hugocache", "7. build cache (Hugo images)", (*run).hugoCache},
 	{"cluster", "8. several nodes", (*run).cluster},
+	{"previews", "9. previews of pull requests", (*run).previews},
 }
 
 func main() {

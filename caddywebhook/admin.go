@@ -26,6 +26,7 @@ func init() {
 //	POST /github_webhook/deploy    {"path": "/srv/blog"}: deploy now, as a delivery would
 //	POST /github_webhook/rollback  {"path": "/srv/blog", "release": "..."}: switch current to a kept release
 //	GET  /github_webhook/logs?path=/srv/blog[&release=...][&follow=1]: a build log, streamed
+//	DELETE /github_webhook/previews {"path": "/srv/blog", "number": 7}: remove a pull request's preview
 //
 // A target is named by its path as configured. Errors are JSON objects with
 // an "error" field: 404 for an unknown path or release, 409 when there is no
@@ -47,6 +48,7 @@ func (a AdminAPI) Routes() []caddy.AdminRoute {
 		{Pattern: "/github_webhook/deploy", Handler: caddy.AdminHandlerFunc(a.deploy)},
 		{Pattern: "/github_webhook/rollback", Handler: caddy.AdminHandlerFunc(a.rollback)},
 		{Pattern: "/github_webhook/logs", Handler: caddy.AdminHandlerFunc(a.logs)},
+		{Pattern: "/github_webhook/previews", Handler: caddy.AdminHandlerFunc(a.previews)},
 	}
 }
 

@@ -25,6 +25,7 @@ type App struct {
 	mu        sync.Mutex
 	targets   []*target
 	reporters []deployReporter
+	starts    []func() // more to start with the configuration (onStart)
 }
 
 // CaddyModule returns the Caddy module information.
@@ -53,6 +54,13 @@ func (a *App) add(t *target, r deployReporter) {
 	a.mu.Unlock()
 }
 
+// onStart registers fn, to run when the configuration starts.
+func (a *App) onStart(fn func()) {
+	a.mu.Lock()
+	a.starts = append(a.starts, fn)
+	a.mu.Unlock()
+}
+
 // Start checks the HTTP app's routes (see checkRoutes), then starts the
 // deployment reporters of the configuration's handlers, then the deployer
 // of every target. A deployer that runs already, kept from the
@@ -75,6 +83,9 @@ func (a *App) Start() error {
 	}
 	for _, r := range a.reporters {
 		r.Start()
+	}
+	for _, fn := range a.starts {
+		fn()
 	}
 	for _, t := range a.targets {
 		if err := t.d.Start(); err != nil {

@@ -51,6 +51,11 @@ func init() {
 //		cluster_poll <duration>
 //		notify      <url> [{ format json|slack|discord|ntfy; secret <value>; on <kinds...> }]
 //		forge       github|gitea|forgejo|gitlab|bitbucket [<base url>]
+//		previews    <host template> {
+//			max   <n>
+//			ttl   <duration>
+//			forks off|label <name>
+//		}
 //	}
 //
 // The matcher is required in a site's block: the handler answers every
@@ -386,6 +391,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "notify":
 			if err := h.unmarshalNotify(d); err != nil {
+				return err
+			}
+		case "previews":
+			if err := h.unmarshalPreviews(d); err != nil {
 				return err
 			}
 		case "max_body":

@@ -125,6 +125,9 @@ func (h *Handler) check(w http.ResponseWriter, r *http.Request) (a answer, done 
 	if h.checks {
 		want |= delivery.Check
 	}
+	if h.Previews != nil {
+		want |= delivery.PullRequest
+	}
 	head, err := h.forge.Head(r.Header, want)
 	if err != nil {
 		return refused(err), false
@@ -250,6 +253,8 @@ func (h *Handler) decide(ev delivery.Event) answer {
 	switch ev.Kind {
 	case delivery.Check:
 		return h.decideCheck(ev)
+	case delivery.PullRequest:
+		return h.decidePullRequest(ev)
 	case delivery.Ping, delivery.Push:
 	default:
 		return skipped("event " + quote(ev.Name) + " not handled")

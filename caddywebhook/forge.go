@@ -119,6 +119,11 @@ func (h *Handler) validateForge() error {
 		(h.Remote == "" || h.Deployments != nil || h.RequireChecks != nil) {
 		return fmt.Errorf("forge %s needs its base URL, for the default remote and its API: write forge %s https://git.example.com", kind, kind)
 	}
+	if h.Previews != nil {
+		if err := forgePreviewsError(kind); err != nil {
+			return err
+		}
+	}
 	if h.App != nil && kind != forgeGitHub {
 		return fmt.Errorf("app is a GitHub App's credentials: forge %s takes a token", kind)
 	}

@@ -91,6 +91,8 @@ func TestValidateForge(t *testing.T) {
 		{name: "remote over HTTP with a token", h: Handler{Remote: "HTTP://git.example.com/o/r.git", Token: "t"}, err: "loopback"},
 		{name: "remote over http to loopback with a token", h: Handler{Remote: "http://127.0.0.1:3000/o/r.git", Token: "t"}},
 		{name: "api_url over http with a token", h: Handler{APIURL: "http://ghe.example.com/api/v3", Token: "t"}, err: "api_url"},
+		{name: "previews on bitbucket", h: Handler{Forge: "bitbucket", Previews: &Previews{Host: "pr-{number}.example.com"}}, err: "previews are not available with forge bitbucket"},
+		{name: "previews on gitlab", h: Handler{Forge: "gitlab", Previews: &Previews{Host: "pr-{number}.example.com"}}},
 		{name: "app on github", h: Handler{App: &GitHubApp{}}},
 		{name: "app on gitlab", h: Handler{Forge: "gitlab", App: &GitHubApp{}}, err: "forge gitlab takes a token"},
 		{name: "api_url over http to loopback with a token", h: Handler{APIURL: "http://127.0.0.1:8080/api/v3", Token: "t"}},

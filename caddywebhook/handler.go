@@ -81,7 +81,9 @@ type Handler struct {
 	// argv list: never through a shell (make the first element "sh" and
 	// write the script after "-c" if you want one). Their environment is
 	// Caddy's (without the variables secret and token read), plus env, plus
-	// DEPLOY_COMMIT, DEPLOY_BRANCH, DEPLOY_REPO and DEPLOY_RELEASE. They run
+	// DEPLOY_COMMIT, DEPLOY_BRANCH, DEPLOY_REPO and DEPLOY_RELEASE, and
+	// DEPLOY_URL: the URL of deployments when it names one (a preview's
+	// builds: the preview's, and DEPLOY_PR its number). They run
 	// at nice 10. Default: none, the checkout itself is the site.
 	Command [][]string `json:"command,omitempty"`
 
@@ -315,6 +317,16 @@ type Handler struct {
 	// caddy_github_webhook_notifications_total. Default: none.
 	Notify []*Notify `json:"notify,omitempty"`
 
+	// Build a preview of every open pull request against the deployed
+	// branch, at its own host, with the site's commands; removed when
+	// the pull request closes (see docs/previews.md). The handler then
+	// also takes pull_request deliveries (the webhook's "Pull requests"
+	// event). With token, previews are reported on GitHub (a transient
+	// environment pr-<number> with deployments, a commit status, one
+	// comment per pull request), and previews of pull requests that are
+	// no longer open are removed at start and every hour. Default: off.
+	Previews *Previews `json:"previews,omitempty"`
+
 	logger  *zap.Logger
 	forge   delivery.Forge  // verifies and reads deliveries
 	idKey   string          // forge.IDHeader(), canonical
@@ -340,6 +352,11 @@ type Handler struct {
 	checks   bool           // require_checks is on: check deliveries wake
 
 	appTokens *githubapi.AppTokens // nil without app
+
+	previewReporter *githubapi.PreviewReporter // nil without previews and token
+	previewClient   *githubapi.Client          // previews' own client, when h.github is nil
+	// pullRequest is the deployer's PullRequest; nil without previews.
+	pullRequest func(deployer.PullRequest) deployer.PreviewAnswer
 
 	wake   func(deployer.Reason) // the deployer's Wake; tests swap it
 	branch func() string         // the deployer's Branch; tests swap it
@@ -451,6 +468,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.checks = h.RequireChecks != nil
+	if err := h.provisionPreviews(ctx, token); err != nil {
+		return err
+	}
 
 	val, loaded, err := targets.LoadOrNew(h.key, func() (caddy.Destructor, error) {
 		d, err := deployer.New(h.cfg, h.logger)
@@ -471,6 +491,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.holding = true
 	h.wake = h.target.d.Wake
 	h.branch = h.target.d.Branch
+	if h.Previews != nil {
+		h.pullRequest = h.target.d.PullRequest
+	}
 	m.restore(h.key, h.target.d.Status())
 	startFailing(h.key, loaded, h.target.d.Status())
 	if h.Cluster != "" {
@@ -509,6 +532,8 @@ func (h *Handler) deployerConfig(token string) deployer.Config {
 		// value but "none".
 		SandboxNetwork: strings.TrimPrefix(h.SandboxNetwork, "outbound"),
 		Hide:           sandboxHidden(append(slices.Clone(h.Secret), h.Token)...),
+		URL:            h.siteURL(),
+		Previews:       h.previewsConfig(),
 	}
 	if cfg.Remote == "" {
 		cfg.Remote = h.defaultRemote()
@@ -585,6 +610,7 @@ func (h *Handler) Cleanup() error {
 	}
 	h.closeGitHub()
 	h.closeNotify()
+	h.closePreviews()
 	return err
 }
 

@@ -184,6 +184,8 @@ func (rd *Reader) finish() (Event, error) {
 		ev.Kind = Ping
 	case isCheck && hd.want&Check != 0:
 		ev.Kind = Check
+	case hd.event == "pull_request" && hd.want&PullRequest != 0:
+		ev.Kind = PullRequest
 	default:
 		return ev, nil
 	}
@@ -205,6 +207,9 @@ func (rd *Reader) finish() (Event, error) {
 		}
 		ev.Check = c
 		return ev, nil
+	}
+	if ev.Kind == PullRequest {
+		return pullRequestEvent(ev, s)
 	}
 	ev.Ref = s.String(fieldRef)
 	ev.Deleted = s.Bool(fieldDeleted)
@@ -275,10 +280,67 @@ const (
 	fieldCheckBranch // the branch the check ran on; a status's branches
 )
 
+// pullRequestSchema names the fields of a pull_request delivery, the
+// longest first (the scanner's room for each index is the largest of any
+// schema's): a pull request's number, action, branches, head commit and
+// repositories, the label of "labeled", and whether it is a draft.
+var pullRequestSchema = newJSONSchema(
+	jsonField{Path: "pull_request.base.ref", Kind: kindString},
+	jsonField{Path: "pull_request.draft", Kind: kindBool, Max: 1},
+	jsonField{Path: "repository.full_name", Kind: kindString},
+	jsonField{Path: "repository.default_branch", Kind: kindString},
+	jsonField{Path: "pull_request.head.sha", Kind: kindString, Max: 64},
+	jsonField{Path: "action", Kind: kindString, Max: 32},
+	jsonField{Path: "number", Kind: kindNumber, Max: 20},
+	// GitHub: an owner of at most 39 characters, a name of at most 100.
+	jsonField{Path: "pull_request.head.repo.full_name", Kind: kindString, Max: 256},
+	// GitHub: a label of at most 50 characters.
+	jsonField{Path: "label.name", Kind: kindString, Max: 256},
+)
+
+const (
+	fieldPRBase = iota
+	fieldPRDraft
+	fieldPRRepo
+	fieldPRDefaultBranch
+	fieldPRHead
+	fieldPRAction
+	fieldPRNumber
+	fieldPRHeadRepo
+	fieldPRLabel
+)
+
+// pullRequestEvent reads what a pull_request delivery says into ev.
+func pullRequestEvent(ev Event, s *jsonScanner) (Event, error) {
+	n, ok := s.Int(fieldPRNumber)
+	if !ok || n <= 0 || n > 1<<31-1 {
+		return Event{}, refuse(ErrPayload, "invalid payload: number is not a pull request's number")
+	}
+	ev.Repository = s.String(fieldPRRepo)
+	ev.DefaultBranch = s.String(fieldPRDefaultBranch)
+	pr := &PullRequestEvent{
+		Number:         int(n),
+		Action:         s.String(fieldPRAction),
+		Base:           s.String(fieldPRBase),
+		Head:           s.String(fieldPRHead),
+		HeadRepository: s.String(fieldPRHeadRepo),
+		Label:          s.String(fieldPRLabel),
+		Draft:          s.Bool(fieldPRDraft),
+	}
+	// A head repository that is gone (a deleted fork) is null: not the
+	// base repository either.
+	pr.Fork = !strings.EqualFold(pr.HeadRepository, ev.Repository) || pr.HeadRepository == ""
+	ev.PullRequest = pr
+	return ev, nil
+}
+
 // schemaFor returns the schema of event's deliveries.
 func schemaFor(event string) *jsonSchema {
 	if c, ok := checkEvents[event]; ok {
 		return c.schema
+	}
+	if event == "pull_request" {
+		return pullRequestSchema
 	}
 	if event == "push" {
 		return pushSchema
@@ -288,7 +350,7 @@ func schemaFor(event string) *jsonSchema {
 
 // allSchemas are the schemas a body may be read with.
 func allSchemas() []*jsonSchema {
-	list := []*jsonSchema{payloadSchema, pushSchema}
+	list := []*jsonSchema{payloadSchema, pushSchema, pullRequestSchema}
 	for _, c := range checkEvents {
 		list = append(list, c.schema)
 	}

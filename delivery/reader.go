@@ -8,9 +8,10 @@ import (
 // ReaderSize is about the most a Reader holds, in bytes, whatever the body,
 // besides one keyed hash per secret (about 0.5 KiB each): the kept fields
 // of the largest schema of any forge (four of at most 1 KiB, two of 256
-// bytes, the rest 64 bytes together) and about 2 KiB for the rest of the
+// bytes, 64 bytes, and a pull request's action, number, head repository
+// and label in less than 1 KiB) and about 2 KiB for the rest of the
 // scanners' state (the JSON nesting stack, keys).
-const ReaderSize = 4<<10 + 2*256 + 64 + 2<<10
+const ReaderSize = 4<<10 + 2*256 + 64 + 1<<10 + 2<<10
 
 // Reader reads the body of one delivery as it streams: through the keyed
 // hashes of every secret, and a decoder that keeps only the fields an

@@ -34,8 +34,8 @@ func (d *Deployer) build(ctx context.Context, g *git, cfg Config, branch, commit
 	if ok, err := d.reuseSpare(ctx, g, cfg, name, commit, sink); ok || err != nil {
 		return sink.tail.String(), err
 	}
-	if prev, ok := d.linkable(cfg); ok {
-		err := d.linkRelease(ctx, g, filepath.Join(d.path, releasesName, prev.Name), prev.Commit, dir, commit)
+	if prev, prevDir, ok := d.linkSource(cfg); ok {
+		err := d.linkRelease(ctx, g, prevDir, prev.Commit, dir, commit)
 		if err == nil {
 			fmt.Fprintf(sink, "linked unchanged files from %s, wrote the changed ones\n", prev.Name)
 			return sink.tail.String(), nil
@@ -81,7 +81,7 @@ func (d *Deployer) build(ctx context.Context, g *git, cfg Config, branch, commit
 	var box *sandbox
 	if cfg.Sandbox && len(cfg.Commands) > 0 {
 		var err error
-		if box, err = newSandbox(ctx, cfg, d.path, dir, filepath.Join(d.path, buildCacheName)); err != nil {
+		if box, err = newSandbox(ctx, cfg, d.path, d.repo, dir, filepath.Join(d.path, buildCacheName)); err != nil {
 			return sink.tail.String(), err
 		}
 		env = box.env(cfg, env)
@@ -139,6 +139,9 @@ func commandEnv(cfg Config, branch, commit, dir string) []string {
 		env = append(env, kv)
 	}
 	env = append(env, cfg.Env...)
+	if cfg.URL != "" {
+		env = append(env, "DEPLOY_URL="+cfg.URL)
+	}
 	return append(env,
 		"DEPLOY_COMMIT="+commit,
 		"DEPLOY_BRANCH="+branch,

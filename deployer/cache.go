@@ -100,11 +100,16 @@ func (d *Deployer) prepareCaches(ctx context.Context, cfg Config, dir string, lo
 		return env, nil
 	}
 	from := d.cacheSource()
-	if from == "" {
+	src := filepath.Join(d.path, releasesName, from)
+	if d.cacheSrc != nil {
+		// A preview: a copy of the site's, never written back.
+		src = d.cacheSrc()
+		from = filepath.Base(src)
+	}
+	if from == "" || src == "" {
 		fmt.Fprintf(log, "cache: no earlier release to carry %s from; the build starts cold\n", strings.Join(cfg.Cache, ", "))
 		return env, nil
 	}
-	src := filepath.Join(d.path, releasesName, from)
 	for _, c := range cfg.Cache {
 		began := time.Now()
 		n, err := carryCache(ctx, src, dir, filepath.Clean(c), log)

@@ -192,6 +192,15 @@ type Config struct {
 	// Cluster, when set, shares deploys with the other nodes of a group
 	// (see Cluster); nil: this node alone.
 	Cluster *Cluster
+
+	// URL is the site's address, given to Commands as DEPLOY_URL (a
+	// generator's base URL); empty: DEPLOY_URL is not set. A preview's
+	// builds get the preview's own.
+	URL string
+
+	// Previews, when set, builds a preview of every open pull request
+	// (see Previews); nil: none.
+	Previews *Previews
 }
 
 // withDefaults returns c with its zero values replaced by defaults.
@@ -275,6 +284,11 @@ func (c Config) Validate() error {
 	}
 	if c.SandboxNetwork != "" && c.SandboxNetwork != NetworkNone {
 		return fmt.Errorf("sandbox network %q: want none, or nothing for outbound access", c.SandboxNetwork)
+	}
+	if c.Previews != nil {
+		if err := c.Previews.validate(c); err != nil {
+			return err
+		}
 	}
 	for _, p := range c.Hide {
 		if !filepath.IsAbs(p) {

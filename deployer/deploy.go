@@ -65,6 +65,7 @@ func (d *Deployer) deployTip(reason Reason) (Checked, error) {
 // checked, before current switches to it.
 func (d *Deployer) buildTip(ctx context.Context, cfg Config, g *git, reason Reason, tip, branch string, start time.Time,
 	store func(name, pub string) error) (Checked, error) {
+	d.yieldPreview() // production first
 	name := d.releaseName(start, tip)
 	d.setRunning(&Running{Reason: reason, Commit: tip, Release: name, Since: start})
 	d.notify(Event{Kind: EventStarted, Commit: tip, Release: name, Reason: reason})
@@ -120,6 +121,8 @@ func (d *Deployer) buildTip(ctx context.Context, cfg Config, g *git, reason Reas
 
 // fetchTip fetches the branch into the cache repository and returns its tip.
 func (d *Deployer) fetchTip(ctx context.Context, g *git, cfg Config) (tip, branch string, err error) {
+	d.fetchMu.Lock()
+	defer d.fetchMu.Unlock()
 	if err := d.initCache(ctx, g); err != nil {
 		return "", "", err
 	}
@@ -186,7 +189,7 @@ func (d *Deployer) finish(reason Reason, start time.Time, tip, name, tail string
 
 func (d *Deployer) git(cfg Config) *git {
 	return &git{
-		cacheDir:   filepath.Join(d.path, cacheName),
+		cacheDir:   d.repo,
 		remote:     cfg.Remote,
 		token:      cfg.Token,
 		tokens:     cfg.TokenSource,

@@ -39,6 +39,18 @@ type Deployer struct {
 
 	diskMu sync.Mutex // serialises switches of current and writes of state
 
+	// repo is the cache repository: Path/cache.git, the site's for a
+	// preview's target (previews.go); cacheSrc, when set, returns the
+	// release folder that cache folders are copied from (a preview's:
+	// the site's live release).
+	repo       string
+	cacheSrc   func() string
+	linkParent *Deployer // a preview's site, whose live release it may link from
+	// fetchMu: one fetch into the cache repository at a time (the site's,
+	// a preview's, housekeeping).
+	fetchMu    sync.Mutex
+	recoveredC chan struct{} // closed once the worker recovered the folder
+
 	// Only the worker goroutine uses these.
 	cat  *catFile     // the long-lived git cat-file; nil until needed
 	made *madeRelease // what reuseSpare wrote into the release being built
@@ -63,6 +75,7 @@ type Deployer struct {
 	group      groupState // Config.Cluster's group, as last read
 
 	hist history // the last deploys, in Path/history.jsonl (history.go)
+	previews   previewSet // Config.Previews's previews (previews.go)
 }
 
 // New returns the worker of cfg.Path, not started: it touches neither the
@@ -79,6 +92,7 @@ func New(cfg Config, logger *zap.Logger, opts ...Option) (*Deployer, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Deployer{
 		path:   cfg.Path,
+		repo:   filepath.Join(cfg.Path, cacheName),
 		ctx:    ctx,
 		cancel: cancel,
 		done:   make(chan struct{}),
@@ -131,6 +145,8 @@ func (d *Deployer) Start() error {
 	d.lock = lock
 	d.startPlaceholder(d.cfg.Repo)
 	d.started = true
+	d.recoveredC = make(chan struct{})
+	d.startPreviews(d.recoveredC)
 	go d.loop()
 	return nil
 }
@@ -240,6 +256,7 @@ func (d *Deployer) Status() Status {
 		s.Releases = append(s.Releases, d.st.Releases[i].Name)
 	}
 	s.History = d.hist.newest(historyInStatus, false)
+	s.Previews = d.previewStatus()
 	return s
 }
 
@@ -255,10 +272,12 @@ func (d *Deployer) Close(ctx context.Context) error {
 	if !started {
 		return nil
 	}
-	select {
-	case <-d.done:
-	case <-ctx.Done():
-		return fmt.Errorf("stopping the deployer of %s: %w", d.path, ctx.Err())
+	for _, done := range []chan struct{}{d.done, d.previews.done} {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return fmt.Errorf("stopping the deployer of %s: %w", d.path, ctx.Err())
+		}
 	}
 	return nil
 }
@@ -288,6 +307,7 @@ func (d *Deployer) loop() {
 		d.log().Warn("reading the deploy history", zap.Error(err))
 	}
 	d.guard("recovering the folder", "", func() { d.recoverFolder(true) })
+	close(d.recoveredC)
 	d.Wake(ReasonStartup)
 
 	var (

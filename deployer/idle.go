@@ -22,6 +22,8 @@ const idleAfter = 30 * time.Second
 func (d *Deployer) maintain() {
 	cfg := d.config()
 	g := d.git(cfg)
+	d.fetchMu.Lock() // a preview's fetch runs on its own worker
+	defer d.fetchMu.Unlock()
 	if _, err := os.Stat(filepath.Join(g.cacheDir, "HEAD")); err != nil {
 		return
 	}

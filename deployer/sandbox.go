@@ -98,7 +98,7 @@ type sandbox struct {
 // run bwrap fails with bwrap's own reason and not as a failed build. When
 // Caddy runs as root, it gives release, the home and writable to the
 // unprivileged user: call restore once the commands ended.
-func newSandbox(ctx context.Context, cfg Config, path, release string, writable ...string) (*sandbox, error) {
+func newSandbox(ctx context.Context, cfg Config, path, repo, release string, writable ...string) (*sandbox, error) {
 	if err := platformError(runtime.GOOS, cfg); err != nil {
 		return nil, err // Validate refused it already
 	}
@@ -151,7 +151,7 @@ func newSandbox(ctx context.Context, cfg Config, path, release string, writable 
 		}
 	}
 	s.args = bwrapArgs(sandboxMounts{
-		path: path, release: release, home: home,
+		path: path, repo: repo, release: release, home: home,
 		hide: hidden(cfg), writable: writable, files: extra,
 		toolchains: pathEntries(s.env(cfg, os.Environ())),
 	}, root)
@@ -268,6 +268,7 @@ func ownedBy(dir string, uid int) bool {
 // sandboxMounts is what bwrapArgs binds besides the system's folders.
 type sandboxMounts struct {
 	path, release, home string
+	repo                string   // the cache repository, bound read-only
 	hide                []string // files and folders masked wherever they are
 	writable            []string // more folders under path, bound writable
 	files               []string // files bound read-only (setpriv)
@@ -348,7 +349,7 @@ func bwrapArgs(m sandboxMounts, root bool) []string {
 		}
 	}
 	toolRoots = binds
-	binds = append(binds, filepath.Join(m.path, cacheName), m.release, m.home)
+	binds = append(binds, m.repo, m.release, m.home)
 	binds = append(binds, m.writable...)
 	// bwrap makes the folders above a bind's target with mode 0700 (as
 	// root): made here first, with 0755, the unprivileged user can reach
@@ -402,7 +403,7 @@ func bwrapArgs(m sandboxMounts, root bool) []string {
 		"--dev", "/dev",
 		"--proc", "/proc",
 		"--perms", "1777", "--tmpfs", "/tmp",
-		"--ro-bind", filepath.Join(m.path, cacheName), filepath.Join(m.path, cacheName),
+		"--ro-bind", m.repo, m.repo,
 		"--bind", m.release, m.release,
 		"--bind", m.home, m.home,
 	)
@@ -718,7 +719,7 @@ func namespacesReady(pid int, mapped bool) (bool, error) {
 // sets GIT_CONFIG_COUNT. bwrap
 // passes its own environment on, so no value is on a command line.
 func (s *sandbox) env(cfg Config, commandEnv []string) []string {
-	keep := map[string]bool{"DEPLOY_COMMIT": true, "DEPLOY_BRANCH": true, "DEPLOY_REPO": true, "DEPLOY_RELEASE": true}
+	keep := map[string]bool{"DEPLOY_URL": true, "DEPLOY_COMMIT": true, "DEPLOY_BRANCH": true, "DEPLOY_REPO": true, "DEPLOY_RELEASE": true}
 	for _, k := range sandboxKeep {
 		keep[k] = true
 	}

@@ -661,7 +661,7 @@ func BenchmarkSandboxStart(b *testing.B) {
 	for _, helper := range []string{"none", "pasta", "slirp4netns"} {
 		b.Run(helper, func(b *testing.B) {
 			cfg := Config{Path: path, SandboxNetwork: NetworkNone}
-			s, err := newSandbox(ctx, cfg, path, release, filepath.Join(path, "cache"))
+			s, err := newSandbox(ctx, cfg, path, filepath.Join(path, cacheName), release, filepath.Join(path, "cache"))
 			if err != nil {
 				b.Fatal(err)
 			}

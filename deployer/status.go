@@ -69,6 +69,9 @@ type Status struct {
 	History []Deploy `json:"history"`
 	// Cluster is the target's group; nil when it deploys alone.
 	Cluster *ClusterStatus `json:"cluster,omitempty"`
+	// Previews are the previews of pull requests (Config.Previews), by
+	// number; nil without previews.
+	Previews []PreviewStatus `json:"previews,omitempty"`
 }
 
 // Outcomes of a wake, in Checked.Outcome.
