@@ -74,8 +74,8 @@ type Deployer struct {
 	closed     bool
 	group      groupState // Config.Cluster's group, as last read
 
-	hist history // the last deploys, in Path/history.jsonl (history.go)
-	previews   previewSet // Config.Previews's previews (previews.go)
+	hist     history    // the last deploys, in Path/history.jsonl (history.go)
+	previews previewSet // Config.Previews's previews (previews.go)
 }
 
 // New returns the worker of cfg.Path, not started: it touches neither the
