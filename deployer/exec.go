@@ -11,8 +11,9 @@ import (
 	"sync"
 )
 
-// buildNice is the nice value of commands and git: deploys take the CPU
-// that serving leaves.
+// buildNice is the nice value of commands and git where the SCHED_IDLE
+// class is not to be had (see yieldToServing): deploys take the CPU that
+// serving leaves.
 const buildNice = 10
 
 // tailSize is how much of a command's output is kept in memory for Status
