@@ -195,6 +195,9 @@ func (d *Deployer) Branch() string {
 
 // Status returns a snapshot of the target.
 func (d *Deployer) Status() Status {
+	// Read before the lock: a delivery's Wake takes it, and never waits
+	// on the disk.
+	name := liveRelease(d.path)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	s := Status{
@@ -207,7 +210,6 @@ func (d *Deployer) Status() Status {
 	if s.Branch == "" {
 		s.Branch = d.resolved
 	}
-	name := liveRelease(d.path)
 	if name != "" {
 		live := &Live{Release: name, At: d.liveAt}
 		if r := d.st.find(name); r != nil {
