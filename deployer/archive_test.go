@@ -110,6 +110,7 @@ func (g *sharedGroup) storeRecord(gl *liveRecord, data []byte, extra map[string]
 	if err := g.storage.Store(ctx, "github_webhook/clusters/blog/live", b); err != nil {
 		g.t.Fatal(err)
 	}
+	g.markMoved(gl.Node)
 }
 
 // zeroBomb is a zstd-compressed tar of one file, name, of size zero bytes:

@@ -300,6 +300,7 @@ func (d *Deployer) loop() {
 		watch       *time.Ticker
 		watchC      <-chan time.Time
 		watchEvery  time.Duration
+		watchNow    time.Duration // the watch's period now: watchEvery, or fast (see watchTick)
 	)
 	stopRetry := func() {
 		if retry != nil {
@@ -322,7 +323,8 @@ func (d *Deployer) loop() {
 			pollC = poll.C
 		}
 	}
-	// resetWatch reads the group's live record on Cluster.Poll.
+	// resetWatch watches the group's storage on Cluster.Poll (faster
+	// while another node builds: see watchTick).
 	resetWatch := func() {
 		var every time.Duration
 		if cl := d.config().Cluster; cl != nil {
@@ -335,7 +337,7 @@ func (d *Deployer) loop() {
 			watch.Stop()
 			watch, watchC = nil, nil
 		}
-		watchEvery = every
+		watchEvery, watchNow = every, every
 		if every > 0 {
 			watch = time.NewTicker(every)
 			watchC = watch.C
@@ -366,7 +368,12 @@ func (d *Deployer) loop() {
 			resetWatch()
 			continue
 		case <-watchC:
-			d.guard("watching the group", ReasonGroup, d.watchGroup)
+			next := watchEvery
+			d.guard("watching the group", ReasonGroup, func() { next = d.watchTick() })
+			if next > 0 && next != watchNow {
+				watch.Reset(next)
+				watchNow = next
+			}
 			continue
 		case <-pollC:
 			d.Wake(ReasonPoll)
