@@ -119,6 +119,7 @@ func command(ctx context.Context, dir string, env []string, stdout, stderr io.Wr
 // ended. The sandbox uses it to attach a network to the command's
 // namespace.
 func runCommand(ctx context.Context, cmd *exec.Cmd, onStart func(pgid int), started func() (func(), error)) error {
+	attachBuildCgroup(ctx, cmd) // a build's caps, if any (see Limits)
 	g, err := startGroup(cmd)
 	if err != nil {
 		return err
