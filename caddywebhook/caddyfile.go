@@ -48,6 +48,7 @@ func init() {
 //		api_url     <url>
 //		cluster     <name>
 //		cluster_poll <duration>
+//		limits      { cpu <cores>; memory <size> }
 //	}
 //
 // The matcher is required in a site's block: the handler answers every
@@ -74,7 +75,9 @@ func init() {
 // CI@.github/workflows/ci.yml the workflow CI run from that file. api_url is the REST API's base, for GitHub Enterprise
 // Server. cluster shares deploys with every node whose Caddy uses the same
 // storage and names the same group; cluster_poll sets how often the group's
-// live record is read (2s: a follower goes live within it of the builder).
+// storage is read while no node builds (2s). limits caps the CPU (in
+// cores, 1.5) and memory (a size, 512MiB) of the build's commands, where
+// cgroup v2 allows it (refused when the configuration loads elsewhere).
 //
 // Mistakes that a Caddyfile can show are refused here, where the error
 // names the file and the line: no matcher, a missing repo, secret or path,
@@ -349,6 +352,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "cluster", "cluster_poll":
 			if err := h.unmarshalCluster(d, name); err != nil {
+				return err
+			}
+		case "limits":
+			if err := h.unmarshalLimits(d); err != nil {
 				return err
 			}
 		case "max_body":

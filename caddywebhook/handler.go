@@ -269,6 +269,11 @@ type Handler struct {
 	// reads. Default (unset or 0): 2s.
 	ClusterPoll caddy.Duration `json:"cluster_poll,omitempty"`
 
+	// Caps on the CPU and memory of the build's commands (see Limits).
+	// Default: none; commands and git run at the idle scheduling class
+	// and I/O class on Linux, nice 10 elsewhere.
+	Limits *Limits `json:"limits,omitempty"`
+
 	logger  *zap.Logger
 	forge   *delivery.GitHub // verifies and reads deliveries
 	cfg     deployer.Config  // what the deployer gets, placeholders resolved
@@ -447,6 +452,7 @@ func (h *Handler) deployerConfig(token string) deployer.Config {
 		// value but "none".
 		SandboxNetwork: strings.TrimPrefix(h.SandboxNetwork, "outbound"),
 		Hide:           sandboxHidden(append(slices.Clone(h.Secret), h.Token)...),
+		Limits:         h.Limits.deployer(),
 	}
 	if cfg.Remote == "" && h.Repo != "" {
 		cfg.Remote = "https://github.com/" + h.Repo + ".git"
