@@ -388,12 +388,15 @@ func (d *Deployer) followRelease(ctx context.Context, cl *Cluster, gl *liveRecor
 		if err := os.RemoveAll(dir); err != nil {
 			return fmt.Errorf("removing a leftover release: %w", err)
 		}
-		// Part by part, each checked before the unpacker reads it, into
-		// the release's own folder, which goes live only once the whole
+		// Part by part, each checked before the unpacker reads it, the
+		// next one loading while the unpacker writes one out, into the
+		// release's own folder, which goes live only once the whole
 		// archive matched its digest.
-		pr := newPartsReader(parts, func(key string) ([]byte, error) {
+		get, stop := loadAhead(parts, func(key string) ([]byte, error) {
 			return cl.Storage.Load(ctx, key)
 		})
+		defer stop()
+		pr := newPartsReader(parts, get)
 		err = unpackTree(pr, dir, unpackLimits{declared: gl.Unpacked, free: freeSpace(filepath.Dir(dir))})
 		if pr.err != nil {
 			err = pr.err // what made the unpacker fail
