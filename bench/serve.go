@@ -43,6 +43,7 @@ func (r *run) serve() error {
 	shas := commits.shas
 	v := 0
 	var times []time.Duration
+	var answers []time.Duration // delivery → 202, of the deploys' own deliveries
 	var deployCPU time.Duration // of Caddy's children: git
 	deployRun := func(n int) func() error {
 		return func() error {
@@ -54,9 +55,11 @@ func (r *run) serve() error {
 					return err
 				}
 				t := time.Now()
-				if d := r.push(s, shas[v-1], shas[v]); d.err != nil {
+				d := r.push(s, shas[v-1], shas[v])
+				if d.err != nil {
 					return d.err
 				}
+				answers = append(answers, d.elapsed)
 				if _, err := waitLive(s.path, shas[v], time.Minute); err != nil {
 					return err
 				}
@@ -117,6 +120,7 @@ func (r *run) serve() error {
 
 	if !r.wrk {
 		r.rep.info("wrk", "not installed: skipped")
+		r.answers(answers)
 		return nil
 	}
 	r.logf("serve: wrk: %d cycles of %d deploys then a baseline as long", cycles, deploys/cycles)
@@ -134,6 +138,7 @@ func (r *run) serve() error {
 		wd.merge(d)
 		wb.merge(b)
 	}
+	r.answers(answers)
 	wratio := wd.rps() / wb.rps()
 	werrs := wd.errors + wb.errors
 	r.rep.info("wrk (2 threads, 32 conns): req/s baseline / during deploys",
@@ -146,3 +151,15 @@ func (r *run) serve() error {
 
 // first returns the first of two values.
 func first[T any](a, _ T) T { return a }
+
+// answers reports how long the deploys' own deliveries waited for their
+// 202 while the deploys before them ran and the site was under load.
+func (r *run) answers(d []time.Duration) {
+	if len(d) == 0 {
+		return
+	}
+	slices.Sort(d)
+	p99 := pct(d, 99)
+	r.rep.perf("delivery → 202 during deploys under load: p50 / p99 / max", fmt.Sprintf("%v / %v / %v (%d deliveries)",
+		pct(d, 50), p99, roundDur(d[len(d)-1]), len(d)), "p99 < 5 ms", p99 < 5*time.Millisecond)
+}

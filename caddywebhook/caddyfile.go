@@ -56,6 +56,7 @@ func init() {
 //			ttl   <duration>
 //			forks off|label <name>
 //		}
+//		limits      { cpu <cores>; memory <size> }
 //	}
 //
 // The matcher is required in a site's block: the handler answers every
@@ -82,7 +83,9 @@ func init() {
 // CI@.github/workflows/ci.yml the workflow CI run from that file. api_url is the REST API's base, for GitHub Enterprise
 // Server. cluster shares deploys with every node whose Caddy uses the same
 // storage and names the same group; cluster_poll sets how often the group's
-// live record is read (2s: a follower goes live within it of the builder).
+// storage is read while no node builds (2s). limits caps the CPU (in
+// cores, 1.5) and memory (a size, 512MiB) of the build's commands, where
+// cgroup v2 allows it (refused when the configuration loads elsewhere).
 // forge names the forge the repository lives on (default github) and its
 // base URL, from which remote and the API's address default.
 //
@@ -395,6 +398,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "previews":
 			if err := h.unmarshalPreviews(d); err != nil {
+				return err
+			}
+		case "limits":
+			if err := h.unmarshalLimits(d); err != nil {
 				return err
 			}
 		case "max_body":

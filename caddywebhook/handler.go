@@ -288,7 +288,8 @@ type Handler struct {
 	// admin API) takes the group's build lock in storage, builds once,
 	// and stores the published tree as one archive (tar, zstd) with its
 	// SHA-256, then the group's live record; every node reads that record
-	// every 2 seconds, checks the archive's digest, unpacks it into its
+	// every 150 ms while another node holds the build lease (one read of
+	// the lease every 2 seconds otherwise), checks the archive's digest, unpacks it into its
 	// own releases/ under the same name and switches current, so all
 	// nodes serve the same bytes. A rollback through any node moves the
 	// group. Each node records what it serves; the admin API shows every
@@ -299,11 +300,14 @@ type Handler struct {
 	// digits, '.', '_' or '-'. Default: off, this node deploys alone.
 	Cluster string `json:"cluster,omitempty"`
 
-	// How often a node reads its group's live record (needs cluster): a
-	// follower goes live at most this long after the builder, plus the
-	// time to fetch and unpack the archive; each read is one storage read
-	// per node. Shorter converges sooner at the cost of more storage
-	// reads. Default (unset or 0): 2s.
+	// How often a node reads its group's storage while no other node
+	// builds (needs cluster): one read of the build lease, which says
+	// whether the live record moved (a rollback, a build shorter than
+	// this). While another node holds the lease, the live record is read
+	// every 150 ms, so a follower goes live a fraction of a second after
+	// the builder, plus the time to fetch and unpack the archive. Shorter
+	// notices short builds and rollbacks sooner at the cost of more
+	// storage reads. Default (unset or 0): 2s.
 	ClusterPoll caddy.Duration `json:"cluster_poll,omitempty"`
 
 	// Where deploy results are pushed: a signed JSON webhook, Slack,
@@ -326,6 +330,11 @@ type Handler struct {
 	// comment per pull request), and previews of pull requests that are
 	// no longer open are removed at start and every hour. Default: off.
 	Previews *Previews `json:"previews,omitempty"`
+
+	// Caps on the CPU and memory of the build's commands (see Limits).
+	// Default: none; commands and git run at the idle scheduling class
+	// and I/O class on Linux, nice 10 elsewhere.
+	Limits *Limits `json:"limits,omitempty"`
 
 	logger  *zap.Logger
 	forge   delivery.Forge  // verifies and reads deliveries
@@ -534,6 +543,7 @@ func (h *Handler) deployerConfig(token string) deployer.Config {
 		Hide:           sandboxHidden(append(slices.Clone(h.Secret), h.Token)...),
 		URL:            h.siteURL(),
 		Previews:       h.previewsConfig(),
+		Limits:         h.Limits.deployer(),
 	}
 	if cfg.Remote == "" {
 		cfg.Remote = h.defaultRemote()

@@ -46,8 +46,9 @@ const (
 )
 
 // archivePartSize is the most bytes of an archive stored under one key: a
-// builder holds one part in memory, a follower one or two (the one it reads
-// and the one the garbage collector has not yet freed), with zstd's window
+// builder holds one part in memory, a follower two or three (the one it
+// reads, the next one loading meanwhile (see loadAhead), and one the
+// garbage collector has not yet freed), with zstd's window
 // for each (with 4 MiB parts, a 64 MiB site takes some 15 MiB of heap to
 // pack, 20 MiB to unpack; 8 MiB parts take some 10 MiB more). Values of a
 // few MiB suit every storage module that holds certificates.

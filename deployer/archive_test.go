@@ -57,7 +57,8 @@ func heapPeak() func() uint64 {
 // archive without holding it whole in memory (it used to: the archive, and
 // the buffer it grew through, took more heap than the site's size), and a
 // node that follows it does not load it whole either: each holds at most a
-// part or two of 4 MiB at a time, with zstd's window.
+// part or two of 4 MiB at a time (a follower one more, loading ahead), with
+// zstd's window.
 func TestClusterArchiveMemory(t *testing.T) {
 	const siteMiB = 64
 	g := newGroup(t)
@@ -86,9 +87,11 @@ func TestClusterArchiveMemory(t *testing.T) {
 		t.Fatalf("stamp %q, %d builds: b did not follow a", stamp, g.buildCount())
 	}
 	t.Logf("a %d MiB site: peak heap %d MiB to build and store it, %d MiB to follow it", siteMiB, built>>20, followed>>20)
-	if limit := uint64(siteMiB<<20) / 2; built > limit || followed > limit {
-		t.Errorf("peak heap %d MiB to build and store, %d MiB to follow a %d MiB archive: want both under %d MiB",
-			built>>20, followed>>20, gl.Size>>20, limit>>20)
+	// A follower holds one part more than a builder: the one that loads
+	// while the one before it is unpacked (loadAhead).
+	if limit := uint64(siteMiB<<20) / 2; built > limit || followed > limit+archivePartSize {
+		t.Errorf("peak heap %d MiB to build and store, %d MiB to follow a %d MiB archive: want under %d and %d MiB",
+			built>>20, followed>>20, gl.Size>>20, limit>>20, (limit+archivePartSize)>>20)
 	}
 }
 
@@ -110,6 +113,7 @@ func (g *sharedGroup) storeRecord(gl *liveRecord, data []byte, extra map[string]
 	if err := g.storage.Store(ctx, "github_webhook/clusters/blog/live", b); err != nil {
 		g.t.Fatal(err)
 	}
+	g.markMoved(gl.Node)
 }
 
 // zeroBomb is a zstd-compressed tar of one file, name, of size zero bytes:

@@ -98,6 +98,16 @@ func (d *Deployer) build(ctx context.Context, g *git, cfg Config, branch, commit
 
 // runCommands runs the commands of cfg in dir, in box when it is not nil.
 func (d *Deployer) runCommands(ctx context.Context, cfg Config, box *sandbox, dir string, env []string, sink *outputSink, name, commit string) (string, error) {
+	var cg *buildCgroup
+	if cfg.Limits != nil && len(cfg.Commands) > 0 {
+		var err error
+		if cg, err = newBuildCgroup(cfg.Limits, name); err != nil {
+			fmt.Fprintln(sink, err)
+			return err.Error(), &BuildError{Command: "limits", ExitCode: -1, Tail: err.Error(), Err: err}
+		}
+		defer cg.remove()
+		ctx = withBuildCgroup(ctx, cg)
+	}
 	for _, argv := range cfg.Commands {
 		fmt.Fprintf(sink, "$ %s\n", strings.Join(argv, " "))
 		onStart := func(pgid int) {
@@ -108,6 +118,9 @@ func (d *Deployer) runCommands(ctx context.Context, cfg Config, box *sandbox, di
 			err = box.run(ctx, dir, env, sink, sink, onStart, argv)
 		} else {
 			err = run(ctx, dir, env, sink, sink, onStart, argv...)
+		}
+		if cg != nil {
+			err = cg.explain(err)
 		}
 		if err != nil {
 			// The build log says why the command ended, as the status

@@ -41,8 +41,10 @@ type Cluster struct {
 	Host string
 	// Storage is where the group keeps its records, archives and lock.
 	Storage Storage
-	// Poll is how often the group's live record is read; zero means
-	// DefaultClusterPoll.
+	// Poll is how often the group's storage is read while no other node
+	// builds (one read: the build lease, which says whether live moved);
+	// zero means DefaultClusterPoll. While another node holds the build
+	// lease, live is read every DefaultFastWatch.
 	Poll time.Duration
 }
 
@@ -239,6 +241,7 @@ type ClusterStatus struct {
 	Error string `json:"error,omitempty"`
 	// StorageErrors counts the storage calls that failed since start.
 	StorageErrors int `json:"storage_errors"`
-	// ReadAt is when live was last read successfully.
+	// ReadAt is when this node last knew the group's live record: it
+	// read it, or read a build lease that says it has not moved since.
 	ReadAt time.Time `json:"read_at"`
 }

@@ -32,6 +32,10 @@ type buildingRecord struct {
 	Commit  string    `json:"commit"`
 	Since   time.Time `json:"since"`
 	Expires time.Time `json:"expires"`
+	// Ended, when set, says the lease ended then: its holder released it
+	// (Expires is zero), or live moved while nobody held it (see
+	// markLiveMoved). Watches read live when the record changes.
+	Ended time.Time `json:"ended,omitzero"`
 }
 
 // lease is the group's build lease that this node holds: claimed by
@@ -220,7 +224,11 @@ func (l *lease) held(ctx context.Context) (bool, error) {
 }
 
 // release stops the renewals and ends the lease in storage, unless another
-// node took it over meanwhile. Storage that fails leaves it to expire.
+// node took it over meanwhile: it writes the lease ended (Ended set,
+// Expires zero, so that no node, of any version, takes it for held)
+// rather than deleting it, so that every watch sees a new record and
+// reads live, however short the lease was (see watchTick). Storage that
+// fails leaves it to expire.
 func (l *lease) release(ctx context.Context) {
 	close(l.stop)
 	<-l.done
@@ -230,7 +238,10 @@ func (l *lease) release(ctx context.Context) {
 	if mine, err := l.held(rctx); err != nil || !mine {
 		return // another node's lease now, or unreadable: it expires on its own
 	}
-	if err := cl.Storage.Delete(rctx, cl.buildingKey()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	ended := l.rec
+	ended.Expires, ended.Ended = time.Time{}, d.now()
+	b, _ := json.Marshal(ended)
+	if err := cl.Storage.Store(rctx, cl.buildingKey(), b); err != nil {
 		d.storageFailed(fmt.Errorf("ending the group's build lease: %w", err))
 		d.log().Warn("ending the group's build lease; it expires on its own", zap.Error(err))
 	}

@@ -53,6 +53,17 @@ type groupState struct {
 	refusedErr string
 	retry      Reason // a deploy that failed on storage, woken again when it works
 	watching   bool
+	// What watchTick knows (see cluster_pace.go): when live was last
+	// read; the build lease as last read, and whether one was; whether
+	// another node held it then (the watch is fast while it does), and
+	// the watch's ticks since; whether a node's record says live may
+	// have moved without the lease showing it.
+	liveReadAt time.Time
+	lease      buildingRecord
+	leaseRead  bool
+	fast       bool
+	fastTicks  int
+	lookAgain  bool
 }
 
 // storageError marks a deploy that could not read or write the group's

@@ -51,6 +51,7 @@ func (d *Deployer) storeRelease(ctx context.Context, cfg Config, commit, name, p
 	if err := d.storeLive(ctx, cfg.Cluster, gl); err != nil {
 		return nil, err
 	}
+	d.fault(FaultStored, commit)
 	d.pruneArchives(ctx, cfg, name)
 	return gl, nil
 }

@@ -45,15 +45,26 @@ func (d *Deployer) readLive(ctx context.Context, cl *Cluster) (*liveRecord, erro
 			return nil, err
 		}
 	}
+	d.groupAnswered(cl, func(g *groupState) {
+		g.live = gl
+		g.liveReadAt = g.readAt
+	})
+	return gl, nil
+}
+
+// groupAnswered records a read of group cl's storage that worked, what
+// it learnt set by learn (under d.mu): this node knows the group's live
+// record as of now.
+func (d *Deployer) groupAnswered(cl *Cluster, learn func(*groupState)) {
 	d.mu.Lock()
 	if d.group.name != cl.Name {
 		// Another group since a reload: what this node knew of the last
 		// one, and wrote there, is not about this one.
 		d.group = groupState{name: cl.Name, errors: d.group.errors, retry: d.group.retry}
 	}
-	d.group.live = gl
 	d.group.readAt = d.now()
 	d.group.err = ""
+	learn(&d.group)
 	retry := d.group.retry
 	d.group.retry = ""
 	d.mu.Unlock()
@@ -62,13 +73,12 @@ func (d *Deployer) readLive(ctx context.Context, cl *Cluster) (*liveRecord, erro
 		// its backoff.
 		d.Wake(retry)
 	}
-	return gl, nil
 }
 
 // watchGroup reads the group's live record and follows it when this node
 // serves another release; then it refreshes the nodes' records and writes
-// its own when it changed. It runs on the worker goroutine, every
-// Cluster.Poll and after each deploy.
+// its own when it changed. It runs on the worker goroutine after each
+// deploy and when watchTick says live must be read.
 func (d *Deployer) watchGroup() {
 	cfg := d.config()
 	cl := cfg.Cluster
@@ -83,38 +93,47 @@ func (d *Deployer) watchGroup() {
 		}
 		return
 	}
-	if gl != nil && gl.Release != liveRelease(d.path) {
-		d.mu.Lock()
-		refused := d.group.refused == gl.Digest
-		d.mu.Unlock()
-		if !refused {
-			// Running while it follows, cleared with Checked set, as for
-			// a deploy: a Status without Running shows how it ended.
-			d.setRunning(&Running{Reason: ReasonGroup, Commit: gl.Commit, Release: gl.Release, Since: d.now()})
-			ctx, cancel := context.WithTimeout(d.ctx, cfg.Timeout)
-			err := d.follow(ctx, cfg, gl, ReasonGroup)
-			cancel()
-			if err != nil && d.ctx.Err() != nil {
-				d.setRunning(nil)
-				return // stopping
-			}
-			c := Checked{Reason: ReasonGroup, Commit: gl.Commit, Outcome: OutcomeFollowed, At: d.now()}
-			var se *storageError
-			switch {
-			case errors.As(err, &se):
-				c.Outcome, c.Detail = OutcomeStorageFailed, err.Error()
-			case err != nil:
-				c.Outcome, c.Detail = OutcomeFailed, err.Error()
-			}
-			d.mu.Lock()
-			d.running = nil
-			d.checks++
-			c.Count = d.checks
-			d.checked = &c
-			d.mu.Unlock()
-		}
-	}
+	d.followGroup(cfg, gl)
 	d.syncNodes(cl, gl)
+}
+
+// followGroup makes this node serve gl's release when it serves another
+// (and gl's archive was not refused); followed reports whether it tried.
+func (d *Deployer) followGroup(cfg Config, gl *liveRecord) (followed bool) {
+	if gl == nil || gl.Release == liveRelease(d.path) {
+		return false
+	}
+	d.mu.Lock()
+	refused := d.group.refused == gl.Digest
+	d.mu.Unlock()
+	if refused {
+		return false
+	}
+	// Running while it follows, cleared with Checked set, as for a
+	// deploy: a Status without Running shows how it ended.
+	d.setRunning(&Running{Reason: ReasonGroup, Commit: gl.Commit, Release: gl.Release, Since: d.now()})
+	ctx, cancel := context.WithTimeout(d.ctx, cfg.Timeout)
+	err := d.follow(ctx, cfg, gl, ReasonGroup)
+	cancel()
+	if err != nil && d.ctx.Err() != nil {
+		d.setRunning(nil)
+		return true // stopping
+	}
+	c := Checked{Reason: ReasonGroup, Commit: gl.Commit, Outcome: OutcomeFollowed, At: d.now()}
+	var se *storageError
+	switch {
+	case errors.As(err, &se):
+		c.Outcome, c.Detail = OutcomeStorageFailed, err.Error()
+	case err != nil:
+		c.Outcome, c.Detail = OutcomeFailed, err.Error()
+	}
+	d.mu.Lock()
+	d.running = nil
+	d.checks++
+	c.Count = d.checks
+	d.checked = &c
+	d.mu.Unlock()
+	return true
 }
 
 // syncNodes writes this node's record when it changed (or is due), and
@@ -184,6 +203,15 @@ func (d *Deployer) syncNodes(cl *Cluster, gl *liveRecord) {
 	}
 	d.mu.Lock()
 	d.group.nodes = nodes
+	now := d.now()
+	for _, n := range nodes {
+		// A node that began serving another release since live was last
+		// read: live may have moved without the lease showing it (a
+		// node of an older version).
+		if n.Node != cl.Node && n.Release != self.Release && n.Updated.After(d.group.liveReadAt) && now.Sub(n.Updated) <= nodeStale {
+			d.group.lookAgain = true
+		}
+	}
 	d.mu.Unlock()
 }
 
@@ -364,12 +392,15 @@ func (d *Deployer) followRelease(ctx context.Context, cl *Cluster, gl *liveRecor
 		if err := os.RemoveAll(dir); err != nil {
 			return fmt.Errorf("removing a leftover release: %w", err)
 		}
-		// Part by part, each checked before the unpacker reads it, into
-		// the release's own folder, which goes live only once the whole
+		// Part by part, each checked before the unpacker reads it, the
+		// next one loading while the unpacker writes one out, into the
+		// release's own folder, which goes live only once the whole
 		// archive matched its digest.
-		pr := newPartsReader(parts, func(key string) ([]byte, error) {
+		get, stop := loadAhead(parts, func(key string) ([]byte, error) {
 			return cl.Storage.Load(ctx, key)
 		})
+		defer stop()
+		pr := newPartsReader(parts, get)
 		err = unpackTree(pr, dir, unpackLimits{declared: gl.Unpacked, free: freeSpace(filepath.Dir(dir))})
 		if pr.err != nil {
 			err = pr.err // what made the unpacker fail

@@ -201,6 +201,12 @@ type Config struct {
 	// Previews, when set, builds a preview of every open pull request
 	// (see Previews); nil: none.
 	Previews *Previews
+
+	// Limits, when set, caps the CPU and memory of a deploy's commands
+	// (see Limits): Validate refuses it where cgroup v2 cannot make the
+	// caps, saying what is missing. nil: no caps beyond the idle class
+	// that commands always run at.
+	Limits *Limits
 }
 
 // withDefaults returns c with its zero values replaced by defaults.
@@ -279,6 +285,14 @@ func (c Config) Validate() error {
 	}
 	if c.Cluster != nil {
 		if err := c.Cluster.validate(); err != nil {
+			return err
+		}
+	}
+	if c.Limits != nil {
+		if err := c.Limits.validate(); err != nil {
+			return err
+		}
+		if err := limitsAvailable(c.Limits); err != nil {
 			return err
 		}
 	}

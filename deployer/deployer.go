@@ -213,6 +213,9 @@ func (d *Deployer) Branch() string {
 
 // Status returns a snapshot of the target.
 func (d *Deployer) Status() Status {
+	// Read before the lock: a delivery's Wake takes it, and never waits
+	// on the disk.
+	name := liveRelease(d.path)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	s := Status{
@@ -225,7 +228,6 @@ func (d *Deployer) Status() Status {
 	if s.Branch == "" {
 		s.Branch = d.resolved
 	}
-	name := liveRelease(d.path)
 	if name != "" {
 		live := &Live{Release: name, At: d.liveAt}
 		if r := d.st.find(name); r != nil {
@@ -324,6 +326,7 @@ func (d *Deployer) loop() {
 		watch       *time.Ticker
 		watchC      <-chan time.Time
 		watchEvery  time.Duration
+		watchNow    time.Duration // the watch's period now: watchEvery, or fast (see watchTick)
 	)
 	stopRetry := func() {
 		if retry != nil {
@@ -346,7 +349,8 @@ func (d *Deployer) loop() {
 			pollC = poll.C
 		}
 	}
-	// resetWatch reads the group's live record on Cluster.Poll.
+	// resetWatch watches the group's storage on Cluster.Poll (faster
+	// while another node builds: see watchTick).
 	resetWatch := func() {
 		var every time.Duration
 		if cl := d.config().Cluster; cl != nil {
@@ -359,7 +363,7 @@ func (d *Deployer) loop() {
 			watch.Stop()
 			watch, watchC = nil, nil
 		}
-		watchEvery = every
+		watchEvery, watchNow = every, every
 		if every > 0 {
 			watch = time.NewTicker(every)
 			watchC = watch.C
@@ -390,7 +394,12 @@ func (d *Deployer) loop() {
 			resetWatch()
 			continue
 		case <-watchC:
-			d.guard("watching the group", ReasonGroup, d.watchGroup)
+			next := watchEvery
+			d.guard("watching the group", ReasonGroup, func() { next = d.watchTick() })
+			if next > 0 && next != watchNow {
+				watch.Reset(next)
+				watchNow = next
+			}
 			continue
 		case <-pollC:
 			d.Wake(ReasonPoll)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -444,5 +445,51 @@ func TestCheckedAdvances(t *testing.T) {
 	}
 	if got := readCurrent(t, tg.path, "index.html"); got != "v2" {
 		t.Errorf("served index.html = %q, want v2", got)
+	}
+}
+
+// A delivery's way to its 202 (Branch, then Wake) and the status never
+// wait on deploy work: with the worker stopped in the middle of a deploy
+// at each step WithFault reaches (the wake's deploy begun, a release about
+// to be synced and switched with the folder's disk lock held), Branch,
+// Wake and Status still return, and the wakes coalesce into one more
+// deploy that runs once the worker goes on.
+func TestWakeNeverWaitsOnDeploy(t *testing.T) {
+	for _, step := range []string{FaultDeploy, FaultSync} {
+		t.Run(step, func(t *testing.T) {
+			r := newRemote(t)
+			r.commit(map[string]string{"index.html": "one"})
+			held, goOn := make(chan struct{}), make(chan struct{})
+			var once sync.Once
+			tg := start(t, Config{Remote: r.bare, Repo: "octocat/blog", Branch: "main"}, WithFault(func(s, _ string) {
+				if s == step {
+					once.Do(func() { close(held); <-goOn })
+				}
+			}))
+			select {
+			case <-held:
+			case <-time.After(60 * time.Second):
+				t.Fatal("the deploy never reached the fault")
+			}
+			second := r.commit(map[string]string{"index.html": "two"})
+			answered := make(chan struct{})
+			go func() {
+				defer close(answered)
+				for range 100 {
+					if tg.Branch() != "main" {
+						t.Error("Branch changed")
+					}
+					tg.Wake(ReasonDelivery)
+					tg.Status()
+				}
+			}()
+			select {
+			case <-answered:
+			case <-time.After(30 * time.Second):
+				t.Fatal("Wake, Branch or Status waited on the deploy in progress")
+			}
+			close(goOn)
+			tg.waitLive(second)
+		})
 	}
 }

@@ -11,8 +11,9 @@ import (
 	"sync"
 )
 
-// buildNice is the nice value of commands and git: deploys take the CPU
-// that serving leaves.
+// buildNice is the nice value of commands and git where the SCHED_IDLE
+// class is not to be had (see yieldToServing): deploys take the CPU that
+// serving leaves.
 const buildNice = 10
 
 // tailSize is how much of a command's output is kept in memory for Status
@@ -118,6 +119,7 @@ func command(ctx context.Context, dir string, env []string, stdout, stderr io.Wr
 // ended. The sandbox uses it to attach a network to the command's
 // namespace.
 func runCommand(ctx context.Context, cmd *exec.Cmd, onStart func(pgid int), started func() (func(), error)) error {
+	attachBuildCgroup(ctx, cmd) // a build's caps, if any (see Limits)
 	g, err := startGroup(cmd)
 	if err != nil {
 		return err

@@ -44,8 +44,8 @@ type group struct {
 }
 
 // startGroup starts cmd in a session and process group of its own, so with
-// no controlling terminal, at a lower priority (children forked from then on
-// inherit it), killed as a group when cmd's context ends, and bound to this
+// no controlling terminal, at a lower priority (see yieldToServing; children
+// forked from then on inherit it), killed as a group when cmd's context ends, and bound to this
 // process: if Caddy dies, even by kill -9, the group dies too.
 //
 // On Linux the kernel sends the parent-death signal to the group's leader
@@ -81,8 +81,8 @@ func startGroup(cmd *exec.Cmd) (*group, error) {
 		g.watcher.stop()
 		return nil, err
 	}
-	// Builds and git yield the CPU to serving.
-	syscall.Setpriority(syscall.PRIO_PGRP, g.pgid, buildNice)
+	// Builds and git yield the CPU and the disk to serving.
+	yieldToServing(g.pgid)
 	return g, nil
 }
 

@@ -17,6 +17,9 @@ type options struct {
 	partSize  int // most bytes of a group's archive stored under one key
 	// leaseRenew is how often the group's build lease is renewed.
 	leaseRenew time.Duration
+	// fastWatch is how often the group's live record is read while
+	// another node holds the build lease (see watchTick).
+	fastWatch time.Duration
 	// fault is called at the steps WithFault lists; nil: never.
 	fault func(step, detail string)
 }
@@ -30,6 +33,7 @@ func defaultOptions() options {
 		gateFor:    gateFor,
 		partSize:   archivePartSize,
 		leaseRenew: leaseRenew,
+		fastWatch:  DefaultFastWatch,
 	}
 }
 
@@ -46,8 +50,12 @@ const (
 	// FaultReuse: reusing the spare changed a path of the new release;
 	// detail is the path, relative to the release.
 	FaultReuse = "reuse"
-	// FaultWatch: the worker is about to read its group's live record.
+	// FaultWatch: the worker is about to read its group's storage on a
+	// tick of its watch, or its live record after a deploy.
 	FaultWatch = "watch"
+	// FaultStored: the group's live record names a release just built,
+	// and its builder still holds the build lease; detail is the commit.
+	FaultStored = "stored"
 	// FaultRenew: the group's build lease is about to be renewed, on the
 	// renewer's goroutine; detail is the commit being built.
 	FaultRenew = "renew"
@@ -87,6 +95,12 @@ func withPartSize(n int) Option {
 // withLeaseRenew sets how often the group's build lease is renewed.
 func withLeaseRenew(d time.Duration) Option {
 	return func(o *options) { o.leaseRenew = d }
+}
+
+// withFastWatch sets how often the group's live record is read while
+// another node holds the build lease.
+func withFastWatch(d time.Duration) Option {
+	return func(o *options) { o.fastWatch = d }
 }
 
 // fault calls the fault injected with WithFault, if any.

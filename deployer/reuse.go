@@ -56,9 +56,9 @@ func (d *Deployer) reuseSpare(ctx context.Context, g *git, cfg Config, name, com
 	// either unknown to the state or the release being built, and recovery
 	// removes both.
 	d.diskMu.Lock()
+	live := liveRelease(d.path) // diskMu keeps current as it is
 	d.mu.Lock()
 	spare := d.st.Spare
-	live := liveRelease(d.path)
 	if spare == nil || d.st.Building == nil || d.st.Building.Release != name {
 		d.mu.Unlock()
 		d.diskMu.Unlock()

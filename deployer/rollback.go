@@ -62,6 +62,7 @@ func (d *Deployer) Rollback(ctx context.Context, release string) (Live, error) {
 		if err := d.storeLive(ctx, cfg.Cluster, gl); err != nil {
 			return Live{}, fmt.Errorf("rolling back the group: %w", err)
 		}
+		d.markLiveMoved(ctx, cfg.Cluster)
 	}
 	if target.Name != live {
 		if err := switchCurrent(d.path, filepath.Join(releasesName, target.Name, target.Publish)); err != nil {
