@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
+	"github.com/caddy-webhooks/caddy-github-webhook/internal/testkit"
 )
 
 const failedCommit = "deadbeefdeadbeefdeadbeefdeadbeefdeadbeef"
@@ -175,15 +176,21 @@ func BenchmarkStatusPage(b *testing.B) {
 // Caddy, one good and one whose build fails, the admin API's history holds
 // both, newest first, and the page at /_deploys, as a real browser
 // (headless chromium) renders it, shows the live commit linked to the
-// forge, both deploys, the chart, and the failed build's output, with no
+// forge, both deploys, the chart, the failed build's output, and a live
+// preview linked to its pull request and its host, with no
 // script and no secret; it is sent with a policy that allows no script.
 func TestStatusPageAfterRealDeploys(t *testing.T) {
 	s := newTestSite(t)
 	c1 := s.repo.Commit("a good version", map[string]string{"index.html": "v1"})
-	config := strings.Replace(s.caddyfile(`command sh -c "if test -e broken; then echo the build broke on purpose >&2; exit 1; fi"`),
+	config := strings.Replace(s.previewsCaddyfile("max 2", `command sh -c "if test -e broken; then echo the build broke on purpose >&2; exit 1; fi"`),
 		"\tfile_server\n", "\tfile_server\n\tgithub_webhook_status /_deploys\n", 1)
 	s.start(config)
 	s.waitLive(c1)
+	head := s.repo.PullRequest(3, "a change to review", map[string]string{"index.html": "pull request 3"})
+	if status, answer := sendPullRequest(t, testkit.PullRequestEvent{Number: 3, Action: "opened", Head: head}); status != http.StatusAccepted {
+		t.Fatalf("opened: %d %s", status, answer)
+	}
+	preview := s.waitPreview(3, head)
 	c2 := s.repo.Commit("a broken version", map[string]string{"broken": "yes"})
 	look := s.looks()
 	if code, body := adminDo(t, http.MethodPost, "/github_webhook/deploy", `{"path": "`+s.path+`"}`, nil); code != http.StatusAccepted {
@@ -233,6 +240,10 @@ func TestStatusPageAfterRealDeploys(t *testing.T) {
 			"<svg", `<rect class="ok"`, `<rect class="error"`,
 			"the build broke on purpose", "exit status 1",
 			"startup", "manual", c1[:12], c2[:12],
+			// The preview: its pull request, its host and its head.
+			`<a href="https://github.com/` + testRepo + `/pull/3">#3</a>`,
+			`<a href="` + preview.URL + `">` + preview.Host + `</a>`,
+			`href="https://github.com/` + testRepo + `/commit/` + head + `"`, `>live</span>`,
 		}
 		for _, w := range want {
 			if !strings.Contains(dom, w) {
