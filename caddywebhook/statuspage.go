@@ -25,8 +25,9 @@ func init() {
 // page, for people: what is live (its commit linked to the forge), the
 // deploy in progress, the last deploys with their result, reason and
 // duration, a chart of deploy durations, the nodes of a group and whether
-// they serve the same release, and the end of the output of the last
-// failed build. The page holds no script, and is sent with a
+// they serve the same release, the previews of pull requests (linked to
+// the pull request, the preview and its head commit), and the end of the
+// output of the last failed build. The page holds no script, and is sent with a
 // Content-Security-Policy that allows none.
 //
 // It shows what the admin API's GET /github_webhook/deploys shows, less
