@@ -14,10 +14,14 @@ type forgeWeb struct {
 
 // forgeWeb returns where the handler's forge shows pages: forge and its
 // base URL (GitHub Enterprise Server: forge github https://ghe.example.com).
-// Gitea and Forgejo without a base URL link nothing. The remote is not
-// consulted: a delivery names the repository on the forge that signed it,
-// wherever the commits are fetched from.
+// Gitea and Forgejo without a base URL link nothing; Bitbucket is
+// bitbucket.org's, as its API is. The remote is not consulted: a delivery
+// names the repository on the forge that signed it, wherever the commits
+// are fetched from.
 func (h *Handler) forgeWeb() forgeWeb {
+	if h.forgeKind() == forgeBitbucket {
+		return forgeWeb{Kind: forgeBitbucket, Base: "https://bitbucket.org"}
+	}
 	return forgeWeb{Kind: h.forgeKind(), Base: h.forgeBase()}
 }
 

@@ -29,6 +29,8 @@ func TestForgeWeb(t *testing.T) {
 			"https://gitlab.example.com/me/site/-/commit/" + sha, "https://gitlab.example.com/me/site/-/merge_requests/12"},
 		{"bitbucket", "bitbucket", "", "team/site", sha, 5,
 			"https://bitbucket.org/team/site/commits/" + sha, "https://bitbucket.org/team/site/pull-requests/5"},
+		{"bitbucket with a base URL", "bitbucket", "http://127.0.0.1:8080", "team/site", sha, 5,
+			"https://bitbucket.org/team/site/commits/" + sha, "https://bitbucket.org/team/site/pull-requests/5"},
 		{"sha-256 commit", "", "", "octocat/blog", sha + "1a2b3c4d1a2b3c4d1a2b3c4d", 1,
 			"https://github.com/octocat/blog/commit/" + sha + "1a2b3c4d1a2b3c4d1a2b3c4d", "https://github.com/octocat/blog/pull/1"},
 		{"gitea without a base URL", "gitea", "", "me/site", sha, 3, "", ""},
