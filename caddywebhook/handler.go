@@ -494,7 +494,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.pooled = true
 	h.target = val.(*target)
 	h.owner = ctx.Done()
-	if err := h.target.hold(h.owner, h.cfg, h.logger, loaded); err != nil {
+	if err := h.target.hold(h.owner, h.cfg, h.logger, h.forgeWeb(), loaded); err != nil {
 		return err
 	}
 	h.holding = true

@@ -205,17 +205,8 @@ func (h *Handler) provisionNotify(repl *caddy.Replacer, reg prometheus.Registere
 	h.notifier = n
 	obs.notifier = n
 	obs.repo, obs.branch = h.Repo, h.Branch
-	if onGitHub(h.Remote) && h.APIURL == "" {
-		obs.commitURL = "https://github.com/" + h.Repo + "/commit/"
-	}
+	obs.web = h.forgeWeb()
 	return nil
-}
-
-// onGitHub reports whether remote is on github.com (the default remote
-// is), where a commit's page is https://github.com/<repo>/commit/<sha>.
-func onGitHub(remote string) bool {
-	return remote == "" || strings.HasPrefix(remote, "https://github.com/") ||
-		strings.HasPrefix(remote, "git@github.com:") || strings.HasPrefix(remote, "ssh://git@github.com/")
 }
 
 // closeNotify sends what is queued, for notifyCloseTimeout at most.
@@ -270,9 +261,7 @@ func (o *observer) pushResult(e deployer.Event) {
 		// hold what the build printed.
 		m.Error = failureSummary(e.Err)
 	}
-	if e.Commit != "" && o.commitURL != "" {
-		m.CommitURL = o.commitURL + e.Commit
-	}
+	m.CommitURL = o.web.Commit(o.repo, e.Commit)
 	if m.At.IsZero() {
 		m.At = time.Now()
 	}

@@ -24,7 +24,9 @@ import (
 // TestNotifyAcrossReload: with on failure recovered success, a destination
 // gets each deploy's result as it comes: the first good deploy (success),
 // a failure, and, after Caddy loaded a new configuration in between, the
-// recovery; each message names the path, repository, branch and commit.
+// recovery; each message names the path, repository, branch and commit,
+// and links the commit on the forge of its configuration (github.com,
+// then a Gitea).
 func TestNotifyAcrossReload(t *testing.T) {
 	var mu sync.Mutex
 	var got []map[string]any
@@ -65,7 +67,8 @@ func TestNotifyAcrossReload(t *testing.T) {
 	deployerOf(s.path).Wake(deployer.ReasonManual)
 	received(2)
 
-	if err := loadConfig(config("poll 1h")); err != nil {
+	// The new configuration's forge links the recovery's commit on it.
+	if err := loadConfig(config("poll 1h\n\t\tforge gitea https://git.example.com")); err != nil {
 		t.Fatal(err)
 	}
 	s.repo.Remove("broken")
@@ -73,14 +76,18 @@ func TestNotifyAcrossReload(t *testing.T) {
 	deployerOf(s.path).Wake(deployer.ReasonManual)
 	list := received(3)
 
-	want := []struct{ typ, commit string }{{"deploy.success", good}, {"deploy.failure", broken}, {"deploy.recovered", fixed}}
+	want := []struct{ typ, commit, url string }{
+		{"deploy.success", good, "https://github.com/" + testRepo + "/commit/" + good},
+		{"deploy.failure", broken, "https://github.com/" + testRepo + "/commit/" + broken},
+		{"deploy.recovered", fixed, "https://git.example.com/" + testRepo + "/commit/" + fixed},
+	}
 	if len(list) != len(want) {
 		t.Fatalf("%d notifications, want %d: %v", len(list), len(want), list)
 	}
 	for i, w := range want {
 		data, _ := list[i]["data"].(map[string]any)
 		if list[i]["type"] != w.typ || data["commit"] != w.commit || data["path"] != s.path ||
-			data["repo"] != testRepo || data["branch"] != testBranch {
+			data["repo"] != testRepo || data["branch"] != testBranch || data["commit_url"] != w.url {
 			t.Errorf("notification %d = %v, want %s of %s", i+1, list[i], w.typ, w.commit)
 		}
 	}

@@ -159,11 +159,11 @@ type observer struct {
 	siteURL  string
 
 	// notifier pushes deploy results out (nil without notify); repo and
-	// branch are the configuration's, for its messages, and commitURL the
-	// forge's page of a commit without its SHA ("" when unknown).
+	// branch are the configuration's, for its messages, and web where its
+	// forge shows a commit.
 	notifier     *notify.Notifier
 	repo, branch string
-	commitURL    string
+	web          forgeWeb
 }
 
 func (o *observer) notify(e deployer.Event) {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,8 +25,9 @@ func init() {
 // page, for people: what is live (its commit linked to the forge), the
 // deploy in progress, the last deploys with their result, reason and
 // duration, a chart of deploy durations, the nodes of a group and whether
-// they serve the same release, and the end of the output of the last
-// failed build. The page holds no script, and is sent with a
+// they serve the same release, the previews of pull requests (linked to
+// the pull request, the preview and its head commit), and the end of the
+// output of the last failed build. The page holds no script, and is sent with a
 // Content-Security-Policy that allows none.
 //
 // It shows what the admin API's GET /github_webhook/deploys shows, less
@@ -58,7 +58,7 @@ func (p *StatusPage) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyht
 	targets := allTargets()
 	views := make([]statusView, 0, len(targets))
 	for _, t := range targets {
-		views = append(views, viewOf(t.d.Status(), t.d.History()))
+		views = append(views, viewOf(t.d.Status(), t.d.History(), t.web()))
 	}
 	slices.SortFunc(views, func(a, b statusView) int { return strings.Compare(a.Path, b.Path) })
 	var buf bytes.Buffer
@@ -117,10 +117,10 @@ type statusView struct {
 	Failed *deployer.Deploy
 }
 
-// viewOf builds the view of one target from its status and its history
-// (newest first).
-func viewOf(st deployer.Status, history []deployer.Deploy) statusView {
-	v := statusView{Status: st, Forge: forgeOf(st)}
+// viewOf builds the view of one target from its status, its history
+// (newest first) and where its forge shows commits.
+func viewOf(st deployer.Status, history []deployer.Deploy, web forgeWeb) statusView {
+	v := statusView{Status: st, Forge: web}
 	v.Deploys = history[:min(len(history), pageDeploys)]
 	v.More = len(history) - len(v.Deploys)
 	v.Chart = chartOf(history[:min(len(history), chartBars)])
@@ -150,34 +150,6 @@ func renderStatusPage(w *bytes.Buffer, views []statusView, now time.Time) error 
 		}
 	}
 	return statusPageTemplate.Execute(w, page)
-}
-
-// forgeWeb is where a forge shows a repository's pages to people. Only
-// GitHub's today; another forge (Gitea and Forgejo: <base>/<repo>/commit/
-// <sha>; GitLab: <base>/<repo>/-/commit/<sha>) is another case of
-// forgeOf, and of Commit when its path differs.
-type forgeWeb struct {
-	Kind string // "github"
-	Base string // "https://github.com", no trailing slash
-}
-
-// forgeOf returns the forge of a target.
-func forgeOf(deployer.Status) forgeWeb {
-	return forgeWeb{Kind: "github", Base: "https://github.com"}
-}
-
-var (
-	repoName  = regexp.MustCompile(`^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$`)
-	commitHex = regexp.MustCompile(`^[0-9a-f]{40}([0-9a-f]{24})?$`)
-)
-
-// Commit returns the page of commit in repo, or "" when either is not
-// what a forge names that way.
-func (f forgeWeb) Commit(repo, commit string) string {
-	if !repoName.MatchString(repo) || !commitHex.MatchString(commit) {
-		return ""
-	}
-	return f.Base + "/" + repo + "/commit/" + commit
 }
 
 // durationChart is an SVG bar chart of deploy durations, oldest on the

@@ -14,13 +14,18 @@ import (
 	"time"
 
 	"github.com/caddy-webhooks/caddy-github-webhook/deployer"
+	"github.com/caddy-webhooks/caddy-github-webhook/internal/testkit"
 )
 
 const failedCommit = "deadbeefdeadbeefdeadbeefdeadbeefdeadbeef"
 
+// gitHubWeb is github.com, as a handler with the default forge has it.
+var gitHubWeb = forgeWeb{Kind: forgeGitHub, Base: "https://github.com"}
+
 // pageStatus is a target as the unit tests render it: a deploy running, a
 // group of two nodes of which one lags, a build that failed before the
-// last good deploy, and markup in what a build printed.
+// last good deploy, markup in what a build printed, and two previews: one
+// live, one of a fork whose build failed.
 func pageStatus(now time.Time) (deployer.Status, []deployer.Deploy) {
 	live := strings.Repeat("1a2b3c4d", 5)
 	failed := failedCommit
@@ -35,6 +40,12 @@ func pageStatus(now time.Time) (deployer.Status, []deployer.Deploy) {
 			{Node: "node-a", Host: "a.example", Commit: live, Converged: true, Self: true},
 			{Node: "node-b", Host: "b.example", Commit: failed},
 		}},
+		Previews: []deployer.PreviewStatus{
+			{Number: 7, Host: "pr-7.preview.example.com", URL: "https://pr-7.preview.example.com/",
+				Head: strings.Repeat("7e57", 10), Live: strings.Repeat("7e57", 10), State: deployer.PreviewLive, Update: now.Add(-time.Minute)},
+			{Number: 8, Host: "pr-8.preview.example.com", URL: "https://pr-8.preview.example.com/",
+				Head: strings.Repeat("8bad", 10), State: deployer.PreviewError, Fork: true, Error: "running hugo: <b>exit status 1</b>", Update: now.Add(-2 * time.Minute)},
+		},
 	}
 	history := []deployer.Deploy{
 		{Result: "ok", Reason: deployer.ReasonDelivery, Commit: live, Started: now.Add(-time.Hour - 4*time.Second), Duration: deployer.Seconds(4 * time.Second)},
@@ -55,7 +66,7 @@ func TestStatusPageTemplate(t *testing.T) {
 	st, history := pageStatus(now)
 	failed := failedCommit
 	var buf bytes.Buffer
-	if err := renderStatusPage(&buf, []statusView{viewOf(st, history)}, now); err != nil {
+	if err := renderStatusPage(&buf, []statusView{viewOf(st, history, gitHubWeb)}, now); err != nil {
 		t.Fatal(err)
 	}
 	page := buf.String()
@@ -71,12 +82,23 @@ func TestStatusPageTemplate(t *testing.T) {
 		`<code>not-a-commit</code>`,
 		`fetching main: the remote hung up`, `error ×3`,
 		`Last failed build <span class="muted">· 2026-12-05 10:00:00 UTC · <a href="https://github.com/octocat/blog/commit/` + failed + `">`,
+		// A live preview: its number linked to the pull request, its
+		// host to the preview, its head to the commit.
+		`<td><a href="https://github.com/octocat/blog/pull/7">#7</a></td>`,
+		`<a href="https://pr-7.preview.example.com/">pr-7.preview.example.com</a>`,
+		`<a href="https://github.com/octocat/blog/commit/` + strings.Repeat("7e57", 10) + `"><code>7e577e577e57</code></a>`,
+		`<span class="badge ok">live</span>`,
+		// A fork's that failed and serves nothing: no link to its host,
+		// its error as text.
+		`<a href="https://github.com/octocat/blog/pull/8">#8</a> <span class="muted">fork</span>`,
+		`<span class="muted">pr-8.preview.example.com</span>`,
+		`<span class="badge error">failed</span> <span class="error">running hugo: &lt;b&gt;exit status 1&lt;/b&gt;</span>`,
 	} {
 		if !strings.Contains(page, want) {
 			t.Errorf("the page lacks %s", want)
 		}
 	}
-	for _, unwanted := range []string{"<script", st.Remote, ".log", "commit/not-a-commit"} {
+	for _, unwanted := range []string{"<script", st.Remote, ".log", "commit/not-a-commit", `href="https://pr-8.`} {
 		if strings.Contains(page, unwanted) {
 			t.Errorf("the page holds %s", unwanted)
 		}
@@ -89,13 +111,13 @@ func TestStatusPageTemplate(t *testing.T) {
 	}
 
 	t.Run("idle, alone, nothing failed", func(t *testing.T) {
-		st.Running, st.Cluster = nil, nil
+		st.Running, st.Cluster, st.Previews = nil, nil, nil
 		buf.Reset()
-		if err := renderStatusPage(&buf, []statusView{viewOf(st, history[:1])}, now); err != nil {
+		if err := renderStatusPage(&buf, []statusView{viewOf(st, history[:1], gitHubWeb)}, now); err != nil {
 			t.Fatal(err)
 		}
 		page := buf.String()
-		for _, unwanted := range []string{"http-equiv", "Group", "Last failed", "deploying"} {
+		for _, unwanted := range []string{"http-equiv", "Group", "Last failed", "deploying", "Previews"} {
 			if strings.Contains(page, unwanted) {
 				t.Errorf("the page holds %s", unwanted)
 			}
@@ -127,7 +149,7 @@ func BenchmarkStatusPage(b *testing.B) {
 		var buf bytes.Buffer
 		for b.Loop() {
 			buf.Reset()
-			if err := renderStatusPage(&buf, []statusView{viewOf(st, history)}, now); err != nil {
+			if err := renderStatusPage(&buf, []statusView{viewOf(st, history, gitHubWeb)}, now); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -154,15 +176,21 @@ func BenchmarkStatusPage(b *testing.B) {
 // Caddy, one good and one whose build fails, the admin API's history holds
 // both, newest first, and the page at /_deploys, as a real browser
 // (headless chromium) renders it, shows the live commit linked to the
-// forge, both deploys, the chart, and the failed build's output, with no
+// forge, both deploys, the chart, the failed build's output, and a live
+// preview linked to its pull request and its host, with no
 // script and no secret; it is sent with a policy that allows no script.
 func TestStatusPageAfterRealDeploys(t *testing.T) {
 	s := newTestSite(t)
 	c1 := s.repo.Commit("a good version", map[string]string{"index.html": "v1"})
-	config := strings.Replace(s.caddyfile(`command sh -c "if test -e broken; then echo the build broke on purpose >&2; exit 1; fi"`),
+	config := strings.Replace(s.previewsCaddyfile("max 2", `command sh -c "if test -e broken; then echo the build broke on purpose >&2; exit 1; fi"`),
 		"\tfile_server\n", "\tfile_server\n\tgithub_webhook_status /_deploys\n", 1)
 	s.start(config)
 	s.waitLive(c1)
+	head := s.repo.PullRequest(3, "a change to review", map[string]string{"index.html": "pull request 3"})
+	if status, answer := sendPullRequest(t, testkit.PullRequestEvent{Number: 3, Action: "opened", Head: head}); status != http.StatusAccepted {
+		t.Fatalf("opened: %d %s", status, answer)
+	}
+	preview := s.waitPreview(3, head)
 	c2 := s.repo.Commit("a broken version", map[string]string{"broken": "yes"})
 	look := s.looks()
 	if code, body := adminDo(t, http.MethodPost, "/github_webhook/deploy", `{"path": "`+s.path+`"}`, nil); code != http.StatusAccepted {
@@ -212,6 +240,10 @@ func TestStatusPageAfterRealDeploys(t *testing.T) {
 			"<svg", `<rect class="ok"`, `<rect class="error"`,
 			"the build broke on purpose", "exit status 1",
 			"startup", "manual", c1[:12], c2[:12],
+			// The preview: its pull request, its host and its head.
+			`<a href="https://github.com/` + testRepo + `/pull/3">#3</a>`,
+			`<a href="` + preview.URL + `">` + preview.Host + `</a>`,
+			`href="https://github.com/` + testRepo + `/commit/` + head + `"`, `>live</span>`,
 		}
 		for _, w := range want {
 			if !strings.Contains(dom, w) {

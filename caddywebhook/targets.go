@@ -36,6 +36,7 @@ type holder struct {
 	owner  <-chan struct{} // the Done channel of its configuration's context
 	cfg    deployer.Config
 	logger *zap.Logger // its configuration's logging
+	web    forgeWeb    // where its forge shows commits, for the status page
 }
 
 // hold attaches a handler of the configuration owner to t. It fails when a
@@ -43,7 +44,7 @@ type holder struct {
 // configuration must not share a path. When loaded, the deployer existed
 // before, and cfg and logger replace its settings and logging from the next
 // deploy on.
-func (t *target) hold(owner <-chan struct{}, cfg deployer.Config, logger *zap.Logger, loaded bool) error {
+func (t *target) hold(owner <-chan struct{}, cfg deployer.Config, logger *zap.Logger, web forgeWeb, loaded bool) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, h := range t.holders {
@@ -57,7 +58,7 @@ func (t *target) hold(owner <-chan struct{}, cfg deployer.Config, logger *zap.Lo
 		}
 		t.d.SetLogger(logger)
 	}
-	t.holders = append(t.holders, holder{owner: owner, cfg: cfg, logger: logger})
+	t.holders = append(t.holders, holder{owner: owner, cfg: cfg, logger: logger, web: web})
 	return nil
 }
 
@@ -89,6 +90,16 @@ func (t *target) Destruct() error {
 	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 	defer cancel()
 	return t.d.Close(ctx)
+}
+
+// web returns where the forge of the newest holder shows commits.
+func (t *target) web() forgeWeb {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.holders) == 0 {
+		return forgeWeb{}
+	}
+	return t.holders[len(t.holders)-1].web
 }
 
 // allTargets returns the targets of every loaded configuration.

@@ -42,11 +42,11 @@ func TestReleaseRestoresLogger(t *testing.T) {
 	}()
 
 	old, reloaded := make(chan struct{}), make(chan struct{})
-	if err := tg.hold(old, cfg, zap.New(runningCore), false); err != nil {
+	if err := tg.hold(old, cfg, zap.New(runningCore), forgeWeb{}, false); err != nil {
 		t.Fatal(err)
 	}
 	// A reload provisions its handler, then fails: its handler is released.
-	if err := tg.hold(reloaded, cfg, zap.New(failedCore), true); err != nil {
+	if err := tg.hold(reloaded, cfg, zap.New(failedCore), forgeWeb{}, true); err != nil {
 		t.Fatal(err)
 	}
 	tg.release(reloaded)

@@ -144,7 +144,10 @@ type Config struct {
 	// the commands run as the unprivileged user nobody (65534:65534) on the
 	// host, with no capabilities, and the release, the home and the cache
 	// home are theirs during the build (the release is given back to
-	// Caddy's user after it, which clears setuid bits). The commands get
+	// Caddy's user after it, which clears setuid bits); when Caddy is not
+	// root, they run as Caddy's user, and the host must allow unprivileged
+	// user namespaces and, with a network, give Caddy's user /dev/net/tun
+	// and a bwrap that is not setuid (docs/security.md). The commands get
 	// PID, IPC and network namespaces of their own: they see no other
 	// process, every process they start dies when the command ends or the
 	// deploy is killed, and their network (see SandboxNetwork) never leads

@@ -92,6 +92,73 @@ func TestCaddyfileExample(t *testing.T) {
 			t.Errorf("the adapted Caddyfile.example lacks %s:\n%s", want, b)
 		}
 	}
+	t.Run("with its commented-out settings", testExampleUncommented)
+}
+
+// testExampleUncommented uncomments the settings that Caddyfile.example
+// shows commented out because they need more setup (the status page
+// behind basic_auth, app, notify, previews with their site block and
+// on-demand TLS), and checks the result as the file itself is checked.
+func testExampleUncommented(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join(root, "Caddyfile.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(src)
+	for _, first := range []string{
+		"# on_demand_tls {",
+		"# basic_auth /_deploys {",
+		"# github_webhook_status /_deploys",
+		"# app 424242 ",
+		"# notify {env.SLACK_WEBHOOK_URL} {",
+		"# previews pr-{number}.preview.blog.example.com {",
+		"# *.preview.blog.example.com {",
+	} {
+		text = uncomment(t, text, first)
+	}
+	path := filepath.Join(t.TempDir(), "Caddyfile")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(checkCaddyfile(t, path))
+	for _, want := range []string{
+		`"permission":{"module":"github_webhook"}`,
+		`"handler":"authentication"`,
+		`"handler":"github_webhook_status"`,
+		`"app":{"app_id":424242,"key_file":"/etc/caddy/blog-deployer.private-key.pem"}`,
+		`"notify":[{"format":"slack","url":"{env.SLACK_WEBHOOK_URL}"}]`,
+		`"previews":{"forks_label":"preview","host":"pr-{number}.preview.blog.example.com"`,
+		`"root":"/srv/blog/previews/{http.request.host}/current"`,
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("the adapted Caddyfile.example, uncommented, lacks %s:\n%s", want, b)
+		}
+	}
+}
+
+// uncomment removes "# " from the line of text that starts, after its
+// indent, with first, and, when it opens a block, from the lines after it
+// down to the "# }" that closes it at the same indent.
+func uncomment(t *testing.T, text, first string) string {
+	t.Helper()
+	lines := strings.Split(text, "\n")
+	for i, line := range lines {
+		indent := line[:len(line)-len(strings.TrimLeft(line, "\t"))]
+		if !strings.HasPrefix(line, indent+first) {
+			continue
+		}
+		for j := i; j < len(lines); j++ {
+			if !strings.HasPrefix(lines[j], indent+"# ") {
+				t.Fatalf("Caddyfile.example: line %d, in the block %q, is not commented out: %q", j+1, first, lines[j])
+			}
+			lines[j] = indent + strings.TrimPrefix(lines[j], indent+"# ")
+			if !strings.HasSuffix(first, "{") || lines[j] == indent+"}" {
+				return strings.Join(lines, "\n")
+			}
+		}
+	}
+	t.Fatalf("Caddyfile.example has no line %q", first)
+	return text
 }
 
 // TestREADMECaddyfiles checks every Caddyfile of the documentation
