@@ -41,6 +41,7 @@ func socketPair() (ours, theirs *os.File, err error) {
 type group struct {
 	pgid    int
 	watcher *watcher // nil where the parent-death signal is used
+	release func()   // ends the thread that started the command (startIdle)
 }
 
 // startGroup starts cmd in a session and process group of its own, so with
@@ -70,7 +71,8 @@ func startGroup(cmd *exec.Cmd) (*group, error) {
 	}
 	cmd.Cancel = func() error { return killGroup(cmd.Process.Pid) }
 	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
+	var err error
+	if g.release, err = startIdle(cmd.Start); err != nil {
 		g.watcher.stop()
 		return nil, err
 	}
@@ -78,6 +80,7 @@ func startGroup(cmd *exec.Cmd) (*group, error) {
 	if err := g.watcher.watch(g.pgid); err != nil {
 		killGroup(g.pgid)
 		cmd.Wait()
+		g.release()
 		g.watcher.stop()
 		return nil, err
 	}
@@ -86,9 +89,11 @@ func startGroup(cmd *exec.Cmd) (*group, error) {
 	return g, nil
 }
 
-// end kills what is left of the group, then its watcher.
+// end kills what is left of the group, then its watcher, and ends the
+// thread that started it.
 func (g *group) end() {
 	killGroup(g.pgid)
+	g.release()
 	g.watcher.stop()
 }
 

@@ -1,9 +1,8 @@
 package deployer
 
 import (
-	"bytes"
-	"os"
-	"strconv"
+	"runtime"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -17,74 +16,48 @@ const (
 	ioprioIdle       = ioprioClassIdle << ioprioClassShift
 )
 
-// yieldToServing puts the leader of a command's group, just started, where
-// the scheduler gives it only what serving leaves: the SCHED_IDLE class
-// for its CPU and the idle class for its disk I/O. Whatever it starts from
-// then on (git's own children, a build's compilers) inherits both at fork.
-// It runs as soon as exec.Cmd.Start returns, which is once the child has
-// been executed. A class cannot be set in the child between fork and exec
-// through os/exec (and forking from a thread of the idle class would tie
-// the parent-death signal to that thread's life), so a process that the
-// leader forked before its class was set would keep the normal one: after
-// the leader, every other member of its process group is moved too (a
-// sweep of /proc, once). Only a process that left the group in those
-// microseconds (setsid) escapes, and it still has nice buildNice.
+// startIdle calls start, which starts a process (exec.Cmd.Start), on an
+// OS thread of its own that is in the SCHED_IDLE class, the idle I/O class
+// and at nice buildNice: a child gets all three from the thread that forks
+// it, so the command, and all it starts, runs where the scheduler gives it
+// only what serving leaves from its first instruction on (set on the child
+// after it started, a child that it forked at once would escape: bwrap
+// forks at once).
 //
-// The group also gets nice buildNice, as on other systems: what is left
-// where the kernel refuses SCHED_IDLE (a seccomp filter), or should a
-// build switch itself back to the normal class. The I/O class
-// is best effort (a kernel without an I/O scheduler that reads it ignores
-// it). Unprivileged processes may lower their own children so: no
-// capability is needed.
-func yieldToServing(pid int) {
-	syscall.Setpriority(syscall.PRIO_PGRP, pid, buildNice)
-	idle(pid)
-	for _, member := range groupMembers(pid) {
-		if member != pid {
-			idle(member)
-		}
+// The thread is kept, its goroutine parked, until release is called,
+// after the process ended: Linux sends the parent-death signal when the
+// thread that started a process ends, so the thread must live as long as
+// the process. Then the goroutine returns still locked to the thread, and
+// the runtime ends the thread with it: its class never reaches another
+// goroutine. Where the kernel refuses the class (a seccomp filter), the
+// command starts as it would have, and yieldToServing tries again.
+func startIdle(start func() error) (release func(), err error) {
+	errc := make(chan error, 1)
+	done := make(chan struct{})
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+		attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_IDLE, Nice: buildNice}
+		unix.SchedSetAttr(0, &attr, 0)
+		unix.Syscall(unix.SYS_IOPRIO_SET, ioprioWhoProcess, 0, ioprioIdle)
+		errc <- start()
+		<-done
+	}()
+	if err := <-errc; err != nil {
+		close(done)
+		return nil, err
 	}
+	var once sync.Once
+	return func() { once.Do(func() { close(done) }) }, nil
 }
 
-// idle puts the process pid (its main thread) in the SCHED_IDLE class and
-// the idle I/O class.
-func idle(pid int) {
+// yieldToServing puts the leader of a command's group, just started, in
+// the SCHED_IDLE class and the idle I/O class, and its group at nice
+// buildNice: startIdle started it so already, and this is for where the
+// thread could not be set so (what the leader forked before it has the
+// normal class then).
+func yieldToServing(pid int) {
+	syscall.Setpriority(syscall.PRIO_PGRP, pid, buildNice)
 	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_IDLE, Nice: buildNice}
 	unix.SchedSetAttr(pid, &attr, 0)
 	unix.Syscall(unix.SYS_IOPRIO_SET, ioprioWhoProcess, uintptr(pid), ioprioIdle)
-}
-
-// groupMembers lists the processes of the process group pgid, as /proc
-// shows them now (nil when /proc cannot be read).
-func groupMembers(pgid int) []int {
-	d, err := os.Open("/proc")
-	if err != nil {
-		return nil
-	}
-	defer d.Close()
-	names, _ := d.Readdirnames(-1)
-	var members []int
-	for _, name := range names {
-		pid, err := strconv.Atoi(name)
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile("/proc/" + name + "/stat")
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid pgrp ...: comm may hold spaces and
-		// parentheses, so the fields are read after its last ')'.
-		i := bytes.LastIndexByte(stat, ')')
-		if i < 0 {
-			continue
-		}
-		f := bytes.Fields(stat[i+1:])
-		if len(f) >= 3 {
-			if g, err := strconv.Atoi(string(f[2])); err == nil && g == pgid {
-				members = append(members, pid)
-			}
-		}
-	}
-	return members
 }

@@ -58,11 +58,7 @@ func TestDeployProcessesRunAtIdleClass(t *testing.T) {
 		r := newRemote(t)
 		tip := r.commit(map[string]string{"index.html": "hello"})
 		tg := start(t, Config{Remote: r.bare, Repo: "octocat/blog", Commands: [][]string{
-			// The children start once the leader surely has its class:
-			// one forked in the microseconds after exec, before the
-			// deployer moved the leader, is moved by the sweep of the
-			// group, unless it already ended (yieldToServing's comment).
-			{"sh", "-c", `sleep 0.2; cat /proc/self/sched > sched.txt; ionice > ionice.txt; nice > nice.txt`},
+			{"sh", "-c", `cat /proc/self/sched > sched.txt; ionice > ionice.txt; nice > nice.txt`},
 		}})
 		tg.waitLive(tip)
 		if got := schedPolicy(t, readCurrent(t, tg.path, "sched.txt")); got != "5" {
