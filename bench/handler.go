@@ -12,7 +12,8 @@ var benchLine = regexp.MustCompile(`(?m)^BenchmarkDelivery/(\S+?)(?:-\d+)?\s+\d+
 
 // handlerBench runs BenchmarkDelivery of ./caddywebhook: the handler
 // answering a signed push for another branch, against go-github's
-// ValidatePayload plus ParseWebHook on the same bytes. The benchmark checks
+// ValidatePayload plus ParseWebHook on the same bytes (the other forges'
+// figures, beside them, are shown as they are). The benchmark checks
 // every answer itself; the short run only runs it once, as a check.
 func (r *run) handlerBench() error {
 	args := []string{"test", "-run", "^$", "-bench", "^BenchmarkDelivery$", "-benchmem", "-count", "1"}
@@ -35,10 +36,13 @@ func (r *run) handlerBench() error {
 		allocs[m[1]], _ = strconv.ParseFloat(m[3], 64)
 		r.rep.info("Delivery/"+m[1], fmt.Sprintf("%.0f ns/op, %.0f allocs/op", ns[m[1]], allocs[m[1]]))
 	}
-	if len(ns) != 2 {
+	h, g := "handler", "go-github"
+	if _, ok := ns[h]; !ok {
 		return fmt.Errorf("want the results of Delivery/handler and Delivery/go-github in:\n%s", out)
 	}
-	h, g := "handler", "go-github"
+	if _, ok := ns[g]; !ok {
+		return fmt.Errorf("want the results of Delivery/handler and Delivery/go-github in:\n%s", out)
+	}
 	r.rep.perf("handler vs go-github", fmt.Sprintf("%.2f× the time, %.2f× the allocs", ns[h]/ns[g], allocs[h]/max(allocs[g], 1)),
 		"time ≤ 1×, fewer allocs", ns[h] <= ns[g] && allocs[h] < allocs[g])
 	return nil
