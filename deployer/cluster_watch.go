@@ -115,6 +115,7 @@ func (d *Deployer) watchGroup() {
 		}
 	}
 	d.syncNodes(cl, gl)
+	d.watchPreviews(cfg)
 }
 
 // syncNodes writes this node's record when it changed (or is due), and
