@@ -64,7 +64,6 @@ func (g *sharedGroup) previewArchives(number int) []string {
 	return keys
 }
 
-
 // TestClusterPreviewsSharedByTheGroup: a pull request's preview, woken on
 // two nodes at once, is built once in the group and served by all three
 // nodes with the same bytes; a push is built once and replaces it on every
