@@ -64,6 +64,12 @@ func (g *sharedGroup) previewArchives(number int) []string {
 	return keys
 }
 
+// gated makes cfg's preview builds wait until the file gate exists (60 s
+// at most).
+func gated(cfg *Config, gate string) {
+	cfg.Commands = append([][]string{{"sh", "-c", `[ -z "$DEPLOY_PR" ] && exit 0; i=0; while [ ! -e "$1" ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done`, "sh", gate}}, cfg.Commands...)
+}
+
 // TestClusterPreviewsSharedByTheGroup: a pull request's preview, woken on
 // two nodes at once, is built once in the group and served by all three
 // nodes with the same bytes; a push is built once and replaces it on every
@@ -75,6 +81,12 @@ func TestClusterPreviewsSharedByTheGroup(t *testing.T) {
 	g := newGroup(t)
 	c1 := g.remote.commit(map[string]string{"index.html": "main"})
 	ca, cb, cc := g.previewNode("a"), g.previewNode("b"), g.previewNode("c")
+	// The first preview build waits until the other node woken for it
+	// waits for its lease.
+	gate := filepath.Join(t.TempDir(), "gate")
+	for _, cfg := range []*Config{&ca, &cb, &cc} {
+		gated(cfg, gate)
+	}
 	a, b, c := start(t, ca), start(t, cb), start(t, cc)
 	g.waitServing(c1, a, b, c)
 	host := "pr-7.preview.test"
@@ -84,6 +96,13 @@ func TestClusterPreviewsSharedByTheGroup(t *testing.T) {
 		if ans := n.PullRequest(PullRequest{Number: 7, Action: "opened", Head: head}); !ans.Queued {
 			t.Fatalf("opened: %+v", ans)
 		}
+	}
+	waitFor(t, "a node waiting for the other's build of the preview", func() bool {
+		const waiting = "another node builds this preview for the group; waiting for it"
+		return a.logs.FilterMessage(waiting).Len()+b.logs.FilterMessage(waiting).Len() > 0
+	})
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
 	}
 	stamp1 := g.waitPreviewEverywhere(7, head, a, b, c)
 	if n := g.buildsOf(head); n != 1 {
@@ -152,8 +171,8 @@ func TestClusterPreviewClosedBeforeShared(t *testing.T) {
 	c1 := g.remote.commit(map[string]string{"index.html": "main"})
 	gate := filepath.Join(t.TempDir(), "gate")
 	ca, cb := g.previewNode("a"), g.previewNode("b")
-	// a's preview builds wait for the gate (60 s at most).
-	ca.Commands = append([][]string{{"sh", "-c", `[ -z "$DEPLOY_PR" ] && exit 0; i=0; while [ ! -e "$1" ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done`, "sh", gate}}, ca.Commands...)
+	// a's preview builds wait for the gate.
+	gated(&ca, gate)
 	a, b := start(t, ca), start(t, cb)
 	g.waitServing(c1, a, b)
 	head := g.remote.PullRequest(3, "pr", map[string]string{"index.html": "pr 3"})
