@@ -71,6 +71,22 @@ func (c *Cluster) preview(number int) *Cluster {
 	return &s
 }
 
+// valid reports whether e, read from storage, names a preview of pc and a
+// release that can be unpacked into its folder (release names become
+// paths; archiveParts checks the archive's keys).
+func (e *groupPreview) valid(pc *Previews) error {
+	if e.Number <= 0 || e.Release == nil {
+		return fmt.Errorf("preview %d: no number or no release", e.Number)
+	}
+	if host := previewHost(pc, e.Number); e.Host != host {
+		return fmt.Errorf("preview %d: host %q is not %q, the host this node's template makes", e.Number, e.Host, host)
+	}
+	if !validReleaseName(e.Release.Release) || !strings.HasPrefix(e.Release.Digest, "sha256:") {
+		return fmt.Errorf("preview %d: release %q or digest %q is not valid", e.Number, e.Release.Release, e.Release.Digest)
+	}
+	return nil
+}
+
 // find returns number's entry, or nil.
 func (x *previewIndex) find(number int) *groupPreview {
 	for i := range x.Previews {
@@ -156,12 +172,11 @@ func (d *Deployer) syncGroupPreviews() {
 	}
 	retry := false
 	for _, e := range x.Previews {
-		if e.Removed || e.Release == nil || e.Number <= 0 || d.ctx.Err() != nil {
+		if e.Removed || d.ctx.Err() != nil {
 			continue
 		}
-		if host := previewHost(pc, e.Number); e.Host != host {
-			d.log().Warn("the group's record of a preview names another host than this node's template makes; not followed",
-				zap.Int("number", e.Number), zap.String("host", e.Host), zap.String("want", host))
+		if err := e.valid(pc); err != nil {
+			d.log().Warn("not following the group's record of a preview", zap.Int("number", e.Number), zap.Error(err))
 			continue
 		}
 		var se *storageError
@@ -290,7 +305,7 @@ func (d *Deployer) groupPreviewLive(ctx context.Context, cfg Config, p *preview,
 		return false, err
 	}
 	e := x.find(p.rec.Number)
-	if e == nil || e.Removed || e.Release == nil || e.Release.Commit != head || e.Host != p.rec.Host {
+	if e == nil || e.Removed || e.valid(cfg.Previews) != nil || e.Release.Commit != head || e.Host != p.rec.Host {
 		return false, nil
 	}
 	if liveRelease(p.child.path) == e.Release.Release {

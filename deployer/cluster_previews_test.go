@@ -2,6 +2,7 @@ package deployer
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io/fs"
 	"os"
@@ -265,6 +266,41 @@ func TestClusterPreviewsIdleReads(t *testing.T) {
 		}
 		if on && (previews < dt-1 || previews > dt+1) {
 			t.Errorf("previews on: the previews' record was read %d times in %d ticks, want one a tick", previews, dt)
+		}
+	}
+}
+
+// TestClusterPreviewRecordChecked: the group's record of previews is data
+// from storage: a release name that would leave the preview's folder, or a
+// host this node's template does not make, is not followed.
+func TestClusterPreviewRecordChecked(t *testing.T) {
+	g := newGroup(t)
+	c1 := g.remote.commit(map[string]string{"index.html": "main"})
+	ca := g.previewNode("a")
+	a := start(t, ca)
+	g.waitServing(c1, a)
+	x := previewIndex{Version: recordVersion, Previews: []groupPreview{
+		{Number: 5, Host: "pr-5.preview.test", Release: &liveRecord{Release: "..", Commit: c1, Digest: "sha256:00",
+			Archive: "github_webhook/clusters/blog/previews/5/archives/...tar.zst"}},
+		{Number: 6, Host: "evil.example", Release: &liveRecord{Release: "r6", Commit: c1, Digest: "sha256:00",
+			Archive: "github_webhook/clusters/blog/previews/6/archives/r6.tar.zst"}},
+	}}
+	b, err := json.Marshal(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.storage.Store(context.Background(), "github_webhook/clusters/blog/previews-live", b); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both records refused", func() bool {
+		return a.logs.FilterMessage("not following the group's record of a preview").Len() >= 2
+	})
+	if a.previewOf(5) != nil || a.previewOf(6) != nil || a.PreviewHost("evil.example") {
+		t.Error("a refused record made a preview")
+	}
+	for _, name := range []string{"pr-5.preview.test", "evil.example"} {
+		if _, err := os.Stat(filepath.Join(ca.Path, previewsName, name)); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("a folder for a refused record: %s (%v)", name, err)
 		}
 	}
 }
