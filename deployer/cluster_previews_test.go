@@ -11,6 +11,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/caddyserver/certmagic"
 )
 
 // previewNode is the config of node id of g with previews on.
@@ -302,5 +305,66 @@ func TestClusterPreviewRecordChecked(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(ca.Path, previewsName, name)); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("a folder for a refused record: %s (%v)", name, err)
 		}
+	}
+}
+
+// BenchmarkClusterWatchPreviews is BenchmarkClusterWatch for a node of a
+// converged group of three, with previews off and on (with one preview
+// shared): the storage calls of one watch, what a node makes every 2 s at
+// idle.
+//
+//	go test -run '^$' -bench ClusterWatchPreviews -benchtime 300x ./deployer
+func BenchmarkClusterWatchPreviews(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		b.Run("previews="+strconv.FormatBool(on), func(b *testing.B) {
+			g := &sharedGroup{t: nil, dir: filepath.Join(b.TempDir(), "storage"), remote: newRemote(b)}
+			g.storage = &certmagic.FileStorage{Path: g.dir}
+			tip := g.remote.commit(map[string]string{"index.html": "v1"})
+			var nodes []*target
+			var counted *countingStorage
+			for _, id := range []string{"a", "b", "c"} {
+				var s Storage = g.storage
+				if id == "a" {
+					counted = &countingStorage{Storage: s}
+					s = counted
+				}
+				cfg := Config{Path: filepath.Join(b.TempDir(), id), Remote: g.remote.bare, Branch: "main",
+					Cluster: &Cluster{Name: "blog", Node: id, Storage: s, Poll: time.Hour}}
+				if on {
+					cfg.Previews = &Previews{Host: "pr-{number}.preview.test"}
+				}
+				nodes = append(nodes, start(b, cfg))
+			}
+			for _, n := range nodes {
+				n.waitLive(tip)
+			}
+			a := nodes[0]
+			if on {
+				head := g.remote.PullRequest(7, "pr", map[string]string{"index.html": "pr 7"})
+				nodes[1].PullRequest(PullRequest{Number: 7, Action: "opened", Head: head})
+				nodes[1].waitPreview(7, PreviewLive, head)
+				waitFor(b, "a follows the preview", func() bool {
+					a.watchGroup()
+					p := a.previewOf(7)
+					return p != nil && p.Live == head
+				})
+			}
+			waitFor(b, "a sees the group converged", func() bool {
+				a.watchGroup()
+				cs := a.Status().Cluster
+				return cs.Converged && len(cs.Nodes) == 3
+			})
+			counted.loads.Store(0)
+			counted.lists.Store(0)
+			counted.stores.Store(0)
+			b.ResetTimer()
+			for b.Loop() {
+				a.watchGroup()
+			}
+			n := float64(b.N)
+			b.ReportMetric(float64(counted.loads.Load())/n, "loads/watch")
+			b.ReportMetric(float64(counted.lists.Load())/n, "lists/watch")
+			b.ReportMetric(float64(counted.stores.Load())/n, "stores/watch")
+		})
 	}
 }
