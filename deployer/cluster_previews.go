@@ -251,7 +251,9 @@ func (d *Deployer) followPreview(cfg Config, e groupPreview) error {
 // its current; p.busy is held.
 func (d *Deployer) followPreviewRelease(ctx context.Context, cfg Config, p *preview, e groupPreview) error {
 	start := d.now()
+	d.mu.Lock()
 	rec := p.rec
+	d.mu.Unlock()
 	pcfg := previewConfig(cfg, rec, rec.Number)
 	child := p.child
 	child.mu.Lock()

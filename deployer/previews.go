@@ -363,6 +363,9 @@ func (d *Deployer) removePreview(number int, group bool) error {
 		g.run(context.WithoutCancel(d.ctx), g.cacheDir, "update-ref", "-d", previewRef(number))
 		d.fetchMu.Unlock()
 		d.log().Info("removed a preview", zap.Int("number", number), zap.String("host", p.rec.Host))
+		if !group {
+			return // the node that removed it from the group tells the forge
+		}
 		d.notifyPreview(cfg, PreviewEvent{Kind: PreviewRemoved, Number: number, Host: p.rec.Host, URL: previewURL(p.rec.Host)})
 	}
 	if inline {
