@@ -368,3 +368,33 @@ func BenchmarkClusterWatchPreviews(b *testing.B) {
 		})
 	}
 }
+
+// TestClusterPreviewRemovedWhileDown: a node that was down while a preview
+// was removed, and whose tombstone is gone since, removes at its start the
+// preview it had from the group, since the group no longer lists it.
+func TestClusterPreviewRemovedWhileDown(t *testing.T) {
+	g := newGroup(t)
+	c1 := g.remote.commit(map[string]string{"index.html": "main"})
+	ca, cb := g.previewNode("a"), g.previewNode("b")
+	a, b := start(t, ca), start(t, cb)
+	g.waitServing(c1, a, b)
+	head := g.remote.PullRequest(2, "pr", map[string]string{"index.html": "pr 2"})
+	a.PullRequest(PullRequest{Number: 2, Action: "opened", Head: head})
+	g.waitPreviewEverywhere(2, head, a, b)
+	b.close()
+	a.PullRequest(PullRequest{Number: 2, Action: "closed"})
+	waitFor(t, "a's preview removed", func() bool { return a.previewOf(2) == nil })
+	// A day later, the tombstone is gone.
+	a.close()
+	if err := g.storage.Store(context.Background(), "github_webhook/clusters/blog/previews-live", []byte(`{"version":1,"previews":[]}`)); err != nil {
+		t.Fatal(err)
+	}
+	if got := previewFile(t, cb.Path, "pr-2.preview.test", "index.html"); got != "pr 2" {
+		t.Fatalf("b's folder before its start serves %q", got)
+	}
+	b2 := start(t, cb)
+	waitFor(t, "b's preview removed at its start", func() bool {
+		_, err := os.Stat(filepath.Join(cb.Path, previewsName, "pr-2.preview.test"))
+		return b2.previewOf(2) == nil && errors.Is(err, fs.ErrNotExist)
+	})
+}
