@@ -115,13 +115,13 @@ func (d *Deployer) watchGroup() {
 		}
 	}
 	d.syncNodes(cl, gl)
-	d.watchPreviews(cfg)
 }
 
 // syncNodes writes this node's record when it changed (or is due), and
 // reads every node's record when the group has not converged, or every
 // nodesEveryTicks reads.
 func (d *Deployer) syncNodes(cl *Cluster, gl *liveRecord) {
+	defer d.watchPreviews(d.config()) // with previews: one read of the group's previews
 	ctx, cancel := context.WithTimeout(d.ctx, storageTimeout)
 	defer cancel()
 	self := d.selfRecord(cl)
