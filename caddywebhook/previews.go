@@ -145,9 +145,6 @@ func (h *Handler) provisionPreviews(ctx caddy.Context, token string) error {
 	if h.Previews.Host == "" {
 		return errors.New("previews: a host template is required")
 	}
-	if h.Cluster != "" {
-		h.logger.Warn("previews are built and served by the node that gets the delivery only: they are not shared through the cluster; point the previews' domain at one node")
-	}
 	if h.forgeKind() != forgeGitHub {
 		h.logger.Info("previews on " + h.forgeKind() + ": nothing is reported on the forge, and a preview whose closed delivery never came stays until its ttl")
 		return nil

@@ -140,6 +140,7 @@ func (d *Deployer) followGroup(cfg Config, gl *liveRecord) (followed bool) {
 // reads every node's record when the group has not converged, or every
 // nodesEveryTicks reads.
 func (d *Deployer) syncNodes(cl *Cluster, gl *liveRecord) {
+	defer d.watchPreviews(d.config()) // with previews: one read of the group's previews
 	ctx, cancel := context.WithTimeout(d.ctx, storageTimeout)
 	defer cancel()
 	self := d.selfRecord(cl)

@@ -153,6 +153,9 @@ type previewRecord struct {
 	State    string    `json:"state"`
 	Error    string    `json:"error,omitempty"`
 	Updated  time.Time `json:"updated"`
+	// Group: the group's record of previews lists this one (see
+	// cluster_previews.go); once it no longer does, it is removed here.
+	Group bool `json:"group,omitempty"`
 }
 
 // preview is one preview in memory.
@@ -178,6 +181,10 @@ type previewSet struct {
 	stopped bool // the worker no longer waits for removals: RemovePreview removes inline
 	done    chan struct{}
 	loaded  chan struct{} // closed once the previews on disk are known
+	// groupRaw is the group's record of previews as last read (nil: read
+	// again); groupNew: the worker has not followed it yet.
+	groupRaw []byte
+	groupNew bool
 }
 
 // previewsDir is Path/previews.
@@ -243,6 +250,9 @@ func (d *Deployer) PullRequest(pr PullRequest) PreviewAnswer {
 	switch pr.Action {
 	case "closed":
 		if err := d.RemovePreview(pr.Number); err != nil {
+			if d.unshareUnknown(cfg, pr.Number) {
+				return PreviewAnswer{Queued: true, Reason: "removing the preview from the group"}
+			}
 			return PreviewAnswer{Reason: "no preview to remove"}
 		}
 		return PreviewAnswer{Queued: true, Reason: "removing the preview"}
@@ -305,7 +315,11 @@ func (d *Deployer) wakePreviews() {
 // RemovePreview removes number's preview: it stops serving at once (its
 // current goes), a build of it stops, and its folder goes in the
 // background. ErrUnknownPreview when there is none.
-func (d *Deployer) RemovePreview(number int) error {
+func (d *Deployer) RemovePreview(number int) error { return d.removePreview(number, true) }
+
+// removePreview is RemovePreview; group: in the group too (not when the
+// group removed it).
+func (d *Deployer) removePreview(number int, group bool) error {
 	d.mu.Lock()
 	p := d.previews.byNumber[number]
 	if p == nil {
@@ -341,11 +355,17 @@ func (d *Deployer) RemovePreview(number int) error {
 			d.log().Error("removing a preview", zap.Int("number", number), zap.Error(err))
 		}
 		cfg := d.config()
+		if group && cfg.Cluster != nil && cfg.Previews != nil {
+			d.unsharePreview(cfg.Cluster, number, p.rec.Host)
+		}
 		g := d.git(cfg)
 		d.fetchMu.Lock()
 		g.run(context.WithoutCancel(d.ctx), g.cacheDir, "update-ref", "-d", previewRef(number))
 		d.fetchMu.Unlock()
 		d.log().Info("removed a preview", zap.Int("number", number), zap.String("host", p.rec.Host))
+		if !group {
+			return // the node that removed it from the group tells the forge
+		}
 		d.notifyPreview(cfg, PreviewEvent{Kind: PreviewRemoved, Number: number, Host: p.rec.Host, URL: previewURL(p.rec.Host)})
 	}
 	if inline {
@@ -547,6 +567,7 @@ func (d *Deployer) previewLoop(recovered <-chan struct{}) {
 			continue
 		case <-d.previews.wake:
 		}
+		d.guardPreview("following the group's previews", 0, d.syncGroupPreviews)
 		for d.ctx.Err() == nil {
 			if !d.siteIdle() {
 				// Production first: look again soon.
@@ -702,13 +723,8 @@ func (d *Deployer) buildPreview(p *preview) {
 		d.previews.running, d.previews.cancel = 0, nil
 		d.mu.Unlock()
 	}()
-	if p.child == nil {
-		p.child = d.previewTarget(rec.Host)
-		if err := os.MkdirAll(filepath.Join(p.child.path, releasesName), 0o755); err != nil {
-			d.setPreview(p, func(r *previewRecord) { r.State, r.Error = PreviewError, err.Error() })
-			return
-		}
-		p.child.recoverFolder(false)
+	if err := d.previewChild(p); err != nil {
+		return
 	}
 	n := rec.Number
 	url := previewURL(rec.Host)
@@ -753,7 +769,30 @@ func (d *Deployer) buildPreview(p *preview) {
 		d.notifyPreview(cfg, PreviewEvent{Kind: PreviewWaitingLabel, Number: n, Host: rec.Host, URL: url, Commit: head})
 		return
 	}
-	if head == rec.Live && liveRelease(p.child.path) != "" {
+	var store func(name, pub string) error
+	var shared *liveRecord
+	if cfg.Cluster != nil {
+		// One build of head in the group: the node that holds the
+		// preview's lease builds it, the others follow.
+		release, done, err := d.claimPreview(ctx, cfg, p, head)
+		if d.requeueIfYielded(p) || ctx.Err() != nil && d.ctx.Err() != nil || done {
+			return
+		}
+		if err != nil {
+			d.log().Warn("a preview's group", zap.Int("number", n), zap.Error(err))
+			d.setPreview(p, func(r *previewRecord) { r.Head, r.State, r.Error = head, PreviewError, "the group: "+err.Error() })
+			d.notifyPreview(cfg, PreviewEvent{Kind: PreviewFailed, Number: n, Host: rec.Host, URL: url, Commit: head, Err: err})
+			return
+		}
+		defer release()
+		store = func(name, pub string) (err error) {
+			scfg := cfg
+			scfg.Cluster = cfg.Cluster.preview(n)
+			shared, err = d.storeArchive(ctx, scfg, head, name, pub, "")
+			return err
+		}
+	}
+	if cfg.Cluster == nil && head == rec.Live && liveRelease(p.child.path) != "" {
 		d.setPreview(p, func(r *previewRecord) { r.Head, r.State, r.Error = head, PreviewLive, "" })
 		return
 	}
@@ -772,7 +811,7 @@ func (d *Deployer) buildPreview(p *preview) {
 	d.log().Info("building a preview", zap.Int("number", n), zap.String("commit", head), zap.String("release", name))
 	tail, err := child.build(ctx, bg, pcfg, branch, head, name)
 	if err == nil {
-		err = child.publish(pcfg, head, name, nil)
+		err = child.publish(pcfg, head, name, store)
 	}
 	if err != nil {
 		os.RemoveAll(filepath.Join(child.path, releasesName, name))
@@ -795,10 +834,17 @@ func (d *Deployer) buildPreview(p *preview) {
 		return
 	}
 	child.prune(pcfg)
+	shareErr := ""
+	if shared != nil {
+		if err := d.sharePreview(ctx, cfg.Cluster, p, shared); err != nil {
+			d.log().Warn("sharing a preview with the group; it is live on this node only", zap.Int("number", n), zap.Error(err))
+			shareErr = "not shared with the group: " + err.Error()
+		}
+	}
 	d.log().Info("preview live", zap.Int("number", n), zap.String("commit", head), zap.String("url", url),
 		zap.Duration("duration", d.now().Sub(start)))
 	d.setPreview(p, func(r *previewRecord) {
-		r.Live, r.State, r.Error, r.Updated = head, PreviewLive, "", d.now()
+		r.Live, r.State, r.Error, r.Updated = head, PreviewLive, shareErr, d.now()
 	})
 	d.notifyPreview(cfg, PreviewEvent{Kind: PreviewSucceeded, Number: n, Host: rec.Host, URL: url, Commit: head})
 }
