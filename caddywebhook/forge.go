@@ -123,6 +123,9 @@ func (h *Handler) validateForge() error {
 		if err := forgePreviewsError(kind); err != nil {
 			return err
 		}
+		if h.Previews.ForksLabel != "" && kind != forgeGitHub {
+			return fmt.Errorf("previews: forks label works on GitHub only: forge %s's deliveries do not say which commit was labelled", kind)
+		}
 	}
 	if h.App != nil && kind != forgeGitHub {
 		return fmt.Errorf("app is a GitHub App's credentials: forge %s takes a token", kind)

@@ -93,6 +93,8 @@ func TestValidateForge(t *testing.T) {
 		{name: "api_url over http with a token", h: Handler{APIURL: "http://ghe.example.com/api/v3", Token: "t"}, err: "api_url"},
 		{name: "previews on bitbucket", h: Handler{Forge: "bitbucket", Previews: &Previews{Host: "pr-{number}.example.com"}}, err: "previews are not available with forge bitbucket"},
 		{name: "previews on gitlab", h: Handler{Forge: "gitlab", Previews: &Previews{Host: "pr-{number}.example.com"}}},
+		{name: "forks label on gitea", h: Handler{Forge: "gitea", ForgeURL: "https://git.example.com",
+			Previews: &Previews{Host: "pr-{number}.example.com", ForksLabel: "preview"}}, err: "forks label works on GitHub only"},
 		{name: "app on github", h: Handler{App: &GitHubApp{}}},
 		{name: "app on gitlab", h: Handler{Forge: "gitlab", App: &GitHubApp{}}, err: "forge gitlab takes a token"},
 		{name: "api_url over http to loopback with a token", h: Handler{APIURL: "http://127.0.0.1:8080/api/v3", Token: "t"}},

@@ -117,7 +117,11 @@ func (h *Handler) previewsConfig() *deployer.Previews {
 	if p == nil {
 		return nil
 	}
-	return &deployer.Previews{Host: p.Host, Max: p.Max, TTL: time.Duration(p.TTL), ForksLabel: p.ForksLabel}
+	dp := &deployer.Previews{Host: p.Host, Max: p.Max, TTL: time.Duration(p.TTL), ForksLabel: p.ForksLabel}
+	if h.forgeKind() == forgeGitLab {
+		dp.Refs = "refs/merge-requests" // GitLab keeps a merge request's head there
+	}
+	return dp
 }
 
 // siteURL is the site's address, DEPLOY_URL of its builds: the URL of

@@ -50,6 +50,10 @@ type Previews struct {
 	// TTL removes a preview that was not updated (opened, pushed to,
 	// built) for this long. Zero means DefaultPreviewTTL.
 	TTL time.Duration
+	// Refs is where the remote keeps pull requests' heads, as
+	// Refs/<number>/head. Empty means refs/pull (GitHub, Gitea, Forgejo);
+	// GitLab keeps merge requests' heads in refs/merge-requests.
+	Refs string
 	// ForksLabel, when set, lets pull requests from forks have a preview,
 	// built only for the head commit that was labelled with it (see
 	// PullRequest). Empty: forks get no preview. Needs Config.Sandbox.
@@ -209,8 +213,21 @@ func (p *Previews) ttl() time.Duration {
 	return p.TTL
 }
 
+// headRef is the remote's ref of pull request number's head.
+func (p *Previews) headRef(number int) string {
+	refs := p.Refs
+	if refs == "" {
+		refs = "refs/pull"
+	}
+	return refs + "/" + strconv.Itoa(number) + "/head"
+}
+
 // validate checks p for Config.Validate.
 func (p *Previews) validate(c Config) error {
+	if r := p.Refs; r != "" && (!strings.HasPrefix(r, "refs/") || strings.HasSuffix(r, "/") ||
+		strings.Contains(r, "..") || strings.Contains(r, "//") || strings.ContainsAny(r, " \t\n:^~?*[\\")) {
+		return fmt.Errorf("previews: refs %q is not a ref namespace such as refs/pull", r)
+	}
 	if !strings.Contains(p.Host, "{number}") {
 		return fmt.Errorf("previews: host %q must hold {number}", p.Host)
 	}
@@ -738,7 +755,7 @@ func (d *Deployer) buildPreview(p *preview) {
 	if err == nil {
 		args := []string{"fetch", "--quiet", "--no-write-fetch-head", "--force", "--no-auto-maintenance", "--no-tags"}
 		args = append(args, depthArgs(cfg.Depth)...)
-		args = append(args, "--", g.remote, "+refs/pull/"+strconv.Itoa(n)+"/head:"+previewRef(n))
+		args = append(args, "--", g.remote, "+"+cfg.Previews.headRef(n)+":"+previewRef(n))
 		_, err = g.runRemote(ctx, g.cacheDir, args...)
 	}
 	var head string

@@ -319,3 +319,35 @@ func TestPreviewLinksSiteRelease(t *testing.T) {
 		t.Errorf("the site serves %q", got)
 	}
 }
+
+// TestPreviewRefs: a preview is fetched from the remote's namespace of
+// pull requests' heads: GitLab keeps a merge request's head in
+// refs/merge-requests/<iid>/head, not refs/pull; a namespace that is not
+// one is refused.
+func TestPreviewRefs(t *testing.T) {
+	r := newRemote(t)
+	main := r.commit(map[string]string{"index.html": "main"})
+	head := r.PullRequest(3, "mr", map[string]string{"index.html": "merge request 3"})
+	// The head as GitLab keeps it, and nothing at refs/pull/3/head.
+	r.Git("push", "--quiet", "origin", head+":refs/merge-requests/3/head", ":refs/pull/3/head")
+
+	cfg := previewConfigFor(r, filepath.Join(t.TempDir(), "site"))
+	cfg.Previews.Refs = "refs/merge-requests"
+	tg := start(t, cfg)
+	tg.waitLive(main)
+	if a := tg.PullRequest(PullRequest{Number: 3, Action: "opened", Head: head}); !a.Queued {
+		t.Fatalf("opened: %+v", a)
+	}
+	p := tg.waitPreview(3, PreviewLive, head)
+	if got := previewFile(t, cfg.Path, p.Host, "index.html"); got != "merge request 3" {
+		t.Errorf("preview serves %q", got)
+	}
+
+	for _, refs := range []string{"pull", "refs/pull/", "refs/../x", "refs/a b", "refs/x:y"} {
+		bad := previewConfigFor(r, filepath.Join(t.TempDir(), "site"))
+		bad.Previews.Refs = refs
+		if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "is not a ref namespace") {
+			t.Errorf("refs %q: error %v", refs, err)
+		}
+	}
+}
