@@ -83,8 +83,9 @@ type Handler struct {
 	// Caddy's (without the variables secret and token read), plus env, plus
 	// DEPLOY_COMMIT, DEPLOY_BRANCH, DEPLOY_REPO and DEPLOY_RELEASE, and
 	// DEPLOY_URL: the URL of deployments when it names one (a preview's
-	// builds: the preview's, and DEPLOY_PR its number). They run
-	// at nice 10. Default: none, the checkout itself is the site.
+	// builds: the preview's, and DEPLOY_PR its number). They run in
+	// the idle scheduling and I/O classes at nice 10 on Linux, at nice 10
+	// elsewhere. Default: none, the checkout itself is the site.
 	Command [][]string `json:"command,omitempty"`
 
 	// The part of the release that goes live, such as "public", "_site" or

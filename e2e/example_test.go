@@ -206,7 +206,7 @@ func TestBuiltModules(t *testing.T) {
 	if err != nil {
 		t.Fatalf("caddy list-modules: %v\n%s", err, stderr)
 	}
-	for _, id := range []string{"http.handlers.github_webhook", "http.handlers.github_webhook_status", "admin.api.github_webhook"} {
+	for _, id := range []string{"http.handlers.github_webhook", "http.handlers.github_webhook_status", "admin.api.github_webhook", "tls.permission.github_webhook"} {
 		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(id) + `$`).MatchString(out) {
 			t.Errorf("caddy list-modules does not list %s", id)
 		}
