@@ -235,6 +235,20 @@ func (c *cli) deploys() ([]cliTarget, error) {
 	return list, nil
 }
 
+// target reads the targets from the admin API and returns the one named
+// by path; when it cannot (the API failed, or no target has that path), it
+// has said why and code is the exit status to end with.
+func (c *cli) target(path string) (t cliTarget, code int, ok bool) {
+	list, err := c.deploys()
+	if err != nil {
+		return cliTarget{}, c.fail(err), false
+	}
+	if t, ok = c.find(list, path); !ok {
+		return cliTarget{}, exitTrouble, false
+	}
+	return t, 0, true
+}
+
 // find returns the target of path, compared as the admin API compares it
 // (absolute, from the working folder), or prints what exists and returns
 // false.
@@ -390,13 +404,9 @@ func deployCommand() *cobra.Command {
 			c.errorf("want one path, the target's; usage: caddy github-webhook deploy <path> [--wait]")
 			return exitTrouble
 		}
-		list, err := c.deploys()
-		if err != nil {
-			return c.fail(err)
-		}
-		t, ok := c.find(list, args[0])
+		t, code, ok := c.target(args[0])
 		if !ok {
-			return exitTrouble
+			return code
 		}
 		var before uint64
 		if t.Checked != nil {
@@ -426,13 +436,9 @@ func deployCommand() *cobra.Command {
 func (c *cli) waitDeploy(path string, before uint64) int {
 	for {
 		time.Sleep(250 * time.Millisecond)
-		list, err := c.deploys()
-		if err != nil {
-			return c.fail(err)
-		}
-		t, ok := c.find(list, path)
+		t, code, ok := c.target(path)
 		if !ok {
-			return exitTrouble
+			return code
 		}
 		if t.Checked == nil || t.Checked.Count <= before || t.Running != nil {
 			continue
@@ -474,13 +480,9 @@ func rollbackCommand() *cobra.Command {
 				c.errorf("want a path and, optionally, a release; usage: caddy github-webhook rollback <path> [<release>]")
 				return exitTrouble
 			}
-			list, err := c.deploys()
-			if err != nil {
-				return c.fail(err)
-			}
-			t, ok := c.find(list, args[0])
+			t, code, ok := c.target(args[0])
 			if !ok {
-				return exitTrouble
+				return code
 			}
 			req := map[string]string{"path": t.Path}
 			if len(args) == 2 {
@@ -525,13 +527,9 @@ func logsCommand() *cobra.Command {
 			c.errorf("want a path and, optionally, a release; usage: caddy github-webhook logs [-f] <path> [<release>]")
 			return exitTrouble
 		}
-		list, err := c.deploys()
-		if err != nil {
-			return c.fail(err)
-		}
-		t, ok := c.find(list, args[0])
+		t, code, ok := c.target(args[0])
 		if !ok {
-			return exitTrouble
+			return code
 		}
 		q := url.Values{"path": {t.Path}}
 		if len(args) == 2 {
@@ -568,13 +566,9 @@ func previewsCommand() *cobra.Command {
 				c.errorf("want one path; usage: caddy github-webhook previews <path>, or previews rm <path> <number>")
 				return exitTrouble
 			}
-			list, err := c.deploys()
-			if err != nil {
-				return c.fail(err)
-			}
-			t, ok := c.find(list, args[0])
+			t, code, ok := c.target(args[0])
 			if !ok {
-				return exitTrouble
+				return code
 			}
 			if c.json {
 				var obj struct {
