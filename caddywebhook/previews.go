@@ -119,7 +119,7 @@ func (h *Handler) previewsConfig() *deployer.Previews {
 	}
 	dp := &deployer.Previews{Host: p.Host, Max: p.Max, TTL: time.Duration(p.TTL), ForksLabel: p.ForksLabel}
 	if h.forgeKind() == forgeGitLab {
-		dp.Refs = "refs/merge-requests" // GitLab keeps a merge request's head there
+		dp.Refs = deployer.MergeRequestRefs
 	}
 	return dp
 }

@@ -329,3 +329,15 @@ func TestPreviewsForkThroughCaddy(t *testing.T) {
 		t.Fatalf("the labelled push serves %q", body)
 	}
 }
+
+// TestPreviewsRefsPerForge: a GitLab site's previews are fetched from
+// GitLab's merge requests' refs (the deployer's TestPreviewRefs fetches
+// from there); every other forge's from the default, pull requests' refs.
+func TestPreviewsRefsPerForge(t *testing.T) {
+	for forge, want := range map[string]string{"": "", "github": "", "gitea": "", "forgejo": "", "gitlab": deployer.MergeRequestRefs} {
+		h := Handler{Forge: forge, Previews: &Previews{Host: "pr-{number}.preview.test"}}
+		if got := h.previewsConfig().Refs; got != want {
+			t.Errorf("forge %q: previews fetched from %q, want %q", forge, got, want)
+		}
+	}
+}

@@ -51,8 +51,8 @@ type Previews struct {
 	// built) for this long. Zero means DefaultPreviewTTL.
 	TTL time.Duration
 	// Refs is where the remote keeps pull requests' heads, as
-	// Refs/<number>/head. Empty means refs/pull (GitHub, Gitea, Forgejo);
-	// GitLab keeps merge requests' heads in refs/merge-requests.
+	// Refs/<number>/head: PullRequestRefs (the default, for an empty
+	// Refs: GitHub, Gitea, Forgejo) or MergeRequestRefs (GitLab).
 	Refs string
 	// ForksLabel, when set, lets pull requests from forks have a preview,
 	// built only for the head commit that was labelled with it (see
@@ -213,11 +213,17 @@ func (p *Previews) ttl() time.Duration {
 	return p.TTL
 }
 
+// Where forges keep the heads of pull requests, for Previews.Refs.
+const (
+	PullRequestRefs  = "refs/pull"           // GitHub, Gitea, Forgejo
+	MergeRequestRefs = "refs/merge-requests" // GitLab
+)
+
 // headRef is the remote's ref of pull request number's head.
 func (p *Previews) headRef(number int) string {
 	refs := p.Refs
 	if refs == "" {
-		refs = "refs/pull"
+		refs = PullRequestRefs
 	}
 	return refs + "/" + strconv.Itoa(number) + "/head"
 }

@@ -332,7 +332,7 @@ func TestPreviewRefs(t *testing.T) {
 	r.Git("push", "--quiet", "origin", head+":refs/merge-requests/3/head", ":refs/pull/3/head")
 
 	cfg := previewConfigFor(r, filepath.Join(t.TempDir(), "site"))
-	cfg.Previews.Refs = "refs/merge-requests"
+	cfg.Previews.Refs = MergeRequestRefs
 	tg := start(t, cfg)
 	tg.waitLive(main)
 	if a := tg.PullRequest(PullRequest{Number: 3, Action: "opened", Head: head}); !a.Queued {
