@@ -5,12 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"runtime/debug"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/caddy-webhooks/caddy-github-webhook/internal/apiretry"
 	"github.com/google/go-github/v74/github"
 	"go.uber.org/zap"
 )
@@ -200,7 +199,7 @@ const maxPRs = 256
 type PreviewReporter struct {
 	c           *Client
 	deployments bool
-	queueSize   int
+	q           *apiretry.Queue[previewReport]
 	maxAttempts int
 	maxAge      time.Duration
 	// base and maxBackoff shape the exponential backoff; now and sleep are
@@ -209,18 +208,8 @@ type PreviewReporter struct {
 	now              func() time.Time
 	sleep            func(context.Context, time.Duration) error
 
-	mu      sync.Mutex
-	queue   []previewReport
-	started bool
-	closed  bool
-
-	wake    chan struct{}
-	closing chan struct{}
-	done    chan struct{}
-	ctx     context.Context
-	cancel  context.CancelFunc
-
-	// Owned by the goroutine.
+	// Owned by the queue's goroutine.
+	ctx       context.Context // the queue's, for the report being sent
 	prs       map[int]*prState
 	prOrder   []int
 	notBefore time.Time
@@ -232,22 +221,24 @@ type PreviewReporter struct {
 func (c *Client) NewPreviewReporter(cfg PreviewConfig) *PreviewReporter {
 	r := &PreviewReporter{
 		c: c, deployments: cfg.Deployments,
-		queueSize: cfg.QueueSize, maxAttempts: cfg.MaxAttempts, maxAge: cfg.MaxAge,
+		maxAttempts: cfg.MaxAttempts, maxAge: cfg.MaxAge,
 		base: 2 * time.Second, maxBackoff: 5 * time.Minute,
 		now: time.Now, sleep: sleepCtx,
-		wake: make(chan struct{}, 1), closing: make(chan struct{}), done: make(chan struct{}),
 		prs: map[int]*prState{}, denied: map[string]bool{},
 	}
-	if r.queueSize <= 0 {
-		r.queueSize = 256
-	}
+	r.q = apiretry.NewQueue(cfg.QueueSize, func(ctx context.Context, rep previewReport) {
+		r.ctx = ctx
+		r.send(rep)
+	}, r.drop, func(rep previewReport, v any, stack []byte) {
+		r.c.log.Error("panicked", zap.Int("pull_request", rep.p.Number), zap.String("report", rep.kind.String()),
+			zap.Any("panic", v), zap.String("stack", string(stack)))
+	})
 	if r.maxAttempts <= 0 {
 		r.maxAttempts = 10
 	}
 	if r.maxAge <= 0 {
 		r.maxAge = time.Hour
 	}
-	r.ctx, r.cancel = context.WithCancel(context.Background())
 	return r
 }
 
@@ -292,135 +283,27 @@ func (r *PreviewReporter) Removed(p Preview, reason string) {
 
 // Start starts the goroutine that sends the reports. Calls after the first,
 // or after Close, do nothing.
-func (r *PreviewReporter) Start() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.started || r.closed {
-		return
-	}
-	r.started = true
-	go r.run()
-}
+func (r *PreviewReporter) Start() { r.q.Start() }
 
 // Close stops taking reports, sends those queued until ctx ends, then stops
 // the goroutine and returns; what was not sent by then is dropped, and Close
 // returns ctx's error.
 func (r *PreviewReporter) Close(ctx context.Context) error {
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		<-r.done
-		return nil
+	if err := r.q.Close(ctx); err != nil {
+		return fmt.Errorf("github preview reports: %w", err)
 	}
-	r.closed = true
-	started := r.started
-	r.mu.Unlock()
-	close(r.closing)
-	if !started {
-		r.cancel()
-		r.dropRest("reporter closed before it started")
-		close(r.done)
-		return nil
-	}
-	var err error
-	select {
-	case <-r.done:
-	case <-ctx.Done():
-		r.cancel()
-		<-r.done
-		err = fmt.Errorf("flushing github preview reports: %w", ctx.Err())
-	}
-	r.cancel()
-	return err
+	return nil
 }
 
 func (r *PreviewReporter) enqueue(rep previewReport) {
 	rep.queued = r.now()
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		r.drop(rep, "reporter closed")
-		return
-	}
-	var evicted []previewReport
-	if len(r.queue) >= r.queueSize {
-		evicted = append(evicted, r.queue[0])
-		r.queue = r.queue[1:]
-	}
-	r.queue = append(r.queue, rep)
-	r.mu.Unlock()
-	for _, e := range evicted {
-		r.drop(e, "queue full")
-	}
-	select {
-	case r.wake <- struct{}{}:
-	default:
-	}
+	r.q.Push(rep)
 }
 
 func (r *PreviewReporter) drop(rep previewReport, why string) {
 	r.c.onRequest(rep.path(), ResultDropped)
 	r.c.log.Warn("github preview report dropped", zap.Int("pull_request", rep.p.Number),
 		zap.String("report", rep.kind.String()), zap.String("reason", why))
-}
-
-func (r *PreviewReporter) dropRest(why string) {
-	r.mu.Lock()
-	rest := r.queue
-	r.queue = nil
-	r.mu.Unlock()
-	for _, rep := range rest {
-		r.drop(rep, why)
-	}
-}
-
-func (r *PreviewReporter) next() (previewReport, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.queue) == 0 {
-		return previewReport{}, false
-	}
-	rep := r.queue[0]
-	r.queue = r.queue[1:]
-	return rep, true
-}
-
-func (r *PreviewReporter) run() {
-	defer close(r.done)
-	for {
-		if r.ctx.Err() != nil {
-			r.dropRest("reporter closed")
-			return
-		}
-		if rep, ok := r.next(); ok {
-			r.sendRecovering(rep)
-			continue
-		}
-		select {
-		case <-r.wake:
-		case <-r.ctx.Done():
-		case <-r.closing:
-			r.mu.Lock()
-			empty := len(r.queue) == 0
-			r.mu.Unlock()
-			if empty {
-				return
-			}
-		}
-	}
-}
-
-// sendRecovering sends rep; a panic is logged with its stack and the report
-// dropped, and the goroutine goes on.
-func (r *PreviewReporter) sendRecovering(rep previewReport) {
-	defer func() {
-		if v := recover(); v != nil {
-			r.c.log.Error("panicked", zap.Int("pull_request", rep.p.Number), zap.String("report", rep.kind.String()),
-				zap.Any("panic", v), zap.String("stack", string(debug.Stack())))
-			r.drop(rep, fmt.Sprintf("sending it panicked: %v", v))
-		}
-	}()
-	r.send(rep)
 }
 
 // state returns what is known of pull request number, making it known.
